@@ -1,0 +1,1 @@
+"""Thin Typer commands; each module holds one command (or one command group)."""

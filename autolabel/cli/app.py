@@ -1,0 +1,37 @@
+"""The ``autolabel`` command line. Commands are registered here; each lives in its own module.
+
+Nothing heavy is imported at module level so ``autolabel --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from autolabel.cli import init as init_cmd
+from autolabel.cli.common import ErrorHandlingGroup
+
+app = typer.Typer(
+    name="autolabel",
+    cls=ErrorHandlingGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="From a folder of unlabeled photos to a trained, exported object detector.",
+)
+
+
+
+@app.callback()
+def _root() -> None:
+    """From a folder of unlabeled photos to a trained, exported object detector."""
+
+
+app.command("init")(init_cmd.init)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

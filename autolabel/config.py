@@ -1,0 +1,106 @@
+"""Typed workspace settings (``autolabel.yaml``), one model per concern, CLI flags override the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from autolabel.errors import AutolabelError
+
+CONFIG_NAME = "autolabel.yaml"
+STATE_DIR = ".autolabel"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GroupingConfig(_Section):
+    """How images are grouped into correlated sources (never split across train/val).
+
+    folder: the image's folder relative to the image root.
+    regex: the first capture group of ``regex`` matched against the relative path (video frames).
+    exif_gap: capture sessions: a new group starts when EXIF time jumps by more than ``gap_seconds``.
+    """
+
+    mode: Literal["folder", "regex", "exif_gap"] = "folder"
+    regex: str | None = None
+    gap_seconds: float = Field(default=60.0, gt=0)
+
+
+class ProposerConfig(_Section):
+    model: str = "grounding-dino"
+    model_path: str | None = None
+    box_threshold: float = Field(default=0.3, ge=0, le=1)
+    text_threshold: float = Field(default=0.25, ge=0, le=1)
+    max_det: int = Field(default=100, gt=0)
+    nms_iou: float | None = Field(default=None, gt=0, le=1)
+    class_agnostic_nms: bool = False
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(default=2, gt=0)
+    fp16: bool = True
+    max_side: int | None = Field(default=None, gt=0)
+
+
+class StudioConfig(_Section):
+    url: str | None = None
+    port: int = Field(default=8089, gt=0, lt=65536)
+    project_title: str = "autolabel"
+    batch_size: int = Field(default=500, gt=0)
+
+
+class TrainConfig(_Section):
+    model: str = "yolo11n.pt"
+    epochs: int = Field(default=80, gt=0)
+    imgsz: int = Field(default=640, gt=0)
+    batch: int = 16
+    seed: int = 0
+    patience: int = 20
+    close_mosaic: int = 10
+    device: str = "auto"
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    conf: float = Field(default=0.25, ge=0, le=1)
+
+
+class WorkspaceConfig(_Section):
+    version: int = 1
+    images: str
+    ontology: str | None = None
+    grouping: GroupingConfig = GroupingConfig()
+    proposer: ProposerConfig = ProposerConfig()
+    studio: StudioConfig = StudioConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def load_config(path: Path) -> WorkspaceConfig:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise AutolabelError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        return WorkspaceConfig.model_validate(data)
+    except ValidationError as exc:
+        raise AutolabelError(f"{path}: {describe_validation_error(exc)}") from None
+
+
+def save_config(config: WorkspaceConfig, path: Path) -> None:
+    import yaml
+
+    data = config.model_dump(mode="json", exclude_defaults=False)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, joined: 'proposer.box_treshold: unknown key'."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown key")
+        else:
+            parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

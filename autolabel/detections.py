@@ -1,0 +1,75 @@
+"""The one detection type is ``supervision.Detections`` (xyxy pixels, confidence, class_id).
+
+This module only holds the few helpers the store and the engines need around it:
+JSON (de)serialization, an empty value and per-class thresholding.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+
+def empty() -> sv.Detections:
+    import supervision as sv
+
+    return sv.Detections.empty()
+
+
+def make(xyxy, class_id, confidence=None) -> sv.Detections:
+    import supervision as sv
+
+    xyxy = np.asarray(xyxy, dtype=np.float32).reshape(-1, 4)
+    class_id = np.asarray(class_id, dtype=int).reshape(-1)
+    if confidence is not None:
+        confidence = np.asarray(confidence, dtype=np.float32).reshape(-1)
+    return sv.Detections(xyxy=xyxy, class_id=class_id, confidence=confidence)
+
+
+def to_dict(det: sv.Detections) -> dict:
+    """A compact JSON-ready dict; boxes rounded to 1/100 pixel, scores to 1e-5."""
+    out = {
+        "xyxy": np.round(det.xyxy.astype(float), 2).tolist(),
+        "class_id": [int(c) for c in (det.class_id if det.class_id is not None else [])],
+    }
+    if det.confidence is not None:
+        out["confidence"] = np.round(det.confidence.astype(float), 5).tolist()
+    return out
+
+
+def from_dict(data: dict) -> sv.Detections:
+    if not data or not data.get("xyxy"):
+        return empty()
+    return make(data["xyxy"], data["class_id"], data.get("confidence"))
+
+
+def to_json(det: sv.Detections) -> str:
+    return json.dumps(to_dict(det), separators=(",", ":"))
+
+
+def from_json(text: str | None) -> sv.Detections:
+    return from_dict(json.loads(text)) if text else empty()
+
+
+def apply_class_thresholds(det: sv.Detections, thresholds: list[float]) -> sv.Detections:
+    """Keep a box when its confidence reaches its own class's threshold."""
+    if len(det) == 0:
+        return det
+    limits = np.asarray(thresholds, dtype=np.float32)[det.class_id]
+    return det[det.confidence >= limits]
+
+
+def clip_to_image(det: sv.Detections, width: int, height: int) -> sv.Detections:
+    if len(det) == 0:
+        return det
+    xyxy = det.xyxy.copy()
+    xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+    xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+    det.xyxy = xyxy
+    keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return det[keep]

@@ -1,0 +1,205 @@
+"""Image discovery, hashing, EXIF-correct decoding and source groups.
+
+Decoding never raises anything but ``ImageDecodeError`` whose message is the recorded reason,
+so one bad file becomes one line in a summary, not a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from autolabel.errors import AutolabelError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
+_EXIF_ORIENTATION = 0x0112
+_EXIF_IFD = 0x8769
+_EXIF_DATETIME_ORIGINAL = 0x9003
+_EXIF_DATETIME = 0x0132
+
+
+class ImageDecodeError(Exception):
+    """The file cannot be used as an image; the message is the reason recorded in the store."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # HxWx3 uint8 RGB, EXIF orientation applied
+    note: str | None  # a conversion made on the way (grayscale, CMYK, 16-bit, rotation)
+    captured_at: str | None
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def discover(root: Path) -> list[Path]:
+    """Image files below ``root`` (hidden folders skipped), sorted for a stable order."""
+    if not root.exists():
+        raise AutolabelError(f"images folder not found: {root}")
+    if not root.is_dir():
+        raise AutolabelError(f"not a folder: {root}")
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.append(path)
+    return sorted(found)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def decode(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Read an image as RGB uint8 with EXIF orientation applied, or raise ImageDecodeError."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageDecodeError("empty file (0 bytes)")
+    except FileNotFoundError:
+        raise ImageDecodeError("file not found") from None
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageDecodeError(
+                        f"decompression bomb: {width}x{height} pixels is over the limit of {max_pixels}"
+                    )
+                img.load()
+                exif = img.getexif()
+                orientation = exif.get(_EXIF_ORIENTATION, 1)
+                captured_at = _capture_time(exif)
+                if orientation not in (1, None):
+                    img = ImageOps.exif_transpose(img)
+                    notes.append(f"EXIF orientation {orientation} applied")
+                rgb = _to_rgb(img, notes)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (unrecognized format)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"truncated or corrupt image data ({_first_line(exc)})") from None
+    return DecodedImage(pixels=rgb, note="; ".join(notes) or None, captured_at=captured_at)
+
+
+def _to_rgb(img, notes: list[str]) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        array = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        gray = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        notes.append(f"{16 if peak > 255 else 8}-bit grayscale ({mode}) scaled to 8-bit RGB")
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        span = max(array.max(initial=0) - array.min(initial=0), 1e-12)
+        gray = ((array - array.min(initial=0)) / span * 255).astype(np.uint8)
+        notes.append("float image scaled to 8-bit RGB")
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.uint8)
+    if mode == "CMYK":
+        notes.append("converted from CMYK")
+    elif mode in ("L", "LA", "1"):
+        notes.append("grayscale converted to RGB")
+    elif mode in ("RGBA", "PA", "P") and ("A" in mode or "transparency" in img.info):
+        notes.append("alpha channel dropped")
+    elif mode not in ("P", "YCbCr"):
+        notes.append(f"converted from {mode}")
+    if mode == "RGBA" or (mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        # Composite on white: transparent regions would otherwise show their hidden colour.
+        from PIL import Image
+
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def _capture_time(exif) -> str | None:
+    raw = None
+    try:
+        raw = exif.get_ifd(_EXIF_IFD).get(_EXIF_DATETIME_ORIGINAL)
+    except Exception:  # malformed EXIF block: no capture time, not a decode failure
+        raw = None
+    raw = raw or exif.get(_EXIF_DATETIME)
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat()
+    except ValueError:
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# -- source groups -----------------------------------------------------------------------------
+
+
+def folder_group(rel_path: str) -> str:
+    parent = str(PurePosixPath(rel_path).parent)
+    return parent if parent != "." else "(root)"
+
+
+def regex_group(rel_path: str, pattern: re.Pattern[str]) -> str:
+    """The first capture group (or the whole match) names the group; no match: its own group."""
+    match = pattern.search(rel_path)
+    if not match:
+        return rel_path
+    return match.group(1) if match.groups() and match.group(1) is not None else match.group(0)
+
+
+def time_gap_groups(items: Iterable[tuple[str, str | None]], gap_seconds: float) -> dict[str, str]:
+    """Group (rel_path, captured_at ISO) items per folder into capture sessions.
+
+    Within a folder, images sorted by capture time start a new session wherever consecutive
+    times are more than ``gap_seconds`` apart; images without a time form their own group.
+    """
+    by_folder: dict[str, list[tuple[datetime, str]]] = {}
+    groups: dict[str, str] = {}
+    for rel_path, captured_at in items:
+        if not captured_at:
+            groups[rel_path] = rel_path
+            continue
+        by_folder.setdefault(folder_group(rel_path), []).append(
+            (datetime.fromisoformat(captured_at), rel_path)
+        )
+    for folder, entries in by_folder.items():
+        entries.sort()
+        session_start = None
+        previous = None
+        for moment, rel_path in entries:
+            if previous is None or (moment - previous).total_seconds() > gap_seconds:
+                session_start = moment
+            previous = moment
+            groups[rel_path] = f"{folder}@{session_start.isoformat()}"
+    return groups

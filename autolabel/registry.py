@@ -1,0 +1,114 @@
+"""Registering a folder of images: new files only, probed in parallel, bad files recorded."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autolabel.config import GroupingConfig
+from autolabel.errors import AutolabelError
+from autolabel.images import (
+    ImageDecodeError,
+    decode,
+    discover,
+    file_sha256,
+    folder_group,
+    regex_group,
+    time_gap_groups,
+)
+from autolabel.store import Store
+
+CHUNK = 256
+
+
+@dataclass
+class ScanSummary:
+    found: int = 0
+    new: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, conversion)
+
+
+def probe(path: Path, rel_path: str) -> dict:
+    """Everything the registry records about one file; a bad file yields an 'error' row."""
+    row: dict = {"path": rel_path, "size_bytes": path.stat().st_size}
+    row["sha256"] = file_sha256(path)
+    try:
+        image = decode(path)
+    except ImageDecodeError as exc:
+        return {**row, "status": "error", "error": str(exc), "width": None, "height": None}
+    return {
+        **row,
+        "width": image.width,
+        "height": image.height,
+        "note": image.note,
+        "captured_at": image.captured_at,
+    }
+
+
+def make_grouper(config: GroupingConfig) -> Callable[[str], str]:
+    if config.mode == "regex":
+        if not config.regex:
+            raise AutolabelError("grouping.mode is 'regex' but grouping.regex is not set in autolabel.yaml")
+        try:
+            pattern = re.compile(config.regex)
+        except re.error as exc:
+            raise AutolabelError(f"grouping.regex is not a valid regular expression: {exc}") from None
+        return lambda rel: regex_group(rel, pattern)
+    return folder_group  # exif_gap is regrouped over all images after registration
+
+
+def register_images(
+    store: Store,
+    image_root: Path,
+    grouping: GroupingConfig,
+    advance: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+) -> ScanSummary:
+    paths = discover(image_root)
+    known = store.known_paths()
+    new = [(p, p.relative_to(image_root).as_posix()) for p in paths]
+    new = [(p, rel) for p, rel in new if rel not in known]
+    summary = ScanSummary(found=len(paths), new=len(new))
+    if on_total:
+        on_total(len(new))
+    grouper = make_grouper(grouping)
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(new), CHUNK):
+            chunk = new[start : start + CHUNK]
+            rows = list(pool.map(lambda item: probe(*item), chunk))
+            for row in rows:
+                row["source_group"] = _group_for(store, row, grouper)
+                if row.get("error"):
+                    summary.errors.append((row["path"], row["error"]))
+                elif row.get("note"):
+                    summary.notes.append((row["path"], row["note"]))
+            store.add_images(rows)
+            if advance:
+                advance(len(chunk))
+    if grouping.mode == "exif_gap":
+        regroup_by_time(store, grouping.gap_seconds)
+    return summary
+
+
+def _group_for(store: Store, row: dict, grouper: Callable[[str], str]) -> str:
+    """Exact duplicates (same bytes) join the first copy's group, so they never straddle a split."""
+    twin = store.image_by_sha(row["sha256"])
+    if twin is not None:
+        row["note"] = "; ".join(filter(None, [row.get("note"), f"same content as {twin.path}"]))
+        return twin.source_group
+    return grouper(row["path"])
+
+
+def regroup_by_time(store: Store, gap_seconds: float) -> None:
+    images = store.images(include_errors=True)
+    groups = time_gap_groups(((im.path, im.captured_at) for im in images), gap_seconds)
+    with store.transaction():
+        for im in images:
+            if im.status != "validation" and groups[im.path] != im.source_group:
+                store.update_image(im.id, source_group=groups[im.path])

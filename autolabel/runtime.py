@@ -1,0 +1,79 @@
+"""Process-wide hygiene, applied once by the CLI (never at import time).
+
+Every library's config and cache directory points into the workspace (or a temp dir), nothing
+writes into $HOME, and nothing is downloaded or pip-installed implicitly: ultralytics runs
+offline with auto-install off and a local font; Hugging Face weights come from the user's cache,
+``--model-path``, or the hub when the user is online (see ``autolabel.weights``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def configure_environment(cache_root: Path) -> None:
+    cache_root = Path(cache_root)
+    env = os.environ
+    env.setdefault("YOLO_CONFIG_DIR", str(cache_root / "ultralytics"))
+    env.setdefault("YOLO_OFFLINE", "1")
+    env.setdefault("YOLO_AUTOINSTALL", "false")
+    env.setdefault("YOLO_VERBOSE", "false")
+    env.setdefault("MPLCONFIGDIR", str(cache_root / "matplotlib"))
+    env.setdefault("MPLBACKEND", "Agg")
+    env.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("LABEL_STUDIO_COLLECT_ANALYTICS", "false")
+    env.setdefault("LABEL_STUDIO_LATEST_VERSION_CHECK", "false")
+    for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR"):
+        Path(env[key]).mkdir(parents=True, exist_ok=True)
+
+
+def configure_ultralytics() -> None:
+    """Call right before using ultralytics: local font, no settings sync, no hub calls."""
+    config_dir = Path(os.environ.get("YOLO_CONFIG_DIR") or ".")
+    ensure_font(config_dir)
+    from ultralytics import settings
+
+    wanted = {"sync": False, "hub": False}
+    if any(settings.get(k) != v for k, v in wanted.items()):
+        settings.update(wanted)
+
+
+def ensure_font(config_dir: Path) -> None:
+    """Ultralytics downloads Arial.ttf for plots unless it finds one in its config dir.
+
+    A DejaVu Sans shipped with matplotlib stands in under the names it looks for.
+    """
+    config_dir.mkdir(parents=True, exist_ok=True)
+    targets = [config_dir / name for name in ("Arial.ttf", "Arial.Unicode.ttf")]
+    if all(t.exists() for t in targets):
+        return
+    import matplotlib
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for target in targets:
+        if not target.exists():
+            shutil.copyfile(source, target)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' / 'mps' / 'cpu'; an explicit device that is missing is one clear error."""
+    import torch
+
+    from autolabel.errors import AutolabelError
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AutolabelError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise AutolabelError("--device mps: MPS is not available on this machine (use --device cpu)")
+    return device

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Creates the project's environments (idempotent):
+#   .venv         autolabel with the ML stack (torch, transformers, ultralytics, ...) and test tools
+#   .venv-studio  the Label Studio server, kept apart because its pinned Django stack and
+#                 opencv/numpy pins do not mix with the ML stack; autolabel talks to it over HTTP.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import autolabel, torch, ultralytics, transformers, pytest" 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  .venv/bin/pip install -q --upgrade pip
+  # torch first, pinned: these wheels are the ones the pip constraint on this machine allows.
+  .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+  .venv/bin/pip install -q -c scripts/constraints.txt -e '.[test]'
+  touch .venv/.installed
+fi
+
+if [ "${AUTOLABEL_SKIP_STUDIO:-0}" != "1" ]; then
+  if [ ! -x .venv-studio/bin/label-studio ] || [ scripts/constraints-studio.txt -nt .venv-studio/.installed ]; then
+    "$PYTHON" -m venv .venv-studio
+    .venv-studio/bin/pip install -q --upgrade pip
+    .venv-studio/bin/pip install -q -c scripts/constraints-studio.txt label-studio==1.23.2
+    touch .venv-studio/.installed
+  fi
+fi
