@@ -244,7 +244,10 @@ class Store:
 
     # -- predictions ------------------------------------------------------------------------
     def predicted_ids(self, model_key: str) -> set[int]:
-        rows = self.conn.execute("SELECT image_id FROM predictions WHERE model_key = ?", (model_key,))
+        """Images with an error-free prediction under this key (model failures are retried)."""
+        rows = self.conn.execute(
+            "SELECT image_id FROM predictions WHERE model_key = ? AND error IS NULL", (model_key,)
+        )
         return {r[0] for r in rows}
 
     def save_predictions(self, rows: Iterable[tuple[int, str, str, str, str | None]]) -> None:
