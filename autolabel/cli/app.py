@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from autolabel.cli import init as init_cmd
+from autolabel.cli import propose as propose_cmd
 from autolabel.cli.common import ErrorHandlingGroup
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ def _root() -> None:
 
 
 app.command("init")(init_cmd.init)
+app.command("propose")(propose_cmd.propose)
 
 
 def main() -> None:

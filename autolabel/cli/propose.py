@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from autolabel.cli.common import WorkspaceOption, console, open_workspace
+
+
+def propose(
+    prompt: Annotated[
+        Optional[list[str]],
+        typer.Option("--prompt", "-p", help="A class to find; repeat for more. 'bolt=hex bolt,machine bolt' gives a class several prompts."),
+    ] = None,
+    prompts: Annotated[
+        Optional[Path], typer.Option("--prompts", help="Prompt ontology YAML (see prompts/fasteners.yaml).")
+    ] = None,
+    workspace: WorkspaceOption = Path("."),
+    model: Annotated[Optional[str], typer.Option(help="grounding-dino | owlv2 | yolo-world | groundingdino-py")] = None,
+    model_path: Annotated[Optional[str], typer.Option(help="Local weights (a save_pretrained folder or a .pt file).")] = None,
+    box_threshold: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
+    text_threshold: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
+    max_det: Annotated[Optional[int], typer.Option(min=1)] = None,
+    nms_iou: Annotated[Optional[float], typer.Option(min=0, max=1, help="Per-class NMS at this IoU (off by default).")] = None,
+    class_agnostic_nms: Annotated[bool, typer.Option(help="NMS across classes.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | mps")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
+    fp16: Annotated[Optional[bool], typer.Option("--fp16/--no-fp16", help="Half precision on CUDA.")] = None,
+    force: Annotated[bool, typer.Option(help="Propose again images already proposed with this model and ontology.")] = False,
+    preview: Annotated[int, typer.Option(help="Images in the preview grid written at the end (0: none).")] = 16,
+) -> None:
+    """Pre-label every image with an open-vocabulary detector (resumable; new images are registered first)."""
+    from autolabel.cli.init import print_scan_problems, register_with_progress
+    from autolabel.engine import model_key, run_proposals
+    from autolabel.errors import AutolabelError
+    from autolabel.ontology import Ontology
+    from autolabel.progress import progress_bar
+    from autolabel.proposers import build_proposer
+    from autolabel.proposers.base import BatchMapper, ProposerSettings
+
+    ws = open_workspace(workspace)
+    if prompt and prompts:
+        raise AutolabelError("give either --prompt or --prompts, not both")
+    if prompt:
+        ontology = Ontology.from_prompts(prompt)
+    elif prompts:
+        ontology = Ontology.load(prompts)
+    elif ws.ontology_path():
+        ontology = Ontology.load(ws.ontology_path())
+    else:
+        raise AutolabelError("no prompts: give --prompt bolt (repeatable) or --prompts prompts/fasteners.yaml")
+
+    cfg = ws.config.proposer
+    overrides = {
+        "model": model, "model_path": model_path, "box_threshold": box_threshold,
+        "text_threshold": text_threshold, "max_det": max_det, "nms_iou": nms_iou,
+        "device": device, "batch_size": batch_size, "fp16": fp16,
+    }
+    values = {**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    values["class_agnostic_nms"] = class_agnostic_nms or cfg.class_agnostic_nms
+    settings = ProposerSettings(**values)
+
+    out = console()
+    scan = register_with_progress(ws)
+    if scan.new:
+        out.print(f"{scan.new} new images registered")
+        print_scan_problems(scan)
+
+    with ws.open_store() as store:
+        ids = store.ensure_classes(ontology.names)
+        class_ids = [ids[name] for name in ontology.names]
+        out.print(f"loading {settings.model} ({settings.model_path or 'default weights'}) ...")
+        mapper = BatchMapper(lambda: build_proposer(settings, ontology))
+        key = model_key(settings, mapper.model_version, ontology.fingerprint())
+        with progress_bar("proposing", total=None) as advance:
+            summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, force, advance)
+        names = store.class_names()
+        out.print(
+            f"proposed {summary.proposed} images in {summary.seconds:.1f} s "
+            f"({summary.images_per_second:.2f} img/s); {summary.skipped} already done with this model"
+        )
+        if summary.boxes_per_class:
+            counts = ", ".join(f"{names[c]} {n}" for c, n in sorted(summary.boxes_per_class.items()))
+            out.print(f"boxes: {counts}")
+        for label, problems in (("unreadable", summary.decode_errors), ("model errors", summary.model_errors)):
+            if problems:
+                out.print(f"[yellow]{len(problems)} {label}:[/yellow]")
+                for path, reason in problems:
+                    out.print(f"  {path}: {reason}")
+        if preview and summary.proposed:
+            path = write_preview(ws, store, key, preview)
+            out.print(f"preview: {path}")
+
+
+def write_preview(ws, store, key: str, n: int) -> Path:
+    from autolabel import detections as dets
+    from autolabel.images import ImageDecodeError, decode
+    from autolabel.preview import render_grid
+
+    rows = store.conn.execute(
+        "SELECT i.path, p.detections FROM predictions p JOIN images i ON i.id = p.image_id"
+        " WHERE p.model_key = ? AND p.error IS NULL ORDER BY i.id LIMIT ?",
+        (key, n),
+    ).fetchall()
+    tiles, titles = [], []
+    for rel, det_json in rows:
+        try:
+            tiles.append((decode(ws.image_root / rel).pixels, dets.from_json(det_json)))
+            titles.append(rel)
+        except ImageDecodeError:
+            continue
+    return render_grid(tiles, store.class_names(), ws.root / "previews" / "propose.png", titles=titles)

@@ -1,0 +1,186 @@
+"""The local propose engine: stream images from the store through a proposer, persist as we go.
+
+Decoding runs in a background thread while the model runs on the previous batch; at most
+``prefetch`` decoded batches wait in a bounded queue, so memory stays flat however many images
+there are. Results are committed per batch, so an interrupted run resumes where it stopped
+(images already proposed under the same model key are skipped unless ``force``).
+
+A Ray engine would map the same ``BatchMapper`` over a dataset of ``{id, path}`` rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autolabel import detections as dets
+from autolabel.errors import AutolabelError
+from autolabel.images import ImageDecodeError, decode
+from autolabel.proposers.base import BatchMapper, ProposerSettings
+from autolabel.store import Store
+
+PAGE = 512
+_DONE = object()
+
+
+@dataclass
+class ProposeSummary:
+    todo: int = 0
+    proposed: int = 0
+    skipped: int = 0
+    boxes_per_class: Counter = field(default_factory=Counter)
+    decode_errors: list[tuple[str, str]] = field(default_factory=list)
+    model_errors: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.proposed / self.seconds if self.seconds > 0 else 0.0
+
+
+def model_key(settings: ProposerSettings, model_version: str, ontology_fingerprint: str) -> str:
+    """Same key = same model, weights, ontology and output-affecting settings: safe to skip."""
+    payload = json.dumps(
+        {
+            "model": settings.model,
+            "version": model_version,
+            "ontology": ontology_fingerprint,
+            "box": settings.box_threshold,
+            "text": settings.text_threshold,
+            "max_det": settings.max_det,
+            "nms": settings.nms_iou,
+            "agnostic": settings.class_agnostic_nms,
+            "max_side": settings.max_side,
+        },
+        sort_keys=True,
+    )
+    return f"{settings.model}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
+
+
+def pending_rows(store: Store, image_root: Path, key: str, force: bool) -> Iterator[list[dict]]:
+    """Pages of ``{id, path, rel}`` rows still to propose, read lazily from SQLite."""
+    done = set() if force else store.predicted_ids(key)
+    last_id = 0
+    while True:
+        page = store.conn.execute(
+            "SELECT id, path FROM images WHERE status != 'error' AND id > ? ORDER BY id LIMIT ?",
+            (last_id, PAGE),
+        ).fetchall()
+        if not page:
+            return
+        last_id = page[-1][0]
+        rows = [{"id": r[0], "path": str(image_root / r[1]), "rel": r[1]} for r in page if r[0] not in done]
+        if rows:
+            yield rows
+
+
+def count_pending(store: Store, key: str, force: bool) -> tuple[int, int]:
+    total = store.conn.execute("SELECT COUNT(*) FROM images WHERE status != 'error'").fetchone()[0]
+    done = 0 if force else len(store.predicted_ids(key))
+    return total - done, done
+
+
+def _decode_batches(
+    pages: Iterator[list[dict]], batch_size: int, out: queue.Queue, stop: threading.Event
+) -> None:
+    """Producer thread: decode images into batches; bad files travel as error rows."""
+    try:
+        batch: list[tuple[dict, np.ndarray | None, str | None]] = []
+        for page in pages:
+            for row in page:
+                if stop.is_set():
+                    return
+                try:
+                    batch.append((row, decode(row["path"]).pixels, None))
+                except ImageDecodeError as exc:
+                    batch.append((row, None, str(exc)))
+                if sum(1 for _, px, _ in batch if px is not None) >= batch_size:
+                    out.put(batch)
+                    batch = []
+        if batch:
+            out.put(batch)
+    except BaseException as exc:  # surface producer failures in the consumer
+        out.put(exc)
+    finally:
+        out.put(_DONE)
+
+
+def run_proposals(
+    store: Store,
+    image_root: Path,
+    mapper: BatchMapper,
+    class_ids: list[int],
+    settings: ProposerSettings,
+    key: str,
+    force: bool = False,
+    advance: Callable[[int], None] | None = None,
+    prefetch: int = 2,
+) -> ProposeSummary:
+    """Propose every pending image; ``class_ids`` maps ontology class index -> store class id."""
+    todo, already = count_pending(store, key, force)
+    summary = ProposeSummary(todo=todo, skipped=already)
+    remap = np.asarray(class_ids, dtype=int)
+    batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    stop = threading.Event()
+    reader = Store.open(store.path)  # the producer thread reads through its own connection
+    producer = threading.Thread(
+        target=_decode_batches,
+        args=(pending_rows(reader, image_root, key, force), settings.batch_size, batches, stop),
+        daemon=True,
+        name="autolabel-decode",
+    )
+    started = time.perf_counter()
+    producer.start()
+    try:
+        while (item := batches.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            _label_batch(store, mapper, item, remap, key, summary)
+            if advance:
+                advance(len(item))
+            if summary.proposed == 0 and len(summary.model_errors) >= 2 * settings.batch_size:
+                reason = summary.model_errors[0][1]
+                raise AutolabelError(f"the model failed on every image so far ({reason}); stopping")
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                producer.join(timeout=0.1)
+        reader.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _label_batch(store, mapper, batch, remap, key, summary) -> None:
+    good = [(row, px) for row, px, err in batch if err is None]
+    for row, _, err in batch:
+        if err is not None:
+            store.mark_error(row["id"], err)
+            summary.decode_errors.append((row["rel"], err))
+    results = mapper.label_decoded([r for r, _ in good], [px for _, px in good], {}, [r for r, _ in good])
+    by_id = {row["id"]: row for row, _ in good}
+    records = []
+    for result in results:
+        rel = by_id[result["id"]]["rel"]
+        if result["error"] is not None:
+            summary.model_errors.append((rel, result["error"]))
+            records.append((result["id"], key, mapper.model_version, "{}", result["error"]))
+            continue
+        det = dets.from_dict(result["detections"])
+        if len(det):
+            det.class_id = remap[det.class_id]
+        summary.boxes_per_class.update(int(c) for c in det.class_id)
+        summary.proposed += 1
+        records.append((result["id"], key, mapper.model_version, dets.to_json(det), None))
+    store.save_predictions(records)
