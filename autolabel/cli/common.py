@@ -40,7 +40,7 @@ class ErrorHandlingGroup(TyperGroup):
 def console():
     from rich.console import Console
 
-    return Console(stderr=False, highlight=False)
+    return Console(stderr=False, highlight=False, soft_wrap=True)
 
 
 def open_workspace(path: Path):

@@ -1,0 +1,62 @@
+import shutil
+
+import yaml
+from typer.testing import CliRunner
+
+from autolabel.cli.app import app
+from autolabel.store import Store
+from tests.builders import bad_corpus, rgb
+
+runner = CliRunner()
+
+
+def test_init_registers_images_and_records_bad_files(tmp_path):
+    expected = bad_corpus(tmp_path / "raw")
+    result = runner.invoke(app, ["init", "--images", str(tmp_path / "raw"), "-w", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    assert "4 files skipped" in result.output
+    store = Store.open(tmp_path / ".autolabel" / "state.db")
+    images = {im.path: im for im in store.images(include_errors=True)}
+    assert set(images) == set(expected)
+    for name, outcome in expected.items():
+        if outcome == "ok":
+            assert images[name].status == "unlabeled" and images[name].note is None
+        elif images[name].status == "error":
+            assert outcome in images[name].error
+            assert name in result.output
+        else:
+            assert outcome in images[name].note
+    assert (images["rotated.jpg"].width, images["rotated.jpg"].height) == (20, 60)
+
+
+def test_rerun_on_grown_folder_registers_only_new_images(tmp_path):
+    rgb(tmp_path / "raw" / "a" / "1.jpg")
+    args = ["init", "--images", str(tmp_path / "raw"), "-w", str(tmp_path)]
+    assert runner.invoke(app, args).exit_code == 0
+    rgb(tmp_path / "raw" / "b" / "2.jpg", seed=1)
+    shutil.copy(tmp_path / "raw" / "a" / "1.jpg", tmp_path / "raw" / "b" / "copy.jpg")
+    result = runner.invoke(app, args)
+    assert "3 images found, 2 new" in result.output
+    images = {im.path: im for im in Store.open(tmp_path / ".autolabel" / "state.db").images()}
+    assert images["b/2.jpg"].source_group == "b"
+    # an exact copy joins the original's group so the two can never straddle train and val
+    assert images["b/copy.jpg"].source_group == "a"
+
+
+def test_bad_config_key_is_one_line(tmp_path):
+    rgb(tmp_path / "raw" / "1.jpg")
+    assert runner.invoke(app, ["init", "--images", str(tmp_path / "raw"), "-w", str(tmp_path)]).exit_code == 0
+    config = yaml.safe_load((tmp_path / "autolabel.yaml").read_text())
+    config["proposer"]["box_treshold"] = 0.2
+    (tmp_path / "autolabel.yaml").write_text(yaml.safe_dump(config))
+    result = runner.invoke(app, ["propose", "--prompt", "bolt", "-w", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "proposer.box_treshold: unknown key" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_images_folder_is_one_line(tmp_path):
+    result = runner.invoke(app, ["init", "--images", str(tmp_path / "nope"), "-w", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: images folder not found")
