@@ -9,6 +9,7 @@ import typer
 
 from autolabel.cli import init as init_cmd
 from autolabel.cli import propose as propose_cmd
+from autolabel.cli import status as status_cmd
 from autolabel.cli.common import ErrorHandlingGroup
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ def _root() -> None:
 
 app.command("init")(init_cmd.init)
 app.command("propose")(propose_cmd.propose)
+app.command("status")(status_cmd.status)
 
 
 def main() -> None:

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from autolabel.cli.common import WorkspaceOption, console, open_workspace
+
+
+def status(workspace: WorkspaceOption = Path(".")) -> None:
+    """Where the workspace stands: images by status, pre-labels, human labels, training runs."""
+    from rich.table import Table
+
+    from autolabel.status import collect_status
+
+    ws = open_workspace(workspace)
+    out = console()
+    with ws.open_store() as store:
+        report = collect_status(store)
+    out.print(f"workspace {ws.root} (images: {ws.image_root})")
+    table = Table(title="images")
+    table.add_column("status")
+    table.add_column("count", justify="right")
+    for name, count in report["images"].items():
+        table.add_row(name, str(count))
+    out.print(table)
+    if report["classes"]:
+        out.print("classes: " + ", ".join(f"{i}:{n}" for i, n in enumerate(report["classes"])))
+    if report["proposals"]:
+        proposals = Table(title="pre-labels")
+        for column in ("model", "images", "boxes", "errors"):
+            proposals.add_column(column, justify="right" if column != "model" else "left")
+        for row in report["proposals"]:
+            proposals.add_row(row["model_version"], str(row["images"]), str(row["boxes"]), str(row["errors"]))
+        out.print(proposals)
+    out.print(f"human-verified images: {report['labeled_images']} ({report['labeled_boxes']} boxes)")
+    for section in report["sections"]:
+        out.print(section)
