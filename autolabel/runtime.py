@@ -38,7 +38,8 @@ def configure_ultralytics() -> None:
     ensure_font(config_dir)
     from ultralytics import settings
 
-    wanted = {"sync": False, "hub": False}
+    # Setting names vary across ultralytics versions ('hub' is gone in 8.4); unknown keys raise.
+    wanted = {k: v for k, v in {"sync": False, "hub": False}.items() if k in settings.defaults}
     if any(settings.get(k) != v for k, v in wanted.items()):
         settings.update(wanted)
 
