@@ -1,0 +1,70 @@
+"""Loop recipes (``loop/*.yaml``): how to iterate. Any value can be overridden on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from autolabel.config import describe_validation_error
+from autolabel.errors import AutolabelError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PlateauRule(_Section):
+    """Stop when frozen-val mAP50-95 has not improved by ``min_delta`` for ``patience`` rounds."""
+
+    patience: int = Field(default=2, ge=1)
+    min_delta: float = Field(default=0.005, ge=0)
+
+
+class LoopTrain(_Section):
+    epochs: int = Field(default=30, gt=0)
+    imgsz: int = Field(default=320, gt=0)
+    batch: int = Field(default=16, gt=0)
+    model: str = "yolo11n.pt"
+    warm_start: bool = True  # start each round from the previous round's student
+    seed: int = 0
+    device: str = "auto"
+
+
+class Recipe(_Section):
+    rounds: int = Field(default=6, ge=1)
+    budget: int = Field(default=50, ge=1)  # images sent for review per round
+    initial_budget: int | None = Field(default=None, ge=1)  # round 0; defaults to budget
+    strategy: Literal["random", "uncertainty", "diversity", "hybrid"] = "hybrid"
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+    poll_seconds: float = Field(default=10.0, gt=0)
+    plateau: PlateauRule = PlateauRule()
+    train: LoopTrain = LoopTrain()
+
+    def with_overrides(self, **values) -> Recipe:
+        """CLI overrides: ``rounds``, ``budget``, ``strategy``, ``epochs``, ``imgsz`` (None = keep)."""
+        data = self.model_dump()
+        for key, value in values.items():
+            if value is None:
+                continue
+            if key in ("epochs", "imgsz"):
+                data["train"][key] = value
+            else:
+                data[key] = value
+        return Recipe.model_validate(data)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise AutolabelError(f"recipe not found: {path}")
+    try:
+        return Recipe.model_validate(yaml.safe_load(path.read_text()) or {})
+    except yaml.YAMLError as exc:
+        raise AutolabelError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except ValidationError as exc:
+        raise AutolabelError(f"{path}: {describe_validation_error(exc)}") from None
