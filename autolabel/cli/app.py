@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import typer
 
+from autolabel.cli import dataset as dataset_cmd
+from autolabel.cli import export as export_cmd
 from autolabel.cli import init as init_cmd
 from autolabel.cli import propose as propose_cmd
 from autolabel.cli import status as status_cmd
@@ -29,8 +31,11 @@ def _root() -> None:
 
 
 app.command("init")(init_cmd.init)
+app.command("synth")(dataset_cmd.synth)
 app.command("propose")(propose_cmd.propose)
 app.command("status")(status_cmd.status)
+app.command("export")(export_cmd.export)
+app.command("bench")(export_cmd.bench)
 
 
 def main() -> None:
