@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,8 +45,14 @@ def from_lines(lines: list[str], width: int, height: int) -> sv.Detections:
             score = float(parts[5]) if len(parts) == 6 else None
         except ValueError:
             raise YoloFormatError(f"line {number}: not numbers: {raw.strip()!r}") from None
+        if not all(math.isfinite(v) for v in (float(parts[0]), cx, cy, w, h, score or 0.0)):
+            raise YoloFormatError(f"line {number}: not finite: {raw.strip()!r}")
         if float(parts[0]) != cls:
             raise YoloFormatError(f"line {number}: class id must be an integer, got {parts[0]}")
+        if cls < 0:
+            raise YoloFormatError(f"line {number}: class id must not be negative, got {parts[0]}")
+        if w < 0 or h < 0:
+            raise YoloFormatError(f"line {number}: negative width or height: {raw.strip()!r}")
         xyxy.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
         class_id.append(cls)
         scores.append(score)
