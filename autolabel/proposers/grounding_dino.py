@@ -1,0 +1,279 @@
+"""Grounding DINO through transformers (default ``IDEA-Research/grounding-dino-tiny``).
+
+Class mapping: the caption is every prompt of the ontology, lowercased, as ``"a . b . c ."``. We never
+map transformers' decoded phrase strings back to classes (a phrase like "hex" is ambiguous between
+"hex nut" and "hex bolt", and sub-word joins produce strings that match no prompt). Instead each prompt's
+character span in the caption is mapped to token positions with the fast tokenizer's offset mapping;
+a token belongs to the class of the prompt whose span contains it. For each query (box)::
+
+    class score[c] = max over tokens t of class c's prompts of sigmoid(logit[query, t])
+    class          = argmax_c class score[c];   confidence = class score[class]
+    kept when        confidence >= the class's box threshold and confidence >= text_threshold
+
+A caption longer than the text encoder's ``max_text_len`` tokens is split into several captions
+(whole prompts each); each one gets its own forward pass and the detections are merged.
+
+Batches: the image processor pads a batch to its largest image (bottom/right) with a pixel mask, but
+a padded image does not give the same boxes as the image alone (Swin windows see the padding, and the
+valid-region ratios come from a nearest-neighbour downsampled mask). So images are grouped by their
+resized shape and each group runs unpadded; ``pred_boxes`` are then normalized (cx, cy, w, h) over the
+whole resized image, which is the original image scaled, and map back with the original (w, h).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from autolabel.errors import AutolabelError
+from autolabel.proposers import hf_weights
+from autolabel.proposers.base import ProposerSettings, StagedProposer, finalize
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+    from autolabel.ontology import Ontology
+
+DEFAULT_MODEL_ID = "IDEA-Research/grounding-dino-tiny"
+NAME = "grounding-dino"
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One caption sent to the text encoder and the ontology class of each of its tokens (-1: none)."""
+
+    text: str
+    token_classes: np.ndarray  # (num_tokens,) int, aligned with the tokenized caption
+
+
+@dataclass(frozen=True)
+class ChunkOutput:
+    """One image's raw output for one caption: logits (queries, caption tokens), boxes (queries, 4) cxcywh."""
+
+    logits: np.ndarray
+    boxes: np.ndarray
+
+
+def caption_text(prompts: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """``["Hex bolt", "nut"]`` -> ``("hex bolt . nut .", [(0, 8), (11, 14)])`` (character spans)."""
+    parts, spans, cursor = [], [], 0
+    for prompt in prompts:
+        text = caption_phrase(prompt)
+        spans.append((cursor, cursor + len(text)))
+        parts.append(text + " .")
+        cursor += len(text) + 3
+    return " ".join(parts), spans
+
+
+def caption_phrase(prompt: str) -> str:
+    """Lowercase, single spaces, no '.' (the model splits phrases at '.')."""
+    return " ".join(prompt.lower().replace(".", " ").split())
+
+
+def token_classes_from_offsets(
+    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], span_classes: Sequence[int]
+) -> np.ndarray:
+    """Class of each token: that of the prompt span containing the token's characters, else -1."""
+    out = np.full(len(offsets), -1, dtype=np.int64)
+    for index, (start, end) in enumerate(offsets):
+        if end <= start:  # special tokens ([CLS], [SEP], padding) have empty offsets
+            continue
+        for (span_start, span_end), class_index in zip(spans, span_classes):
+            if span_start <= start and end <= span_end:
+                out[index] = class_index
+                break
+    return out
+
+
+def build_captions(prompt_table: Sequence[tuple[str, int]], tokenizer: Any, max_tokens: int) -> list[Caption]:
+    """Pack (prompt, class) pairs into as few captions as fit ``max_tokens`` (specials included)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise AutolabelError("grounding-dino needs a fast tokenizer (offset mapping) in the model folder")
+    chunks: list[list[tuple[str, int]]] = [[]]
+    used = 2  # [CLS] ... [SEP]
+    for prompt, class_index in prompt_table:
+        cost = len(tokenizer(caption_phrase(prompt), add_special_tokens=False)["input_ids"]) + 1  # + "."
+        if cost + 2 > max_tokens:
+            raise AutolabelError(f"prompt '{prompt}' is longer than the text encoder's {max_tokens} tokens")
+        if used + cost > max_tokens:
+            chunks.append([])
+            used = 2
+        chunks[-1].append((prompt, class_index))
+        used += cost
+    captions = []
+    for chunk in chunks:
+        text, spans = caption_text([prompt for prompt, _ in chunk])
+        encoded = tokenizer(text, return_offsets_mapping=True)
+        if len(encoded["input_ids"]) > max_tokens:  # tokenization in context differs: should not happen
+            raise AutolabelError(f"caption exceeds {max_tokens} tokens: shorten the prompts")
+        token_classes = token_classes_from_offsets(encoded["offset_mapping"], spans, [c for _, c in chunk])
+        captions.append(Caption(text=text, token_classes=token_classes))
+    return captions
+
+
+def class_scores(logits: np.ndarray, token_classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """(queries, tokens) logits -> (queries, classes) scores: max sigmoid over each class's tokens."""
+    probs = 1.0 / (1.0 + np.exp(-logits[:, : len(token_classes)].astype(np.float64)))
+    scores = np.zeros((probs.shape[0], num_classes), dtype=np.float64)
+    for class_index in range(num_classes):
+        columns = token_classes == class_index
+        if columns.any():
+            scores[:, class_index] = probs[:, columns].max(axis=1)
+    return scores
+
+
+def detections_from_outputs(
+    chunks: Sequence[ChunkOutput],
+    captions: Sequence[Caption],
+    *,
+    size: tuple[int, int],
+    num_classes: int,
+    thresholds: Sequence[float],
+    text_threshold: float,
+    max_det: int,
+    nms_iou: float | None = None,
+    class_agnostic_nms: bool = False,
+) -> sv.Detections:
+    """One image's raw outputs (one per caption) -> detections in its pixels. Pure."""
+    from autolabel import detections as dets
+
+    height, width = size
+    xyxy_parts, class_parts, score_parts = [], [], []
+    for chunk, caption in zip(chunks, captions):
+        scores = class_scores(chunk.logits, caption.token_classes, num_classes)
+        best = scores.argmax(axis=1)
+        confidence = scores[np.arange(len(best)), best]
+        keep = confidence >= text_threshold
+        xyxy_parts.append(cxcywh_to_xyxy(chunk.boxes[keep]) * np.array([width, height, width, height]))
+        class_parts.append(best[keep])
+        score_parts.append(confidence[keep])
+    if not xyxy_parts:
+        return dets.empty()
+    det = dets.make(np.concatenate(xyxy_parts), np.concatenate(class_parts), np.concatenate(score_parts))
+    return finalize(
+        det,
+        thresholds=thresholds,
+        width=width,
+        height=height,
+        max_det=max_det,
+        nms_iou=nms_iou,
+        class_agnostic_nms=class_agnostic_nms,
+    )
+
+
+def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    cx, cy, w, h = boxes.T
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+@dataclass
+class GroundingDinoInputs:
+    """Preprocessed batch: images grouped by resized shape, each group a stacked pixel tensor."""
+
+    groups: list[tuple[list[int], Any]]  # (indices into the batch, pixel_values)
+    count: int
+
+
+class GroundingDinoProposer(StagedProposer):
+    """Grounding DINO zero-shot detector; see the module docstring for the class-mapping rule."""
+
+    def __init__(self, settings: ProposerSettings, ontology: Ontology):
+        import torch
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        from autolabel.runtime import resolve_device
+
+        self.settings = settings
+        self.ontology = ontology
+        self.device = resolve_device(settings.device)
+        self.dtype = torch.float16 if (self.device.startswith("cuda") and settings.fp16) else torch.float32
+
+        def load(source: str, local_files_only: bool) -> tuple[Any, Any]:
+            processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
+            model = AutoModelForZeroShotObjectDetection.from_pretrained(
+                source, local_files_only=local_files_only, dtype=self.dtype
+            )
+            return processor, model
+
+        (processor, model), weights_name = hf_weights.load_pretrained(
+            load, model_id=DEFAULT_MODEL_ID, model_path=settings.model_path
+        )
+        if getattr(model.config, "model_type", None) != "grounding-dino":
+            raise AutolabelError(
+                f"--model {NAME}: the weights are a '{model.config.model_type}' model, not grounding-dino"
+            )
+        self.processor = processor
+        self.model = model.to(self.device).eval()
+        self.model_version = f"{NAME}:{weights_name}"
+        self.thresholds = ontology.thresholds(settings.box_threshold)
+        self.captions = build_captions(ontology.prompt_table(), processor.tokenizer, model.config.max_text_len)
+        self.text_inputs = [
+            processor.tokenizer(caption.text, return_tensors="pt", return_token_type_ids=True)
+            for caption in self.captions
+        ]
+        self.image_kwargs: dict[str, Any] = {}
+        if settings.max_side:
+            shortest = processor.image_processor.size.get("shortest_edge") or settings.max_side
+            self.image_kwargs["size"] = {
+                "shortest_edge": min(shortest, settings.max_side),
+                "longest_edge": settings.max_side,
+            }
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> GroundingDinoInputs:
+        import torch
+
+        by_shape: dict[tuple[int, ...], list[tuple[int, Any]]] = {}
+        for index, image in enumerate(images):
+            pixels = self.processor.image_processor(
+                images=[image], return_tensors="pt", do_pad=False, **self.image_kwargs
+            )["pixel_values"]
+            by_shape.setdefault(tuple(pixels.shape), []).append((index, pixels))
+        groups = [
+            ([index for index, _ in members], torch.cat([pixels for _, pixels in members]))
+            for members in by_shape.values()
+        ]
+        return GroundingDinoInputs(groups=groups, count=len(images))
+
+    def forward(self, inputs: GroundingDinoInputs) -> list[list[ChunkOutput]]:
+        import torch
+
+        outputs: list[list[ChunkOutput]] = [[] for _ in range(inputs.count)]
+        with torch.inference_mode():
+            for indices, pixel_values in inputs.groups:
+                batch = len(indices)
+                pixel_values = pixel_values.to(self.device, self.dtype)
+                pixel_mask = torch.ones(
+                    (batch, *pixel_values.shape[-2:]), dtype=torch.long, device=self.device
+                )
+                for caption, text in zip(self.captions, self.text_inputs):
+                    result = self.model(
+                        pixel_values=pixel_values,
+                        pixel_mask=pixel_mask,
+                        **{key: value.to(self.device).expand(batch, -1) for key, value in text.items()},
+                    )
+                    tokens = len(caption.token_classes)
+                    logits = result.logits[:, :, :tokens].float().cpu().numpy()
+                    boxes = result.pred_boxes.float().cpu().numpy()
+                    for row, index in enumerate(indices):
+                        outputs[index].append(ChunkOutput(logits=logits[row], boxes=boxes[row]))
+        return outputs
+
+    def postprocess(self, outputs: list[list[ChunkOutput]], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+        return [
+            detections_from_outputs(
+                chunks,
+                self.captions,
+                size=size,
+                num_classes=len(self.ontology.classes),
+                thresholds=self.thresholds,
+                text_threshold=self.settings.text_threshold,
+                max_det=self.settings.max_det,
+                nms_iou=self.settings.nms_iou,
+                class_agnostic_nms=self.settings.class_agnostic_nms,
+            )
+            for chunks, size in zip(outputs, sizes)
+        ]

@@ -1,0 +1,113 @@
+"""Finding Hugging Face weights without ever hanging: ``--model-path``, the HF cache, then the hub.
+
+Order of sources:
+
+1. ``--model-path DIR`` (a ``save_pretrained`` folder): must exist; loaded with no network access.
+2. The HF cache (``HF_HOME``), read with ``local_files_only=True``.
+3. The hub, only when the user is not offline (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``) and a
+   ~3 s socket probe reaches the hub host (``HF_ENDPOINT`` or huggingface.co:443, or the HTTPS proxy
+   when one is set). A hub miss otherwise costs minutes of retries before failing.
+
+Every failure is one ``AutolabelError`` line naming the model id and how to supply weights.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+from autolabel.errors import AutolabelError
+
+T = TypeVar("T")
+
+# source (hub id or local dir), local_files_only -> whatever the backend loads (processor, model)
+Loader = Callable[[str, bool], T]
+
+_TRUE = {"1", "true", "yes", "on"}
+DEFAULT_PROBE_TIMEOUT_S = 3.0
+
+
+def load_pretrained(
+    loader: Loader[T],
+    *,
+    model_id: str,
+    model_path: str | os.PathLike | None = None,
+    probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+) -> tuple[T, str]:
+    """Load through ``loader`` from the first available source; returns (loaded, weights name).
+
+    The weights name is the local folder's name or the last part of the hub id, for model versions.
+    """
+    if model_path is not None:
+        path = Path(model_path).expanduser()
+        if not path.exists():
+            raise AutolabelError(f"--model-path {path} does not exist (expected a save_pretrained folder)")
+        return _load(loader, str(path), True, f"could not load weights from --model-path {path}"), path.name
+
+    weights_name = model_id.rstrip("/").split("/")[-1]
+    try:
+        return loader(model_id, True), weights_name
+    except OSError:
+        pass  # not in the cache; transformers says so with an OSError
+
+    if offline_mode():
+        raise missing_weights_error(model_id, "offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE)")
+    host, port = hub_address()
+    if not reachable(host, port, probe_timeout_s):
+        raise missing_weights_error(model_id, f"the hub ({host}:{port}) is unreachable")
+    return _load(loader, model_id, False, f"could not download '{model_id}'"), weights_name
+
+
+def missing_weights_error(model_id: str, reason: str) -> AutolabelError:
+    return AutolabelError(
+        f"no weights for '{model_id}' in the Hugging Face cache and {reason}: "
+        f"pass --model-path DIR (a save_pretrained folder), or run `hf download {model_id}` on a machine "
+        "with internet to fill the HF cache (HF_HOME), then rerun (HF_HUB_OFFLINE=1 works from then on)"
+    )
+
+
+def offline_mode() -> bool:
+    return any(os.environ.get(key, "").strip().lower() in _TRUE for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_address() -> tuple[str, int]:
+    """The host:port a download would connect to first: the HTTPS proxy if set, else the hub."""
+    for key in ("HTTPS_PROXY", "https_proxy"):
+        proxy = os.environ.get(key)
+        if proxy:
+            parsed = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+            if parsed.hostname:
+                return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    default_port = 80 if endpoint.scheme == "http" else 443
+    return endpoint.hostname or "huggingface.co", endpoint.port or default_port
+
+
+def reachable(host: str, port: int, timeout_s: float) -> bool:
+    """A TCP connect within ``timeout_s``, DNS included (run in a thread: getaddrinfo has no timeout)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True, name="autolabel-hub-probe")
+    thread.start()
+    thread.join(timeout_s)
+    return bool(result and result[0])
+
+
+def _load(loader: Loader[T], source: str, local_files_only: bool, what: str) -> T:
+    try:
+        return loader(source, local_files_only)
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise AutolabelError(f"{what}: {first_line}") from None
