@@ -26,3 +26,19 @@ os.environ.setdefault("TORCH_HOME", str(_CACHE / "torch"))
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     return _CACHE
+
+
+@pytest.fixture(scope="session")
+def tiny_grounding_dino_dir(tmp_path_factory) -> Path:
+    """A save_pretrained folder of a tiny random Grounding DINO (load it with --model-path)."""
+    from tests.tiny_models import build_tiny_grounding_dino
+
+    return build_tiny_grounding_dino(tmp_path_factory.mktemp("tiny-grounding-dino"))
+
+
+@pytest.fixture(scope="session")
+def tiny_owlv2_dir(tmp_path_factory) -> Path:
+    """A save_pretrained folder of a tiny random OWLv2 (load it with --model-path)."""
+    from tests.tiny_models import build_tiny_owlv2
+
+    return build_tiny_owlv2(tmp_path_factory.mktemp("tiny-owlv2"))
