@@ -1,0 +1,109 @@
+"""The trained YOLO student as a proposer: same protocol as the open-vocabulary teachers.
+
+Used by ``autolabel eval`` (at a low confidence, for mAP), by the sampler (uncertainty of the
+current student) and by the export parity check (ONNX vs PyTorch on the same images).
+``postprocess`` is pure: numpy boxes in, ``sv.Detections`` out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from autolabel.errors import AutolabelError
+from autolabel.proposers.base import StagedProposer, finalize
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+
+@dataclass(frozen=True)
+class RawBoxes:
+    """One image's raw model output in original pixels (what ``forward`` hands to ``postprocess``)."""
+
+    xyxy: np.ndarray  # (N, 4) float
+    confidence: np.ndarray  # (N,)
+    class_id: np.ndarray  # (N,) int
+
+
+class StudentProposer(StagedProposer):
+    """YOLO weights loaded once; ``predict(RGB arrays) -> [sv.Detections]`` in those images' pixels.
+
+    Class ids are the training classes (``store.class_names()`` order, as written to data.yaml).
+    """
+
+    def __init__(
+        self,
+        weights: str | Path,
+        *,
+        conf: float = 0.25,
+        iou: float = 0.7,  # NMS IoU, ultralytics' default
+        imgsz: int = 640,
+        max_det: int = 300,
+        device: str = "auto",
+        batch_size: int = 8,
+    ):
+        from autolabel.runtime import resolve_device
+        from autolabel.train import prepare_ultralytics
+
+        weights = Path(weights)
+        if not weights.is_file():
+            raise AutolabelError(f"student weights not found: {weights}")
+        prepare_ultralytics()
+        from ultralytics import YOLO
+
+        self.weights = weights
+        self.conf, self.iou, self.imgsz, self.max_det = conf, iou, imgsz, max_det
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.model = YOLO(str(weights), task="detect")
+        names = self.model.names
+        self.class_names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:10]
+        self.model_version = f"student:{weights.name}:{digest}"
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        # ultralytics treats numpy input as OpenCV BGR
+        return [np.ascontiguousarray(image[..., ::-1]) for image in images]
+
+    def forward(self, inputs: list[np.ndarray]) -> list[RawBoxes]:
+        outputs: list[RawBoxes] = []
+        for start in range(0, len(inputs), self.batch_size):
+            results = self.model.predict(
+                inputs[start : start + self.batch_size],
+                conf=self.conf,
+                iou=self.iou,
+                imgsz=self.imgsz,
+                max_det=self.max_det,
+                device=self.device,
+                verbose=False,
+            )
+            for result in results:
+                boxes = result.boxes
+                outputs.append(
+                    RawBoxes(
+                        xyxy=boxes.xyxy.cpu().numpy().astype(np.float32),
+                        confidence=boxes.conf.cpu().numpy().astype(np.float32),
+                        class_id=boxes.cls.cpu().numpy().astype(int),
+                    )
+                )
+        return outputs
+
+    def postprocess(self, outputs: Sequence[RawBoxes], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+        return [
+            raw_to_detections(raw, height=h, width=w, conf=self.conf, max_det=self.max_det, n_classes=len(self.class_names))
+            for raw, (h, w) in zip(outputs, sizes)
+        ]
+
+
+def raw_to_detections(raw: RawBoxes, *, height: int, width: int, conf: float, max_det: int, n_classes: int):
+    """Pure: threshold, clip to the image, keep the ``max_det`` best."""
+    from autolabel import detections as dets
+
+    det = dets.make(raw.xyxy, raw.class_id, raw.confidence)
+    return finalize(det, thresholds=[conf] * max(n_classes, 1), width=width, height=height, max_det=max_det)

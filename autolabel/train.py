@@ -1,0 +1,409 @@
+"""Student fine-tuning: the store's verified labels -> a YOLO dataset -> an ultralytics run.
+
+Three stages, each usable alone:
+
+* ``collect_dataset(store)`` reads the split (status 'labeled' = train, 'validation' = the frozen
+  val set) and the verified boxes, and fingerprints both image lists (data lineage);
+* ``write_yolo_dataset(snapshot, image_root, out_dir)`` materializes it as an ultralytics
+  dataset (images as symlinks, YOLO txt labels, ``data.yaml``);
+* ``train_student(workspace, store, settings)`` records a run in the store, trains, evaluates the
+  result on the frozen val set and records weights and metrics. It returns the run id.
+
+Nothing here downloads anything: ``configure_ultralytics`` puts a local font in place and turns
+sync off, ``YOLO_OFFLINE=1`` is set for the run, and missing pretrained weights fall back to
+training the same architecture from scratch with a warning instead of a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autolabel import detections as dets
+from autolabel.errors import AutolabelError
+
+if TYPE_CHECKING:
+    import supervision as sv
+
+    from autolabel.config import TrainConfig
+    from autolabel.store import ImageRecord, Store
+    from autolabel.workspace import Workspace
+
+TRAIN_STATUS = "labeled"
+VAL_STATUS = "validation"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    model: str = "yolo11n.pt"  # weights path / name in the ultralytics weights dir, or a model yaml
+    epochs: int = 80
+    imgsz: int = 640  # the deployment size
+    batch: int = 16
+    seed: int = 0
+    patience: int = 20
+    close_mosaic: int = 10  # mosaic off for the last N epochs
+    device: str = "auto"
+    workers: int = 2  # ultralytics forces 0 on CPU
+    resume_from: str | None = None  # warm start: previous student's weights (a new run, not resume=True)
+    deterministic: bool = True
+    plots: bool = True
+    evaluate: bool = True  # run ``autolabel.evaluate`` on the frozen val set after training
+    conf: float = 0.25  # operating confidence for the P/R/F1 of that evaluation
+    iou: float = 0.5
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, **overrides) -> TrainSettings:
+        base = {
+            name: getattr(config, name)
+            for name in ("model", "epochs", "imgsz", "batch", "seed", "patience", "close_mosaic", "device", "conf")
+            if hasattr(config, name)
+        }
+        if hasattr(config, "iou"):
+            base["iou"] = config.iou
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class SplitImage:
+    id: int
+    path: str  # relative to the image root
+    sha256: str
+    width: int
+    height: int
+    detections: sv.Detections
+
+
+@dataclass(frozen=True)
+class DatasetSnapshot:
+    class_names: list[str]
+    train: list[SplitImage]
+    val: list[SplitImage]
+    skipped: list[str] = field(default_factory=list)  # 'path: reason'
+
+    @property
+    def train_hash(self) -> str:
+        return images_hash(im.sha256 for im in self.train)
+
+    @property
+    def val_hash(self) -> str:
+        return images_hash(im.sha256 for im in self.val)
+
+
+def images_hash(sha256s) -> str:
+    """sha256 over the sorted image content hashes: the same images give the same id, in any order."""
+    return hashlib.sha256("\n".join(sorted(sha256s)).encode()).hexdigest()
+
+
+def collect_dataset(store: Store) -> DatasetSnapshot:
+    """Train = images with status 'labeled', val = 'validation'; boxes from the verified labels."""
+    names = store.class_names()
+    if not names:
+        raise AutolabelError("no classes in the store: set an ontology or import labels first")
+    labels = store.labels()
+    skipped: list[str] = []
+    splits = {}
+    for status in (TRAIN_STATUS, VAL_STATUS):
+        rows = []
+        for image in store.images(status=status):
+            split_image = _split_image(image, labels.get(image.id), len(names), skipped)
+            if split_image is not None:
+                rows.append(split_image)
+        splits[status] = rows
+    snapshot = DatasetSnapshot(names, splits[TRAIN_STATUS], splits[VAL_STATUS], skipped)
+    if not snapshot.train:
+        raise AutolabelError("no labeled training images: label some in Label Studio or run 'autolabel import'")
+    if not snapshot.val:
+        raise AutolabelError("no validation images: run 'autolabel split' to freeze a validation set")
+    return snapshot
+
+
+def _split_image(image: ImageRecord, labels_json: str | None, n_classes: int, skipped: list[str]):
+    if labels_json is None:
+        skipped.append(f"{image.path}: status {image.status!r} but no verified labels")
+        return None
+    if not image.width or not image.height:
+        skipped.append(f"{image.path}: unknown image size")
+        return None
+    det = dets.from_json(labels_json)
+    if len(det) and (det.class_id.min() < 0 or det.class_id.max() >= n_classes):
+        bad = sorted({int(c) for c in det.class_id if not 0 <= c < n_classes})
+        raise AutolabelError(f"{image.path}: class ids {bad} are not in the store's {n_classes} classes")
+    return SplitImage(image.id, image.path, image.sha256, int(image.width), int(image.height), det)
+
+
+def write_yolo_dataset(snapshot: DatasetSnapshot, image_root: Path, out_dir: Path) -> Path:
+    """``out_dir/{images,labels}/{train,val}`` + ``data.yaml``; returns the data.yaml path."""
+    from autolabel.formats import yolo
+
+    out_dir = Path(out_dir)
+    for split, images in (("train", snapshot.train), ("val", snapshot.val)):
+        image_dir, label_dir = out_dir / "images" / split, out_dir / "labels" / split
+        image_dir.mkdir(parents=True, exist_ok=True)
+        label_dir.mkdir(parents=True, exist_ok=True)
+        for image in images:
+            name = dataset_file_name(image.id, image.path)
+            link = image_dir / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to((Path(image_root) / image.path).resolve())
+            lines = yolo.to_lines(image.detections, image.width, image.height)
+            (label_dir / Path(name).with_suffix(".txt")).write_text("".join(f"{line}\n" for line in lines))
+    data_yaml = out_dir / "data.yaml"
+    data_yaml.write_text(
+        yolo.data_yaml(snapshot.class_names, train="images/train", val="images/val", path=str(out_dir.resolve()))
+    )
+    return data_yaml
+
+
+def dataset_file_name(image_id: int, rel_path: str) -> str:
+    """Unique and stable per image: two 'img_001.jpg' in different folders must not collide."""
+    path = Path(rel_path)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:80]
+    return f"{image_id:06d}_{stem}{path.suffix.lower()}"
+
+
+# -- model choice ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    source: str  # what YOLO() gets: a weights path or a yaml name
+    pretrained: bool
+    warning: str | None = None
+
+
+def resolve_model(model: str, weights_dir: Path | None = None) -> ModelChoice:
+    """Weights if present (a path, or a name found in the ultralytics weights dir), else the yaml.
+
+    ``yolo11n.pt`` that is nowhere on disk becomes ``yolo11n.yaml`` (same architecture, random
+    init) with a warning: we never download. A missing path with folders in it is an error.
+    """
+    if model.endswith((".yaml", ".yml")):
+        return ModelChoice(model, pretrained=False)
+    path = Path(model).expanduser()
+    if path.is_file():
+        return ModelChoice(str(path.resolve()), pretrained=True)
+    if weights_dir is not None and path.name == model and (Path(weights_dir) / model).is_file():
+        return ModelChoice(str(Path(weights_dir) / model), pretrained=True)
+    if path.name != model or path.suffix != ".pt":
+        raise AutolabelError(f"--model {model}: file not found")
+    yaml_name = path.with_suffix(".yaml").name
+    return ModelChoice(
+        yaml_name,
+        pretrained=False,
+        warning=(
+            f"pretrained weights {model} not found (looked in the working folder and {weights_dir}); "
+            f"training {yaml_name} from scratch, which needs many more epochs. "
+            f"Put {model} there or pass --model PATH to fine-tune."
+        ),
+    )
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+def train_student(
+    workspace: Workspace,
+    store: Store,
+    settings: TrainSettings | None = None,
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> int:
+    """Train one student on the store's current split; return the recorded run id.
+
+    The run row holds the round (meta 'round'), the data fingerprints, the hyperparameters, the
+    weights path (``runs/run-<id>/weights/best.pt``) and the metrics: ours from
+    ``autolabel.evaluate`` (``map50_95``, ``f1``, ...) plus ultralytics' own val numbers under
+    ``"ultralytics"`` and the timing under ``"train"``.
+    """
+    from autolabel.runtime import configure_environment, resolve_device
+
+    settings = settings or TrainSettings.from_config(workspace.config.train)
+    warn = warn or (lambda message: None)
+    snapshot = collect_dataset(store)
+    for line in snapshot.skipped[:5]:
+        warn(f"skipped {line}")
+    if len(snapshot.skipped) > 5:
+        warn(f"... and {len(snapshot.skipped) - 5} more skipped")
+
+    configure_environment(workspace.cache_dir)
+    prepare_ultralytics()
+    from ultralytics.utils import SETTINGS
+
+    device = resolve_device(settings.device)
+    if settings.resume_from is not None:
+        if not Path(settings.resume_from).is_file():
+            raise AutolabelError(f"--resume-from {settings.resume_from}: file not found")
+        choice = ModelChoice(str(Path(settings.resume_from).resolve()), pretrained=True)
+    else:
+        choice = resolve_model(settings.model, Path(SETTINGS["weights_dir"]))
+    if choice.warning:
+        warn(choice.warning)
+
+    params = {**asdict(settings), "device": device, "model_source": choice.source, "pretrained": choice.pretrained}
+    run_id = store.start_run(
+        json.dumps(params, sort_keys=True),
+        int(store.get_meta("round", "0") or 0),
+        train_hash=snapshot.train_hash,
+        val_hash=snapshot.val_hash,
+        n_train=len(snapshot.train),
+        n_val=len(snapshot.val),
+    )
+    run_dir = run_directory(workspace, run_id)
+    try:
+        data_yaml = write_yolo_dataset(snapshot, workspace.image_root, run_dir / "data")
+        started = time.perf_counter()
+        ultra_metrics = _fit(choice, settings, device, data_yaml, run_dir)
+        elapsed = time.perf_counter() - started
+        weights = _best_weights(run_dir)
+        epochs = _epoch_times(run_dir / "results.csv")
+        metrics = {
+            "ultralytics": ultra_metrics,
+            "train": {
+                "seconds": round(elapsed, 2),
+                "epochs_run": len(epochs),
+                "seconds_per_epoch": round(sum(epochs) / len(epochs), 3) if epochs else None,
+            },
+        }
+        store.finish_run(run_id, "finished", str(weights), json.dumps(metrics))
+    except BaseException:
+        store.finish_run(run_id, "failed", None, None)
+        raise
+    if settings.evaluate:
+        from autolabel.evaluate import evaluate_run
+
+        evaluate_run(workspace, store, run_id, conf=settings.conf, iou=settings.iou)
+    return run_id
+
+
+def prepare_ultralytics() -> None:
+    """``runtime.configure_ultralytics``, tolerating settings keys this ultralytics lacks.
+
+    ultralytics 8.4 has no 'hub' setting, so the settings update raises KeyError there; the font
+    is in place by then and sync is the one setting that matters.
+    """
+    from autolabel.runtime import configure_ultralytics, ensure_font
+
+    try:
+        configure_ultralytics()
+    except KeyError:
+        ensure_font(Path(os.environ.get("YOLO_CONFIG_DIR") or "."))
+        from ultralytics import settings
+
+        if settings.get("sync") is not False:
+            settings.update({"sync": False})
+
+
+def run_directory(workspace: Workspace, run_id: int) -> Path:
+    return workspace.runs_dir / f"run-{run_id}"
+
+
+def _fit(choice: ModelChoice, settings: TrainSettings, device: str, data_yaml: Path, run_dir: Path) -> dict:
+    from ultralytics import YOLO
+
+    model = YOLO(choice.source)
+    with _offline(), _no_amp_download(device):
+        model.train(
+            data=str(data_yaml),
+            epochs=settings.epochs,
+            imgsz=settings.imgsz,
+            batch=settings.batch,
+            seed=settings.seed,
+            deterministic=settings.deterministic,
+            patience=settings.patience,
+            close_mosaic=min(settings.close_mosaic, settings.epochs),
+            device=device,
+            workers=settings.workers,
+            project=str(run_dir.parent),
+            name=run_dir.name,
+            exist_ok=True,
+            pretrained=choice.pretrained,
+            plots=settings.plots,
+            verbose=False,
+        )
+    trainer_metrics = getattr(model.trainer, "metrics", None) or {}
+    keys = {
+        "metrics/precision(B)": "precision",
+        "metrics/recall(B)": "recall",
+        "metrics/mAP50(B)": "map50",
+        "metrics/mAP50-95(B)": "map50_95",
+    }
+    return {ours: round(float(trainer_metrics[theirs]), 5) for theirs, ours in keys.items() if theirs in trainer_metrics}
+
+
+def _best_weights(run_dir: Path) -> Path:
+    for name in ("best.pt", "last.pt"):
+        path = run_dir / "weights" / name
+        if path.is_file():
+            return path
+    raise AutolabelError(f"training finished without weights in {run_dir / 'weights'}")
+
+
+def _epoch_times(results_csv: Path) -> list[float]:
+    """Seconds per epoch from ultralytics' results.csv (its 'time' column is cumulative)."""
+    import csv
+
+    if not results_csv.is_file():
+        return []
+    with results_csv.open() as fh:
+        cumulative = [float(row["time"]) for row in csv.DictReader(fh) if row.get("time")]
+    return [b - a for a, b in zip([0.0, *cumulative], cumulative)]
+
+
+@contextmanager
+def _offline() -> Iterator[None]:
+    old = os.environ.get("YOLO_OFFLINE")
+    os.environ["YOLO_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("YOLO_OFFLINE", None)
+        else:
+            os.environ["YOLO_OFFLINE"] = old
+
+
+@contextmanager
+def _no_amp_download(device: str) -> Iterator[None]:
+    """On CUDA ultralytics' AMP check loads yolo26n.pt, downloading it when absent; skip it then."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    from ultralytics.engine import trainer
+    from ultralytics.utils import SETTINGS
+
+    if (Path(SETTINGS["weights_dir"]) / "yolo26n.pt").is_file():
+        yield
+        return
+    original = trainer.check_amp
+    trainer.check_amp = lambda model: True
+    try:
+        yield
+    finally:
+        trainer.check_amp = original
+
+
+def with_overrides(settings: TrainSettings, **overrides) -> TrainSettings:
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+__all__: Sequence[str] = (
+    "DatasetSnapshot",
+    "ModelChoice",
+    "TrainSettings",
+    "collect_dataset",
+    "images_hash",
+    "resolve_model",
+    "run_directory",
+    "train_student",
+    "write_yolo_dataset",
+)

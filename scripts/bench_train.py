@@ -1,0 +1,123 @@
+"""Benchmark the default student recipe on BCCD: seconds per epoch and mAP50-95 on its val split.
+
+    nice -n 10 .venv/bin/python scripts/bench_train.py --workspace /tmp/bench-bccd --epochs 25
+    .venv/bin/python scripts/bench_train.py --workspace /tmp/bench-bccd --eval-only 1
+
+Builds a workspace over ``../shared/datasets/bccd`` (its train split = status 'labeled', its val
+split = the frozen 'validation' set, boxes from its YOLO txt as verified labels), trains through
+``autolabel.train.train_student`` (the same path as ``autolabel train``), then evaluates with
+``autolabel.evaluate`` and, for comparison, with ultralytics' own ``model.val()`` on the same
+weights and the same materialized data.yaml. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bccd"
+
+
+def build_workspace(root: Path, data: Path):
+    from autolabel import detections as dets
+    from autolabel.config import WorkspaceConfig
+    from autolabel.formats import yolo
+    from autolabel.registry import register_images
+    from autolabel.runtime import configure_environment
+    from autolabel.workspace import Workspace
+
+    import yaml
+
+    names_map = yaml.safe_load((data / "data.yaml").read_text())["names"]
+    names = [names_map[i] for i in sorted(names_map)]
+    if (root / "autolabel.yaml").is_file():
+        ws = Workspace.load(root)
+    else:
+        ws = Workspace.create(root, WorkspaceConfig(images=str((data / "images").resolve())))
+    configure_environment(ws.cache_dir)
+    with ws.open_store() as store:
+        register_images(store, ws.image_root, ws.config.grouping)
+        store.ensure_classes(names)
+        labeled = store.labels()
+        for image in store.images():
+            if image.id in labeled:
+                continue
+            split = image.path.split("/")[0]
+            label_file = data / "labels" / split / Path(image.path).with_suffix(".txt").name
+            lines = label_file.read_text().splitlines() if label_file.is_file() else []
+            det = yolo.from_lines(lines, image.width, image.height)
+            status = "validation" if split == "val" else "labeled"
+            store.set_labels(image.id, "import", dets.to_json(det), status=status)
+    return ws
+
+
+def ultralytics_val(weights: str, data_yaml: str, imgsz: int, device: str) -> dict:
+    from ultralytics import YOLO
+
+    from autolabel.runtime import configure_ultralytics
+
+    configure_ultralytics()
+    metrics = YOLO(weights).val(data=data_yaml, imgsz=imgsz, device=device, batch=8, plots=False, verbose=False)
+    box = metrics.box
+    return {"map50": round(float(box.map50), 5), "map50_95": round(float(box.map), 5),
+            "precision": round(float(box.mp), 5), "recall": round(float(box.mr), 5)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, default=Path("/tmp/bench-bccd"))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the workspace recipe (80)")
+    parser.add_argument("--imgsz", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--eval-only", type=int, default=None, metavar="RUN", help="evaluate a finished run")
+    args = parser.parse_args()
+
+    from autolabel.runtime import resolve_device
+    from autolabel.train import TrainSettings, run_directory, train_student
+
+    ws = build_workspace(args.workspace.resolve(), args.data)
+    with ws.open_store() as store:
+        if args.eval_only is None:
+            settings = TrainSettings.from_config(
+                ws.config.train, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, model=args.model,
+                device=args.device, evaluate=False,
+            )
+            run_id = train_student(ws, store, settings, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+        else:
+            run_id = args.eval_only
+        from autolabel.evaluate import evaluate_run  # late: a long training picks up the current code
+
+        started = time.perf_counter()
+        report = evaluate_run(ws, store, run_id)
+        eval_seconds = time.perf_counter() - started
+        run = next(r for r in store.runs() if r["id"] == run_id)
+        params = json.loads(run["params"])
+        metrics = json.loads(run["metrics"])
+    ours = {k: report.metrics[k] for k in ("map50", "map50_95", "ap_small", "ap_medium", "ap_large",
+                                           "precision", "recall", "f1", "conf", "iou")}
+    theirs = ultralytics_val(run["weights_path"], str(run_directory(ws, run_id) / "data" / "data.yaml"),
+                             params["imgsz"], resolve_device(params["device"]))
+    print(json.dumps({
+        "run": run_id,
+        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "params": params,
+        "train": metrics.get("train"),
+        "ultralytics_during_training": metrics.get("ultralytics"),
+        "ours": ours,
+        "per_class_ap": report.metrics["per_class_ap"],
+        "ultralytics_val": theirs,
+        "eval_seconds": round(eval_seconds, 1),
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
