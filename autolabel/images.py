@@ -99,7 +99,9 @@ def decode(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
                 rgb = _to_rgb(img, notes)
     except ImageDecodeError:
         raise
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):
+        # Once ultralytics is imported, Image.open retries unidentified files through pi_heif,
+        # whose import fails when it is not installed: still just "not an image".
         raise ImageDecodeError("not an image (unrecognized format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"decompression bomb: {exc}") from None

@@ -10,6 +10,7 @@ import typer
 from autolabel.cli import dataset as dataset_cmd
 from autolabel.cli import export as export_cmd
 from autolabel.cli import init as init_cmd
+from autolabel.cli import labels as labels_cmd
 from autolabel.cli import propose as propose_cmd
 from autolabel.cli import status as status_cmd
 from autolabel.cli.common import ErrorHandlingGroup
@@ -31,6 +32,8 @@ def _root() -> None:
 
 
 app.command("init")(init_cmd.init)
+app.command("export-labels")(labels_cmd.export_labels)
+app.command("preview")(labels_cmd.preview)
 app.command("synth")(dataset_cmd.synth)
 app.command("propose")(propose_cmd.propose)
 app.command("status")(status_cmd.status)
