@@ -159,3 +159,48 @@ def test_real_forward_from_config_with_given_embeddings(tmp_path, config):
     strict = ProposerSettings(model="yolo-world", model_path=config, device="cpu", box_threshold=min(best + 1e-4, 1.0))
     proposer.thresholds = ONTOLOGY.thresholds(strict.box_threshold)
     assert all(len(det) == 0 for det in proposer.predict(batch))
+
+
+def test_propose_cli_end_to_end_with_yoloe_config(tmp_path):
+    """`autolabel propose --model yolo-world` on generated images, weights = a YOLOE config with
+    random weights, prompts = random embeddings stored next to it (found by name)."""
+    import shutil
+
+    import ultralytics
+    from typer.testing import CliRunner
+
+    from autolabel import detections as dets
+    from autolabel.cli.app import app
+    from autolabel.workspace import Workspace
+    from tests.builders import rgb
+
+    for i in range(3):
+        rgb(tmp_path / "raw" / f"{i}.jpg", width=80 + 16 * i, height=64, seed=i)
+    config = tmp_path / "models" / "yoloe-v8n.yaml"
+    config.parent.mkdir()
+    shutil.copy(Path(ultralytics.__file__).parent / "cfg" / "models" / "v8" / "yoloe-v8.yaml", config)
+    prompts = ["bolt", "hex bolt", "nut"]
+    vectors = np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)
+    save_prompt_embeddings(embeddings_path_for(config), prompts, vectors)
+    runner = CliRunner()
+    ws = tmp_path / "ws"
+    assert runner.invoke(app, ["init", "--images", str(tmp_path / "raw"), "-w", str(ws)]).exit_code == 0
+    args = [
+        "propose", "-w", str(ws), "--model", "yolo-world", "--model-path", str(config), "--prompt", "bolt=bolt,hex bolt",
+        "--prompt", "nut", "--box-threshold", "0", "--max-det", "5", "--device", "cpu", "--preview", "0",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    store = Workspace.load(ws).open_store()
+    names = store.class_names()
+    predictions = store.latest_predictions()
+    assert len(predictions) == 3 and set(names) >= {"bolt", "nut"}
+    for image in store.images():
+        det = dets.from_json(predictions[image.id][1])
+        assert 0 < len(det) <= 5
+        assert set(det.class_id.tolist()) <= {names.index("bolt"), names.index("nut")}
+        assert (det.xyxy[:, 2] <= image.width).all() and (det.xyxy[:, 3] <= image.height).all()
+    rerun = runner.invoke(app, args)
+    assert rerun.exit_code == 0, rerun.output
+    assert store.latest_predictions() == predictions  # resumed: nothing proposed again
+    store.close()
