@@ -61,7 +61,9 @@ def parse_statuses(text: str | None) -> list[str] | None:
         raise AutolabelError("--status error: images that failed to decode are never exported")
     unknown = [s for s in statuses if s not in EXPORTABLE_STATUSES]
     if unknown:
-        raise AutolabelError(f"--status: unknown status {', '.join(unknown)} (choose from {', '.join(EXPORTABLE_STATUSES)})")
+        raise AutolabelError(
+            f"--status: unknown status {', '.join(unknown)} (choose from {', '.join(EXPORTABLE_STATUSES)})"
+        )
     return statuses
 
 
@@ -136,7 +138,9 @@ def export_labels(
     )
 
 
-def write_yolo(image_root: Path, items: Sequence[LabeledImage], names: list[str], out_dir: Path, with_scores: bool) -> None:
+def write_yolo(
+    image_root: Path, items: Sequence[LabeledImage], names: list[str], out_dir: Path, with_scores: bool
+) -> None:
     from autolabel.formats import yolo
 
     _prepare_yolo_dir(out_dir)
@@ -154,7 +158,7 @@ def write_yolo(image_root: Path, items: Sequence[LabeledImage], names: list[str]
 def write_coco(image_root: Path, items: Sequence[LabeledImage], names: list[str], out_dir: Path) -> Path:
     from autolabel.formats import coco
 
-    rows = [(item.record.id, item.record.path, item.record.width, item.record.height, item.detections) for item in items]
+    rows = [(i.record.id, i.record.path, i.record.width, i.record.height, i.detections) for i in items]
     data = coco.dataset(names, rows, with_scores=True)  # only pre-labels carry scores
     data["info"] = {"description": "exported by autolabel", "image_root": str(image_root)}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +174,9 @@ def _prepare_yolo_dir(out_dir: Path) -> None:
         target = out_dir / sub
         if target.exists() or target.is_symlink():
             if not ours:
-                raise AutolabelError(f"{target} already exists and is not an earlier export: choose another --out")
+                raise AutolabelError(
+                    f"{target} already exists and is not an earlier export: choose another --out"
+                )
             shutil.rmtree(target)
     out_dir.mkdir(parents=True, exist_ok=True)
 

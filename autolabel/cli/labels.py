@@ -13,7 +13,8 @@ StatusOption = Annotated[
     Optional[str],
     typer.Option(
         "--status",
-        help="Comma-separated image statuses (unlabeled, proposed, in_review, labeled, validation); default: all.",
+        help="Comma-separated image statuses (unlabeled, proposed, in_review, labeled, validation);"
+        " default: all.",
     ),
 ]
 SourceOption = Annotated[
@@ -46,7 +47,9 @@ def export_labels(
         f"{summary.from_predictions} from pre-labels) as {fmt.lower()} to {summary.out_dir}"
     )
     if summary.without_boxes_source:
-        out_console.print(f"{summary.without_boxes_source} selected images have no boxes from '{source}' and were left out")
+        out_console.print(
+            f"{summary.without_boxes_source} selected images have no boxes from '{source}' and were left out"
+        )
 
 
 def preview(
@@ -54,7 +57,8 @@ def preview(
     status: StatusOption = None,
     source: SourceOption = "auto",
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="PNG to write (default: preview.png in the workspace).")
+        Optional[Path],
+        typer.Option("--out", "-o", help="PNG to write (default: preview.png in the workspace)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Which images are drawn.")] = 0,
     workspace: WorkspaceOption = Path("."),

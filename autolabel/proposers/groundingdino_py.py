@@ -63,7 +63,9 @@ def import_groundingdino():
     import transformers
 
     if int(transformers.__version__.split(".")[0]) >= 5:
-        raise AutolabelError(f"groundingdino-py found, but transformers is {transformers.__version__}: {INSTALL_HINT}")
+        raise AutolabelError(
+            f"groundingdino-py found, but transformers is {transformers.__version__}: {INSTALL_HINT}"
+        )
     return inference
 
 
@@ -119,7 +121,8 @@ def raw_to_detections(
     keep = [i for i, c in enumerate(classes) if c is not None]
     if not keep:
         return dets.empty()
-    cx, cy, w, h = (np.asarray(raw.boxes_cxcywh, dtype=np.float64)[keep].T * [[width], [height], [width], [height]])
+    scale = np.asarray([[width], [height], [width], [height]], dtype=np.float64)
+    cx, cy, w, h = np.asarray(raw.boxes_cxcywh, dtype=np.float64)[keep].T * scale
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     det = dets.make(xyxy, [classes[i] for i in keep], np.asarray(raw.scores)[keep])
     return finalize(
@@ -144,7 +147,8 @@ def resolve_weights(model_path: str | None, package_dir: Path) -> tuple[Path, Pa
         except Exception as exc:  # offline miss, no network, gated: all the same to the user
             raise AutolabelError(
                 f"groundingdino-py weights {HUB_REPO}/{HUB_CHECKPOINT} are not available "
-                f"({type(exc).__name__}): download them once online or pass --model-path /path/to/{HUB_CHECKPOINT}"
+                f"({type(exc).__name__}): download them once online or pass "
+                f"--model-path /path/to/{HUB_CHECKPOINT}"
             ) from None
         return packaged_config, checkpoint
     path = Path(model_path)
@@ -208,7 +212,9 @@ class GroundingDinoPyProposer(StagedProposer):
             )
         return out
 
-    def postprocess(self, outputs: Sequence[RawPhrases], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+    def postprocess(
+        self, outputs: Sequence[RawPhrases], sizes: Sequence[tuple[int, int]]
+    ) -> list[sv.Detections]:
         return [
             raw_to_detections(
                 raw,

@@ -54,7 +54,9 @@ def embeddings_path_for(weights: str | Path) -> Path:
 
 def save_prompt_embeddings(path: str | Path, prompts: Sequence[str], embeddings) -> Path:
     """Write prompt embeddings (``(n, D)`` or ``(1, n, D)``) in the layout this backend reads."""
-    array = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, dtype=np.float32)
+    if hasattr(embeddings, "detach"):  # a torch tensor
+        embeddings = embeddings.detach().cpu().numpy()
+    array = np.asarray(embeddings, dtype=np.float32)
     array = array.reshape(1, len(prompts), -1)
     path = Path(path)
     np.savez_compressed(path, names=np.asarray(list(prompts), dtype=np.str_), embeddings=array)
@@ -75,11 +77,15 @@ def load_prompt_embeddings(path: str | Path, prompts: Sequence[str]) -> np.ndarr
     if embeddings.ndim == 3 and embeddings.shape[0] == 1:
         embeddings = embeddings[0]
     if embeddings.ndim != 2 or names.ndim != 1 or embeddings.shape[0] != len(names):
-        raise AutolabelError(f"{path}: expected names (n,) and embeddings (n, D), got {names.shape} and {embeddings.shape}")
+        raise AutolabelError(
+            f"{path}: expected names (n,) and embeddings (n, D), got {names.shape} and {embeddings.shape}"
+        )
     rows = {normalize_prompt(str(n)): i for i, n in enumerate(names.tolist())}
     missing = [p for p in prompts if normalize_prompt(p) not in rows]
     if missing:
-        raise AutolabelError(f"{path}: no embeddings for prompts {missing}; recompute them with these prompts")
+        raise AutolabelError(
+            f"{path}: no embeddings for prompts {missing}; recompute them with these prompts"
+        )
     return embeddings[[rows[normalize_prompt(p)] for p in prompts]][None]
 
 
@@ -108,7 +114,9 @@ class YoloWorldProposer(StagedProposer):
         embeddings_file = Path(prompt_embeddings) if prompt_embeddings else embeddings_path_for(weights)
         if prompt_embeddings and not embeddings_file.is_file():
             raise AutolabelError(f"prompt embeddings file not found: {embeddings_file}")
-        embeddings = load_prompt_embeddings(embeddings_file, self.prompts) if embeddings_file.is_file() else None
+        embeddings = None
+        if embeddings_file.is_file():
+            embeddings = load_prompt_embeddings(embeddings_file, self.prompts)
         _set_prompts(self.model, self.prompts, embeddings, weights, embeddings_file)
         self.model_version = f"yolo-world:{Path(weights).name}"
 
@@ -139,7 +147,9 @@ class YoloWorldProposer(StagedProposer):
             )
         return out
 
-    def postprocess(self, outputs: Sequence[RawDetections], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+    def postprocess(
+        self, outputs: Sequence[RawDetections], sizes: Sequence[tuple[int, int]]
+    ) -> list[sv.Detections]:
         return [
             raw_to_detections(
                 raw,
@@ -204,7 +214,9 @@ def _load_model(weights: str):
         ) from None
 
 
-def _set_prompts(model, prompts: list[str], embeddings: np.ndarray | None, weights: str, embeddings_file: Path) -> None:
+def _set_prompts(
+    model, prompts: list[str], embeddings: np.ndarray | None, weights: str, embeddings_file: Path
+) -> None:
     import torch
     from ultralytics import YOLOE
 
@@ -215,7 +227,8 @@ def _set_prompts(model, prompts: list[str], embeddings: np.ndarray | None, weigh
         expected = getattr(model.model.model[-1], "embed", None) or model.model.txt_feats.shape[-1]
         if embeddings.shape[-1] != expected:
             raise AutolabelError(
-                f"{embeddings_file}: embeddings have {embeddings.shape[-1]} dimensions, '{weights}' expects {expected}"
+                f"{embeddings_file}: embeddings have {embeddings.shape[-1]} dimensions, "
+                f"'{weights}' expects {expected}"
             )
         tensor = torch.from_numpy(embeddings).to(next(model.model.parameters()).device)
         if isinstance(model, YOLOE):
@@ -228,8 +241,9 @@ def _set_prompts(model, prompts: list[str], embeddings: np.ndarray | None, weigh
             model.predictor = None
     except (ImportError, ConnectionError, FileNotFoundError, OSError) as exc:
         raise AutolabelError(
-            f"encoding prompts for '{weights}' needs the CLIP text model, unavailable here ({_first_line(exc)}): "
-            f"install it and its weights when online, or put precomputed prompt embeddings at {embeddings_file}"
+            f"encoding prompts for '{weights}' needs the CLIP text model, unavailable here "
+            f"({_first_line(exc)}): install it and its weights when online, or put precomputed "
+            f"prompt embeddings at {embeddings_file}"
         ) from None
 
 
