@@ -1,0 +1,544 @@
+"""Export the trained student through ultralytics (ONNX, TensorRT, OpenVINO) and prove it matches.
+
+Every export lands in ``exports/<run-id>/`` next to a copy of the PyTorch weights (``model.pt``)
+and a manifest (``exports.json``) with the options and the parity report of each exported file.
+
+Parity compares the exported model with the PyTorch model on the same images three ways:
+raw head outputs on the same letterboxed tensor (onnxruntime directly for ONNX), boxes after
+NMS matched one-to-one at IoU 0.9 (both loaded through ultralytics), and the COCO mAP50-95
+difference against the human labels. Class names are read back from the exported file.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from autolabel.errors import AutolabelError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import supervision as sv
+
+    from autolabel.store import Store
+
+FORMATS = ("onnx", "engine", "openvino")
+REFERENCE_WEIGHTS = "model.pt"
+MANIFEST = "exports.json"
+MATCH_IOU = 0.9
+MAP_TOLERANCE_POINTS = 0.3  # fp32 target; fp16/int8 exports are reported, not held to it
+EVAL_CONF = 0.001  # COCO-style evaluation keeps (almost) every box
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    format: str = "onnx"
+    imgsz: int = 640
+    dynamic: bool = False
+    half: bool = False
+    nms: bool = False
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.half else "fp32"
+
+    @property
+    def stem(self) -> str:
+        """A file stem per variant, so an fp16 engine never overwrites the fp32 ONNX next to it."""
+        parts = [self.format, self.precision]
+        if self.dynamic:
+            parts.append("dynamic")
+        if self.nms:
+            parts.append("nms")
+        return "-".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParityImage:
+    image_id: int
+    path: Path
+    pixels: np.ndarray  # HxWx3 RGB uint8, EXIF orientation applied
+    labels: sv.Detections
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParityReport:
+    images: int
+    image_source: str  # 'validation' or 'labeled' (no frozen validation set yet)
+    max_abs_diff: float | None  # raw head outputs; None when NMS is inside the exported graph
+    max_abs_diff_scores: float | None  # class-score rows only (box rows are in pixels)
+    conf: float
+    boxes_reference: int
+    boxes_exported: int
+    boxes_matched: int
+    match_rate: float
+    map50_95_reference: float
+    map50_95_exported: float
+    map_diff_points: float
+    map_tolerance_points: float | None
+    names_reference: list[str]
+    names_exported: list[str]
+    names_match: bool
+    match_iou: float = MATCH_IOU
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        within = self.map_tolerance_points is None or self.map_diff_points <= self.map_tolerance_points
+        return self.names_match and within
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+# -- which student ------------------------------------------------------------------------------
+def run_metrics(run: sqlite3.Row) -> dict:
+    return json.loads(run["metrics"]) if run["metrics"] else {}
+
+
+def select_run(store: Store, run_id: int | None = None) -> sqlite3.Row:
+    """The named run, or the finished training run with the highest validation mAP50-95."""
+    finished = [r for r in store.runs(status="finished") if r["weights_path"]]
+    if run_id is not None:
+        for row in store.runs():
+            if row["id"] == run_id:
+                if row["status"] != "finished" or not row["weights_path"]:
+                    raise AutolabelError(f"run {run_id} is {row['status']} and has no weights to export")
+                return row
+        known = ", ".join(str(r["id"]) for r in finished) or "none"
+        raise AutolabelError(f"no run {run_id} in this workspace (finished runs: {known})")
+    if not finished:
+        raise AutolabelError("no finished training run to export: run 'autolabel train' first")
+    # Highest mAP50-95; the later run wins a tie.
+    return max(finished, key=lambda r: (run_metrics(r).get("map50_95", -1.0), r["id"]))
+
+
+def weights_file(run: sqlite3.Row, workspace_root: Path) -> Path:
+    path = Path(run["weights_path"])
+    path = path if path.is_absolute() else workspace_root / path
+    if not path.is_file():
+        raise AutolabelError(f"run {run['id']}: weights file not found: {path}")
+    return path
+
+
+def run_imgsz(run: sqlite3.Row, default: int) -> int:
+    params = json.loads(run["params"] or "{}")
+    value = params.get("imgsz", default)
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+# -- exporting ----------------------------------------------------------------------------------
+def check_exporter(fmt: str, *, cuda_available: bool | None = None) -> None:
+    """Fail in one line, before any work, when this machine cannot produce ``fmt``."""
+    if fmt not in FORMATS:
+        raise AutolabelError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    if fmt == "engine":
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        if not cuda_available:
+            raise AutolabelError(
+                "--format engine: TensorRT needs an NVIDIA GPU with CUDA and none is available here"
+                " (export --format onnx instead, or run this on a GPU machine)"
+            )
+        if importlib.util.find_spec("tensorrt") is None:
+            raise AutolabelError(
+                "--format engine: the optional package 'tensorrt' is not installed: pip install tensorrt"
+            )
+    if fmt == "openvino" and importlib.util.find_spec("openvino") is None:
+        raise AutolabelError("--format openvino: the optional package 'openvino' is not installed: pip install openvino")
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise AutolabelError("--format onnx: the package 'onnx' is not installed: pip install onnx onnxslim")
+
+
+def prepare_ultralytics() -> None:
+    """Offline, no auto-install; must run before ultralytics is first imported to take effect."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    from autolabel.runtime import configure_ultralytics
+
+    configure_ultralytics()
+
+
+def export_device(fmt: str) -> str:
+    # ONNX and OpenVINO export on the CPU: on a GPU ultralytics would ask for onnxruntime-gpu.
+    return "0" if fmt == "engine" else "cpu"
+
+
+def export_weights(weights: Path, out_dir: Path, options: ExportOptions) -> Path:
+    """Copy ``weights`` to ``out_dir/model.pt`` and export it; returns the exported file or folder."""
+    check_exporter(options.format)
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reference = out_dir / REFERENCE_WEIGHTS
+    if not reference.exists() or reference.stat().st_size != weights.stat().st_size:
+        shutil.copyfile(weights, reference)
+    # ultralytics names its output after the input file, so each variant exports from its own link.
+    source = out_dir / f"{options.stem}.pt"
+    if source.exists():
+        source.unlink()
+    try:
+        os.link(reference, source)
+    except OSError:
+        shutil.copyfile(reference, source)
+    try:
+        exported = YOLO(str(source), task="detect").export(
+            format=options.format,
+            imgsz=options.imgsz,
+            dynamic=options.dynamic,
+            quantize=16 if options.half else None,
+            nms=options.nms,
+            device=export_device(options.format),
+            verbose=False,
+        )
+    except Exception as exc:  # ultralytics raises bare exceptions for missing toolchains
+        raise AutolabelError(f"{options.format} export failed: {_first_line(exc)}") from exc
+    finally:
+        source.unlink(missing_ok=True)
+    if not exported or not Path(exported).exists():
+        raise AutolabelError(f"{options.format} export produced no file (see the ultralytics log above)")
+    return Path(exported)
+
+
+# -- the images parity runs on ------------------------------------------------------------------
+def parity_images(store: Store, image_root: Path, limit: int | None = None) -> tuple[list[ParityImage], str]:
+    """The frozen validation images with their labels, or the labeled ones when there is no val set."""
+    from autolabel import detections as dets
+    from autolabel.images import ImageDecodeError, decode
+
+    labels = store.labels()
+    source = "validation"
+    records = [r for r in store.images(status="validation") if r.id in labels]
+    if not records:
+        source = "labeled"
+        records = [r for r in store.images(status="labeled") if r.id in labels]
+    if limit is not None:
+        records = records[:limit]
+    images = []
+    for record in records:
+        path = image_root / record.path
+        try:
+            pixels = decode(path).pixels
+        except ImageDecodeError:
+            continue
+        images.append(ParityImage(image_id=record.id, path=path, pixels=pixels, labels=dets.from_json(labels[record.id])))
+    return images, source
+
+
+# -- raw outputs --------------------------------------------------------------------------------
+def letterbox(rgb: np.ndarray, imgsz: int) -> np.ndarray:
+    """The square letterboxed 1x3xHxW float32 tensor ultralytics feeds a static export."""
+    from ultralytics.data.augment import LetterBox
+
+    padded = LetterBox(new_shape=(imgsz, imgsz), auto=False)(image=rgb)
+    return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+
+
+def load_torch_model(weights: Path, device: str = "cpu"):
+    """The fused eval-mode DetectionModel, as ultralytics runs it (and as the exporter traced it)."""
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights), task="detect").model
+    return model.fuse().float().eval().to(device)
+
+
+def torch_raw(model, batch: np.ndarray) -> np.ndarray:
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model(torch.from_numpy(batch).to(device))
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    return out.float().cpu().numpy()
+
+
+def onnx_session(path: Path, providers: Sequence[str] | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    available = ort.get_available_providers()
+    providers = [p for p in (providers or available) if p in available]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def onnx_raw(session, batch: np.ndarray) -> np.ndarray:
+    spec = session.get_inputs()[0]
+    dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
+    return np.asarray(session.run(None, {spec.name: batch.astype(dtype)})[0], dtype=np.float32)
+
+
+def backend_raw(backend, batch: np.ndarray) -> np.ndarray:
+    """Raw outputs of any exported format through ultralytics' AutoBackend (TensorRT, OpenVINO)."""
+    import torch
+
+    x = torch.from_numpy(batch).to(backend.device)
+    x = x.half() if getattr(backend, "fp16", False) else x
+    out = backend(x)
+    out = out[0] if isinstance(out, (list, tuple)) else out
+    return out.float().cpu().numpy()
+
+
+def raw_output_diff(reference: Sequence[np.ndarray], exported: Sequence[np.ndarray]) -> tuple[float, float]:
+    """(max |diff| over everything, over the class-score rows) of detect outputs shaped 1x(4+nc)xN."""
+    overall, scores = 0.0, 0.0
+    for ref, exp in zip(reference, exported, strict=True):
+        if ref.shape != exp.shape:
+            raise AutolabelError(f"exported output shape {exp.shape} differs from PyTorch {ref.shape}")
+        diff = np.abs(ref.astype(np.float64) - exp.astype(np.float64))
+        overall = max(overall, float(diff.max(initial=0.0)))
+        scores = max(scores, float(diff[:, 4:].max(initial=0.0)))
+    return overall, scores
+
+
+# -- boxes and mAP ------------------------------------------------------------------------------
+def predict(model_path: Path, images: Sequence[ParityImage], imgsz: int, conf: float, device: str):
+    """Detections per image through ultralytics' own predictor (square letterbox for every format)."""
+    import supervision as sv
+    from ultralytics import YOLO
+
+    model = YOLO(str(model_path), task="detect")
+    out = []
+    for image in images:
+        bgr = np.ascontiguousarray(image.pixels[..., ::-1])
+        (result,) = model.predict(bgr, imgsz=imgsz, conf=conf, rect=False, device=device, verbose=False)
+        out.append(sv.Detections.from_ultralytics(result))
+    return out, model.names
+
+
+def match_boxes(reference: sv.Detections, exported: sv.Detections, iou: float = MATCH_IOU) -> int:
+    """How many boxes pair up one-to-one with the same class at IoU >= ``iou`` (greedy, best first)."""
+    if len(reference) == 0 or len(exported) == 0:
+        return 0
+    import supervision as sv
+
+    overlaps = sv.box_iou_batch(reference.xyxy, exported.xyxy)
+    overlaps[reference.class_id[:, None] != exported.class_id[None, :]] = 0.0
+    matched = 0
+    while True:
+        i, j = np.unravel_index(np.argmax(overlaps), overlaps.shape)
+        if overlaps[i, j] < iou:
+            return matched
+        matched += 1
+        overlaps[i, :] = 0.0
+        overlaps[:, j] = 0.0
+
+
+def match_rate(matched: int, n_reference: int, n_exported: int) -> float:
+    """Matched pairs over the larger box count; two empty outputs agree perfectly."""
+    larger = max(n_reference, n_exported)
+    return 1.0 if larger == 0 else matched / larger
+
+
+def coco_map(names: list[str], images: Sequence[ParityImage], predictions: Sequence[sv.Detections]) -> dict:
+    """COCO mAP50-95 / mAP50 of ``predictions`` against the images' labels (faster-coco-eval).
+
+    A small local function until ``autolabel.evaluate`` offers one over (predictions, labels).
+    """
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    from autolabel.formats import coco
+
+    gt = coco.dataset(
+        names,
+        [
+            (im.image_id, im.path.name, im.pixels.shape[1], im.pixels.shape[0], im.labels)
+            for im in images
+        ],
+    )
+    results = []
+    for im, det in zip(images, predictions, strict=True):
+        results += coco.annotations(det, im.image_id, len(results) + 1, with_scores=True)
+    if not gt["annotations"] or not results:
+        return {"map50_95": 0.0, "map50": 0.0}
+    coco_gt = COCO(gt)
+    evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), "bbox", print_function=lambda *a, **k: None)
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    stats = evaluator.stats
+    return {"map50_95": max(float(stats[0]), 0.0), "map50": max(float(stats[1]), 0.0)}
+
+
+# -- class names --------------------------------------------------------------------------------
+def names_list(names) -> list[str]:
+    """Ultralytics keeps names as {index: name} (or its string form in metadata); ours are lists."""
+    if isinstance(names, str):
+        names = ast.literal_eval(names)
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names, key=int)]
+    return [str(n) for n in names]
+
+
+def onnx_names(session) -> list[str]:
+    meta = session.get_modelmeta().custom_metadata_map
+    if "names" not in meta:
+        raise AutolabelError("the exported ONNX file carries no class names in its metadata")
+    return names_list(meta["names"])
+
+
+# -- the whole check ----------------------------------------------------------------------------
+def check_parity(
+    reference: Path,
+    exported: Path,
+    options: ExportOptions,
+    images: Sequence[ParityImage],
+    image_source: str,
+    *,
+    conf: float,
+) -> ParityReport:
+    """Compare ``exported`` with the PyTorch ``reference`` on ``images`` (see the module docstring)."""
+    prepare_ultralytics()
+    device = "0" if options.format == "engine" else "cpu"
+    torch_device = "cuda:0" if options.format == "engine" else "cpu"
+    notes = []
+    if image_source != "validation":
+        notes.append("no frozen validation set yet: parity ran on labeled (training) images")
+
+    exported_names: list[str]
+    max_diff = max_diff_scores = None
+    tensors = [letterbox(im.pixels, options.imgsz) for im in images]
+    if options.format == "onnx":
+        session = onnx_session(exported)
+        exported_names = onnx_names(session)
+        exported_raw = [onnx_raw(session, t) for t in tensors] if not options.nms else None
+    else:
+        from ultralytics.nn.autobackend import AutoBackend
+
+        backend = AutoBackend(str(exported), device=_torch_device(torch_device), fp16=options.half)
+        exported_names = names_list(backend.names)
+        exported_raw = [backend_raw(backend, t) for t in tensors] if not options.nms else None
+    if exported_raw is not None:
+        model = load_torch_model(reference, torch_device)
+        max_diff, max_diff_scores = raw_output_diff([torch_raw(model, t) for t in tensors], exported_raw)
+    else:
+        notes.append("NMS is inside the exported graph: raw outputs are not comparable, boxes and mAP are")
+
+    reference_dets, reference_names = predict(reference, images, options.imgsz, EVAL_CONF, device)
+    exported_dets, loaded_names = predict(exported, images, options.imgsz, EVAL_CONF, device)
+    reference_names = names_list(reference_names)
+    if names_list(loaded_names) != exported_names:
+        notes.append("ultralytics reads different class names from the exported file than its metadata holds")
+        exported_names = names_list(loaded_names)
+
+    matched = n_ref = n_exp = 0
+    for ref, exp in zip(reference_dets, exported_dets, strict=True):
+        ref, exp = ref[ref.confidence >= conf], exp[exp.confidence >= conf]
+        matched += match_boxes(ref, exp)
+        n_ref, n_exp = n_ref + len(ref), n_exp + len(exp)
+    map_ref = coco_map(reference_names, images, reference_dets)["map50_95"]
+    map_exp = coco_map(reference_names, images, exported_dets)["map50_95"]
+    return ParityReport(
+        images=len(images),
+        image_source=image_source,
+        max_abs_diff=max_diff,
+        max_abs_diff_scores=max_diff_scores,
+        conf=conf,
+        boxes_reference=n_ref,
+        boxes_exported=n_exp,
+        boxes_matched=matched,
+        match_rate=match_rate(matched, n_ref, n_exp),
+        map50_95_reference=map_ref,
+        map50_95_exported=map_exp,
+        map_diff_points=abs(map_ref - map_exp) * 100.0,
+        map_tolerance_points=MAP_TOLERANCE_POINTS if not options.half else None,
+        names_reference=reference_names,
+        names_exported=exported_names,
+        names_match=reference_names == exported_names,
+        notes=notes,
+    )
+
+
+def _torch_device(name: str):
+    import torch
+
+    return torch.device(name)
+
+
+# -- manifest -----------------------------------------------------------------------------------
+def read_manifest(out_dir: Path) -> dict:
+    path = out_dir / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {"exports": {}}
+
+
+def record_export(out_dir: Path, exported: Path, options: ExportOptions, parity: ParityReport | None) -> dict:
+    """Add (or replace) this exported file's entry in ``exports.json``; returns the manifest."""
+    manifest = read_manifest(out_dir)
+    manifest["exports"][exported.name] = {
+        "file": exported.name,
+        "format": options.format,
+        "options": asdict(options),
+        "size_bytes": _size(exported),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "parity": parity.to_dict() if parity else None,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# -- the command's work -------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ExportResult:
+    run_id: int
+    out_dir: Path
+    exported: Path
+    parity: ParityReport | None
+    card: Path
+
+
+def export_dir(exports_root: Path, run_id: int) -> Path:
+    return exports_root / str(run_id)
+
+
+def export_student(
+    store: Store,
+    *,
+    workspace_root: Path,
+    image_root: Path,
+    exports_root: Path,
+    options: ExportOptions,
+    run_id: int | None = None,
+    conf: float | None = None,
+    parity_limit: int | None = None,
+) -> ExportResult:
+    """Export the best (or named) run's student, check parity, and (re)write the model card."""
+    from autolabel.model_card import update_card
+
+    check_exporter(options.format)
+    run = select_run(store, run_id)
+    weights = weights_file(run, workspace_root)
+    out_dir = export_dir(exports_root, run["id"])
+    exported = export_weights(weights, out_dir, options)
+    images, source = parity_images(store, image_root, parity_limit)
+    parity = None
+    if images:
+        deploy_conf = conf if conf is not None else float(run_metrics(run).get("conf", 0.25))
+        parity = check_parity(out_dir / REFERENCE_WEIGHTS, exported, options, images, source, conf=deploy_conf)
+    manifest = record_export(out_dir, exported, options, parity)
+    card = update_card(store, run, out_dir, manifest=manifest)
+    return ExportResult(run_id=run["id"], out_dir=out_dir, exported=exported, parity=parity, card=card)

@@ -1,0 +1,244 @@
+"""The model card written next to the exported files: ``MODEL_CARD.md`` and ``model_card.json``.
+
+``build_card`` gathers plain values (no secrets: only whitelisted run parameters are copied),
+``render_markdown`` is a pure function of the card, ``write_card`` is the thin file shell.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from autolabel.store import Store
+
+CARD_MD = "MODEL_CARD.md"
+CARD_JSON = "model_card.json"
+LICENSE_NOTE = (
+    "The student is an Ultralytics YOLO model: the Ultralytics code and its pretrained weights are"
+    " licensed AGPL-3.0 (https://ultralytics.com/license), and so are models derived from them unless"
+    " you hold an Ultralytics Enterprise license. Check this before deploying in a closed product."
+)
+# Run parameters safe and useful to publish; anything else (paths, URLs, keys) stays out.
+PUBLIC_PARAMS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "close_mosaic", "conf", "lr0", "optimizer")
+METRIC_KEYS = ("map50", "map50_95", "ap_small", "ap_medium", "ap_large", "precision", "recall", "f1", "conf")
+# Rough review costs when no per-task timing is recorded (stated in the card as assumptions).
+SECONDS_PER_REVIEWED_IMAGE = 5.0
+SECONDS_PER_REVIEWED_BOX = 3.0
+
+
+def labels_summary(store: Store) -> dict:
+    """How many human-verified images and boxes the store holds, by source."""
+    from autolabel import detections as dets
+
+    by_source: dict[str, dict[str, int]] = {}
+    rows = store.conn.execute("SELECT source, detections FROM labels")
+    for source, detections_json in rows:
+        entry = by_source.setdefault(source, {"images": 0, "boxes": 0})
+        entry["images"] += 1
+        entry["boxes"] += len(dets.from_json(detections_json))
+    return {
+        "by_source": by_source,
+        "images": sum(e["images"] for e in by_source.values()),
+        "boxes": sum(e["boxes"] for e in by_source.values()),
+        "image_status": store.status_counts(),
+    }
+
+
+def estimate_human_time(store: Store, labels: dict) -> dict:
+    """Human review time: from ``autolabel.studio.diff`` when it offers an estimate, else from counts."""
+    if importlib.util.find_spec("autolabel.studio") and importlib.util.find_spec("autolabel.studio.diff"):
+        estimator = getattr(importlib.import_module("autolabel.studio.diff"), "estimate_human_time", None)
+        if callable(estimator):
+            try:
+                estimate = estimator(store)
+            except Exception:  # an optional enrichment; the card is still written without it
+                estimate = None
+            if isinstance(estimate, dict) and "seconds" in estimate:
+                return {**estimate, "method": estimate.get("method", "autolabel.studio.diff")}
+    reviewed = labels["by_source"].get("studio", {"images": 0, "boxes": 0})
+    seconds = reviewed["images"] * SECONDS_PER_REVIEWED_IMAGE + reviewed["boxes"] * SECONDS_PER_REVIEWED_BOX
+    return {
+        "seconds": seconds,
+        "images_reviewed": reviewed["images"],
+        "boxes_reviewed": reviewed["boxes"],
+        "method": (
+            f"rough estimate from counts: {SECONDS_PER_REVIEWED_IMAGE:g} s per image reviewed in Label Studio"
+            f" + {SECONDS_PER_REVIEWED_BOX:g} s per box kept; no per-task timing was recorded"
+        ),
+    }
+
+
+def build_card(
+    *,
+    run: sqlite3.Row | dict,
+    class_names: Sequence[str],
+    imgsz: int,
+    exports: dict,
+    latency: dict | None,
+    labels: dict,
+    human_time: dict | None,
+) -> dict:
+    run = dict(run)
+    metrics = json.loads(run["metrics"]) if run.get("metrics") else {}
+    params = json.loads(run["params"]) if run.get("params") else {}
+    return {
+        "run_id": run["id"],
+        "round": run.get("round", metrics.get("round")),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "classes": list(class_names),
+        "imgsz": imgsz,
+        "training": {k: params[k] for k in PUBLIC_PARAMS if k in params},
+        "validation_metrics": {k: metrics[k] for k in METRIC_KEYS if k in metrics},
+        "labels": labels,
+        "human_time": human_time,
+        "lineage": {
+            "train_hash": run.get("train_hash") or metrics.get("train_hash"),
+            "val_hash": run.get("val_hash") or metrics.get("val_hash"),
+            "n_train": run.get("n_train") or metrics.get("n_train"),
+            "n_val": run.get("n_val") or metrics.get("n_val"),
+        },
+        "exports": list(exports.values()),
+        "latency": latency,
+        "license": LICENSE_NOTE,
+    }
+
+
+def render_markdown(card: dict) -> str:
+    lines = [f"# Model card: autolabel student, run {card['run_id']}", ""]
+    lines += [
+        f"- Round: {card['round']}",
+        f"- Input size: {card['imgsz']} x {card['imgsz']} (letterboxed)",
+        f"- Classes ({len(card['classes'])}, in output order): "
+        + ", ".join(f"{i}: {name}" for i, name in enumerate(card["classes"])),
+        f"- Written: {card['created_at']}",
+    ]
+    if card["training"]:
+        lines.append("- Training: " + ", ".join(f"{k}={v}" for k, v in card["training"].items()))
+    lines += ["", "## Validation metrics", ""]
+    metrics = card["validation_metrics"]
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in metrics.items()]
+    else:
+        lines.append("No validation metrics were recorded for this run.")
+    lines += ["", "## Labels and human time", ""]
+    labels = card["labels"]
+    lines.append(f"- Human-verified images: {labels['images']} ({labels['boxes']} boxes)")
+    for source, entry in sorted(labels["by_source"].items()):
+        lines.append(f"  - {source}: {entry['images']} images, {entry['boxes']} boxes")
+    human = card["human_time"]
+    if human:
+        lines.append(f"- Estimated human time: {human['seconds'] / 3600:.2f} h ({human['method']})")
+    lines += ["", "## Data lineage", ""]
+    lineage = card["lineage"]
+    lines += [
+        f"- Train images: {lineage['n_train']}, list hash `{lineage['train_hash']}`",
+        f"- Validation images: {lineage['n_val']}, list hash `{lineage['val_hash']}`",
+        "",
+        "## Exported files and parity",
+        "",
+    ]
+    if card["exports"]:
+        lines += [
+            "| file | format | precision | max abs diff | box match @IoU0.9 | mAP50-95 pt / export (diff, pts) | names | passed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for entry in card["exports"]:
+            lines.append(_export_row(entry))
+        lines.append("")
+        for entry in card["exports"]:
+            parity = entry.get("parity")
+            if not parity:
+                lines.append(f"- {entry['file']}: no labeled images to check parity on")
+                continue
+            lines.append(f"- {entry['file']}: parity on {parity['images']} {parity['image_source']} images")
+            lines += [f"- {entry['file']}: {note}" for note in parity.get("notes", [])]
+    else:
+        lines.append("Nothing exported yet.")
+    lines += ["", "## Latency", ""]
+    latency = card["latency"]
+    if latency and latency.get("rows"):
+        lines += [
+            f"Median and p90 of {latency['runs']} timed runs after {latency['warmup']} warm-up runs"
+            f" at {latency['imgsz']} px; {latency['machine'].get('processor')}, {latency['machine'].get('cpu_count')}"
+            f" CPUs, GPU: {latency['machine'].get('cuda') or 'none'}.",
+            "",
+            "| backend | device | file | batch | median ms | p90 ms | speedup vs PyTorch eager |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in latency["rows"]:
+            speedup = "" if row.get("speedup") is None else f"{row['speedup']:.2f}x"
+            lines.append(
+                f"| {row['backend']} | {row['device']} | {row['file']} | {row['batch']} | {row['median_ms']:.2f}"
+                f" | {row['p90_ms']:.2f} | {speedup} |"
+            )
+        lines += [f"\n- {note}" for note in latency.get("notes", [])]
+    else:
+        lines.append("Not measured yet: run `autolabel bench`.")
+    lines += ["", "## License", "", card["license"], ""]
+    return "\n".join(lines)
+
+
+def write_card(out_dir: Path, card: dict) -> tuple[Path, Path]:
+    md, js = out_dir / CARD_MD, out_dir / CARD_JSON
+    md.write_text(render_markdown(card))
+    js.write_text(json.dumps(card, indent=2, default=str))
+    return md, js
+
+
+def _export_row(entry: dict) -> str:
+    parity = entry.get("parity")
+    precision = "fp16" if entry["options"].get("half") else "fp32"
+    if not parity:
+        return f"| {entry['file']} | {entry['format']} | {precision} | not checked | | | | |"
+    diff = "n/a (NMS in graph)" if parity["max_abs_diff"] is None else f"{parity['max_abs_diff']:.2e}"
+    match = f"{parity['match_rate']:.3f} ({parity['boxes_matched']}/{max(parity['boxes_reference'], parity['boxes_exported'])} at conf {parity['conf']:g})"
+    maps = (
+        f"{parity['map50_95_reference'] * 100:.2f} / {parity['map50_95_exported'] * 100:.2f}"
+        f" ({parity['map_diff_points']:.2f})"
+    )
+    names = "same" if parity["names_match"] else "DIFFERENT"
+    return (
+        f"| {entry['file']} | {entry['format']} | {precision} | {diff} | {match} | {maps} | {names} |"
+        f" {'yes' if parity['passed'] else 'NO'} |"
+    )
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+
+def update_card(store: Store, run, out_dir: Path, *, manifest: dict | None = None) -> Path:
+    """(Re)write the card from the store, the export manifest and ``latency.json`` if measured."""
+    from autolabel.export import read_manifest
+    from autolabel.latency import LATENCY_JSON
+
+    manifest = manifest if manifest is not None else read_manifest(out_dir)
+    latency_path = out_dir / LATENCY_JSON
+    latency = json.loads(latency_path.read_text()) if latency_path.is_file() else None
+    exports = manifest.get("exports", {})
+    checked = [e["parity"] for e in exports.values() if e.get("parity")]
+    class_names = checked[-1]["names_exported"] if checked else store.class_names()
+    sizes = [e["options"]["imgsz"] for e in exports.values()]
+    imgsz = sizes[-1] if sizes else (latency or {}).get("imgsz")
+    labels = labels_summary(store)
+    card = build_card(
+        run=run,
+        class_names=class_names,
+        imgsz=imgsz,
+        exports=exports,
+        latency=latency,
+        labels=labels,
+        human_time=estimate_human_time(store, labels),
+    )
+    md, _ = write_card(out_dir, card)
+    return md

@@ -1,0 +1,409 @@
+"""Export: a tiny student trained here (1 epoch, 64 px) goes to ONNX and is checked against PyTorch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from autolabel import detections as dets
+from autolabel.errors import AutolabelError
+
+NAMES = ["washer", "bolt", "nut"]  # not alphabetical: the order itself must survive the export
+IMGSZ = 64
+COLORS = {0: (230, 200, 30), 1: (220, 30, 30), 2: (30, 40, 220)}
+
+
+# -- builders -----------------------------------------------------------------------------------
+def draw_scene(rng: np.random.Generator, size: int = 96) -> tuple[np.ndarray, list[tuple[int, list[float]]]]:
+    """A gray image with two or three solid rectangles; returns pixels and (class, xyxy) boxes."""
+    pixels = np.full((size, size, 3), 190, np.uint8)
+    boxes = []
+    for _ in range(int(rng.integers(2, 4))):
+        cls = int(rng.integers(0, len(NAMES)))
+        w, h = (int(v) for v in rng.integers(18, 40, 2))
+        x, y = (int(v) for v in rng.integers(0, size - 40, 2))
+        pixels[y : y + h, x : x + w] = COLORS[cls]
+        boxes.append((cls, [x, y, x + w, y + h]))
+    return pixels, boxes
+
+
+def train_tiny_student(dataset: Path, images: list[tuple[Path, list]], out: Path) -> Path:
+    """One epoch of yolo11n (random init from its yaml) at 64 px on ``images``; returns best.pt."""
+    from PIL import Image
+
+    from autolabel.runtime import configure_ultralytics
+
+    for split in ("train", "val"):
+        (dataset / split / "images").mkdir(parents=True, exist_ok=True)
+        (dataset / split / "labels").mkdir(parents=True, exist_ok=True)
+    for i, (path, boxes) in enumerate(images):
+        split = "val" if i % 4 == 3 else "train"
+        size = Image.open(path).size[0]
+        (dataset / split / "images" / path.name).write_bytes(path.read_bytes())
+        lines = [
+            f"{c} {(x1 + x2) / 2 / size} {(y1 + y2) / 2 / size} {(x2 - x1) / size} {(y2 - y1) / size}"
+            for c, (x1, y1, x2, y2) in boxes
+        ]
+        (dataset / split / "labels" / f"{path.stem}.txt").write_text("\n".join(lines))
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(NAMES))
+    data = dataset / "data.yaml"
+    data.write_text(f"path: {dataset}\ntrain: train/images\nval: val/images\nnames:\n{names}\n")
+    configure_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO("yolo11n.yaml")
+    model.train(
+        data=str(data), epochs=1, imgsz=IMGSZ, batch=4, device="cpu", workers=0, seed=0, deterministic=True,
+        project=str(out), name="tiny", exist_ok=True, plots=False, amp=False, val=False, verbose=False,
+    )  # fmt: skip
+    return Path(model.trainer.best)
+
+
+def make_it_speak(weights: Path, out: Path) -> Path:
+    """A 1-epoch student scores every box near 0.001; class biases of -1 make it emit ~15 boxes per
+    image at conf 0.25, so box-level parity compares real boxes rather than two empty lists."""
+    import torch
+    from ultralytics import YOLO
+
+    model = YOLO(str(weights))
+    with torch.no_grad():
+        for branch in model.model.model[-1].cv3:
+            branch[-1].bias.fill_(-1.0)
+    model.save(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict:
+    """A workspace with 12 images (4 frozen for validation), labels, and one finished run."""
+    from PIL import Image
+
+    from autolabel.config import WorkspaceConfig
+    from autolabel.registry import register_images
+    from autolabel.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("export-ws")
+    rng = np.random.default_rng(0)
+    image_dir = root / "images"
+    image_dir.mkdir()
+    scenes = []
+    for i in range(12):
+        pixels, boxes = draw_scene(rng)
+        path = image_dir / f"img{i:02d}.png"
+        Image.fromarray(pixels).save(path)
+        scenes.append((path, boxes))
+    weights = make_it_speak(train_tiny_student(root / "dataset", scenes, root / "train-runs"), root / "student.pt")
+
+    ws = Workspace.create(root, WorkspaceConfig(images="images"))
+    with ws.open_store() as store:
+        store.ensure_classes(NAMES)
+        register_images(store, ws.image_root, ws.config.grouping)
+        by_path = {r.path: r.id for r in store.images()}
+        val_ids = []
+        for i, (path, boxes) in enumerate(scenes):
+            image_id = by_path[path.name]
+            det = dets.make([b for _, b in boxes], [c for c, _ in boxes])
+            status = "validation" if i % 4 == 3 else "labeled"
+            store.set_labels(image_id, "studio" if i < 6 else "import", dets.to_json(det), status=status)
+            if status == "validation":
+                val_ids.append(image_id)
+        metrics = {"map50": 0.01, "map50_95": 0.004, "f1": 0.02, "conf": 0.25, "round": 0}
+        run_id = store.start_run(
+            json.dumps({"imgsz": IMGSZ, "epochs": 1, "model": "yolo11n.yaml", "api_key": "sk-never-shown"}),
+            round_index=0, train_hash="t" * 64, val_hash="v" * 64, n_train=8, n_val=4,
+        )  # fmt: skip
+        store.finish_run(run_id, "finished", str(weights), json.dumps(metrics))
+    return {"root": root, "run_id": run_id, "weights": weights, "val_ids": val_ids}
+
+
+@pytest.fixture(scope="session")
+def exported(trained) -> dict:
+    from autolabel.cli.app import app
+
+    result = CliRunner().invoke(app, ["export", "--format", "onnx", "--workspace", str(trained["root"])])
+    assert result.exit_code == 0, result.output
+    out_dir = trained["root"] / "exports" / str(trained["run_id"])
+    return {**trained, "out_dir": out_dir, "onnx": out_dir / "onnx-fp32.onnx", "output": result.output}
+
+
+# -- the real export ----------------------------------------------------------------------------
+def test_export_writes_onnx_card_and_manifest_next_to_the_weights(exported):
+    out_dir = exported["out_dir"]
+    assert {p.name for p in out_dir.iterdir()} >= {
+        "model.pt", "onnx-fp32.onnx", "exports.json", "MODEL_CARD.md", "model_card.json"
+    }  # fmt: skip
+    assert not list(out_dir.glob("onnx-fp32.pt"))  # the per-variant link is removed again
+    entry = json.loads((out_dir / "exports.json").read_text())["exports"]["onnx-fp32.onnx"]
+    parity = entry["parity"]
+    assert parity["image_source"] == "validation" and parity["images"] == 3
+    assert parity["names_exported"] == NAMES and parity["names_match"]
+    assert parity["max_abs_diff"] < 1e-3
+    assert parity["conf"] == 0.25 and parity["boxes_reference"] >= 3 * 5 and parity["match_rate"] >= 0.95
+    assert parity["map_diff_points"] <= 0.3 and parity["passed"]
+    assert "boxes matched" in exported["output"] and "3 validation images" in exported["output"]
+
+
+def test_onnx_reloaded_with_onnxruntime_matches_pytorch_raw_outputs_and_names(exported):
+    import ast
+
+    import onnxruntime as ort
+
+    from autolabel.export import letterbox, load_torch_model, torch_raw
+    from autolabel.images import decode
+
+    session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
+    names = ast.literal_eval(session.get_modelmeta().custom_metadata_map["names"])
+    assert [names[i] for i in sorted(names)] == NAMES
+    model = load_torch_model(exported["out_dir"] / "model.pt")
+    for path in sorted((exported["root"] / "images").glob("*.png"))[:4]:
+        x = letterbox(decode(path).pixels, IMGSZ)
+        onnx_out = session.run(None, {session.get_inputs()[0].name: x})[0]
+        torch_out = torch_raw(model, x)
+        assert onnx_out.shape == torch_out.shape == (1, 4 + len(NAMES), (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + 4)
+        np.testing.assert_allclose(onnx_out, torch_out, atol=1e-3, rtol=0)
+
+
+def test_onnx_through_ultralytics_gives_the_same_boxes_as_the_pt(exported):
+    from autolabel.export import ParityImage, match_boxes, predict
+    from autolabel.images import decode
+
+    paths = sorted((exported["root"] / "images").glob("*.png"))[:4]
+    images = [ParityImage(image_id=i, path=p, pixels=decode(p).pixels, labels=dets.empty()) for i, p in enumerate(paths)]
+    ref, ref_names = predict(exported["out_dir"] / "model.pt", images, IMGSZ, conf=0.25, device="cpu")
+    onnx, onnx_names = predict(exported["onnx"], images, IMGSZ, conf=0.25, device="cpu")
+    assert list(onnx_names.values()) == list(ref_names.values()) == NAMES
+    # This near-untrained student emits clusters of near-identical boxes at near-equal scores, where
+    # 1e-6 differences can flip one NMS decision: allow one box per image, none overall beyond 10%.
+    assert all(len(a) >= 5 and abs(len(a) - len(b)) <= 1 for a, b in zip(ref, onnx))
+    matched = sum(match_boxes(a, b) for a, b in zip(ref, onnx))
+    assert matched >= 0.9 * sum(max(len(a), len(b)) for a, b in zip(ref, onnx))
+
+
+def test_model_card_has_the_facts_and_no_secrets(exported):
+    out_dir = exported["out_dir"]
+    card = (out_dir / "MODEL_CARD.md").read_text()
+    data = json.loads((out_dir / "model_card.json").read_text())
+    assert data["classes"] == NAMES and data["imgsz"] == IMGSZ and data["round"] == 0
+    assert data["lineage"] == {"train_hash": "t" * 64, "val_hash": "v" * 64, "n_train": 8, "n_val": 4}
+    assert data["labels"]["by_source"]["studio"]["images"] == 6 and data["labels"]["images"] == 12
+    assert data["human_time"]["seconds"] > 0
+    assert data["validation_metrics"]["map50_95"] == 0.004
+    for text in ("0: washer, 1: bolt, 2: nut", "AGPL-3.0", "onnx-fp32.onnx", "t" * 64, "3 validation images"):
+        assert text in card
+    for secret in ("sk-never-shown", "api_key"):
+        assert secret not in card and secret not in json.dumps(data)
+
+
+def test_bench_times_pytorch_and_onnxruntime_and_updates_the_card(exported):
+    from autolabel.cli.app import app
+
+    args = ["bench", "--runs", "3", "--warmup", "1", "--batch", "1", "--batch", "2", "--workspace", str(exported["root"])]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    latency = json.loads((exported["out_dir"] / "latency.json").read_text())
+    rows = {(r["backend"], r["batch"]): r for r in latency["rows"]}
+    assert set(rows) == {("pytorch", 1), ("onnxruntime", 1), ("pytorch", 2)}  # static ONNX: batch 1 only
+    assert all(r["runs"] == 3 and 0 < r["median_ms"] <= r["p90_ms"] for r in rows.values())
+    assert rows[("pytorch", 1)]["speedup"] == pytest.approx(1.0)
+    assert any("fixed batch of 1" in note for note in latency["notes"])
+    assert "speedup vs PyTorch eager" in (exported["out_dir"] / "MODEL_CARD.md").read_text()
+
+
+def test_parity_falls_back_to_labeled_images_without_a_validation_set(trained, tmp_path):
+    from autolabel.export import parity_images
+    from autolabel.store import Store
+
+    with Store.open(trained["root"] / ".autolabel" / "state.db") as store:
+        images, source = parity_images(store, trained["root"] / "images")
+        assert source == "validation" and {im.image_id for im in images} == set(trained["val_ids"])
+        copy = Store.open(tmp_path / "copy.db")
+        store.conn.backup(copy.conn)
+    copy.set_status(trained["val_ids"], "labeled")
+    images, source = parity_images(copy, trained["root"] / "images", limit=5)
+    assert source == "labeled" and len(images) == 5
+    copy.close()
+
+
+@pytest.mark.slow
+def test_dynamic_nms_export_keeps_boxes(exported):
+    from autolabel.export import ExportOptions, check_parity, export_weights, parity_images
+    from autolabel.store import Store
+
+    options = ExportOptions(format="onnx", imgsz=IMGSZ, dynamic=True, nms=True)
+    path = export_weights(exported["weights"], exported["out_dir"], options)
+    assert path.name == "onnx-fp32-dynamic-nms.onnx"
+    with Store.open(exported["root"] / ".autolabel" / "state.db") as store:
+        images, source = parity_images(store, exported["root"] / "images")
+    report = check_parity(exported["out_dir"] / "model.pt", path, options, images, source, conf=0.01)
+    assert report.max_abs_diff is None and report.names_match
+    assert report.map_diff_points <= 0.3
+
+
+# -- errors that must be one line ---------------------------------------------------------------
+def test_tensorrt_without_cuda_is_one_clear_line(trained, monkeypatch):
+    import torch
+
+    from autolabel.cli.app import app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(app, ["export", "--format", "engine", "--workspace", str(trained["root"])])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --format engine: TensorRT needs an NVIDIA GPU with CUDA")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "cuda", "missing", "message"),
+    [
+        ("engine", False, set(), "TensorRT needs an NVIDIA GPU with CUDA"),
+        ("engine", True, {"tensorrt"}, "pip install tensorrt"),
+        ("openvino", False, {"openvino"}, "pip install openvino"),
+        ("tflite", False, set(), "choose one of onnx, engine, openvino"),
+    ],
+)
+def test_missing_exporters_give_an_install_hint(fmt, cuda, missing, message, monkeypatch):
+    from autolabel.export import check_exporter
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    with pytest.raises(AutolabelError, match=message):
+        check_exporter(fmt, cuda_available=cuda)
+
+
+def test_engine_with_cuda_and_tensorrt_passes_the_check(monkeypatch):
+    from autolabel.export import check_exporter
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorrt" else real(name, *a))
+    check_exporter("engine", cuda_available=True)
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ref", "exp", "matched"),
+    [
+        ([], [], 0),
+        ([(0, [0, 0, 10, 10])], [(0, [0, 0, 10, 10])], 1),
+        ([(0, [0, 0, 10, 10])], [(1, [0, 0, 10, 10])], 0),  # same box, other class
+        ([(0, [0, 0, 10, 10])], [(0, [0, 0, 10, 11])], 1),  # IoU 0.909
+        ([(0, [0, 0, 10, 10])], [(0, [0, 0, 10, 12])], 0),  # IoU 0.833
+        ([(0, [0, 0, 10, 10])], [(0, [0, 0, 10, 10]), (0, [0, 0, 10, 10.5])], 1),  # one-to-one
+        ([(0, [0, 0, 10, 10]), (0, [20, 20, 30, 30])], [(0, [20, 20, 30, 30]), (0, [0, 0, 10, 10])], 2),
+    ],
+)
+def test_match_boxes(ref, exp, matched):
+    from autolabel.export import match_boxes
+
+    def build(items):
+        return dets.make([b for _, b in items], [c for c, _ in items]) if items else dets.empty()
+
+    assert match_boxes(build(ref), build(exp)) == matched
+
+
+@pytest.mark.parametrize(("matched", "n_ref", "n_exp", "rate"), [(0, 0, 0, 1.0), (3, 4, 3, 0.75), (0, 2, 0, 0.0)])
+def test_match_rate(matched, n_ref, n_exp, rate):
+    from autolabel.export import match_rate
+
+    assert match_rate(matched, n_ref, n_exp) == rate
+
+
+def test_coco_map_of_perfect_and_missing_predictions(tmp_path):
+    from autolabel.export import ParityImage, coco_map
+
+    labels = dets.make([[10, 10, 40, 50], [50, 20, 90, 60]], [0, 2])
+    image = ParityImage(image_id=1, path=tmp_path / "a.png", pixels=np.zeros((100, 100, 3), np.uint8), labels=labels)
+    perfect = dets.make(labels.xyxy, labels.class_id, [0.9, 0.8])
+    assert coco_map(NAMES, [image], [perfect])["map50_95"] == pytest.approx(1.0)
+    assert coco_map(NAMES, [image], [dets.empty()]) == {"map50_95": 0.0, "map50": 0.0}
+    shifted = dets.make(labels.xyxy + 6, labels.class_id, [0.9, 0.8])
+    assert 0.0 < coco_map(NAMES, [image], [shifted])["map50_95"] < 1.0
+
+
+def _run(id_, status="finished", map50_95=None, weights="w.pt"):
+    metrics = None if map50_95 is None else json.dumps({"map50_95": map50_95})
+    return {"id": id_, "status": status, "weights_path": weights, "metrics": metrics, "params": "{}"}
+
+
+class _RunStore:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def runs(self, status=None):
+        return [r for r in self.rows if status is None or r["status"] == status]
+
+
+@pytest.mark.parametrize(
+    ("rows", "run_id", "expected"),
+    [
+        ([_run(1, map50_95=0.2), _run(2, map50_95=0.5), _run(3, map50_95=0.4)], None, 2),
+        ([_run(1, map50_95=0.5), _run(2, map50_95=0.5)], None, 2),  # a tie goes to the later run
+        ([_run(1, map50_95=0.2), _run(2, "failed", 0.9, None)], None, 1),
+        ([_run(1, map50_95=0.2), _run(2, map50_95=0.5)], 1, 1),
+        ([_run(1, map50_95=0.2), _run(2, "started", weights=None)], 2, "run 2 is started"),
+        ([_run(1, map50_95=0.2)], 7, "no run 7 in this workspace"),
+        ([], None, "no finished training run"),
+    ],
+)
+def test_select_run(rows, run_id, expected):
+    from autolabel.export import select_run
+
+    if isinstance(expected, int):
+        assert select_run(_RunStore(rows), run_id)["id"] == expected
+    else:
+        with pytest.raises(AutolabelError, match=expected):
+            select_run(_RunStore(rows), run_id)
+
+
+@pytest.mark.parametrize(
+    ("options", "stem"),
+    [
+        ({}, "onnx-fp32"),
+        ({"half": True, "dynamic": True}, "onnx-fp16-dynamic"),
+        ({"format": "engine", "half": True, "nms": True}, "engine-fp16-nms"),
+    ],
+)
+def test_each_variant_has_its_own_file_stem(options, stem):
+    from autolabel.export import ExportOptions
+
+    assert ExportOptions(**options).stem == stem
+
+
+# -- latency ------------------------------------------------------------------------------------
+def test_interleaved_timing_uses_the_clock_per_call_after_warmup():
+    from autolabel.latency import summarize, time_interleaved
+
+    ticks = iter(np.arange(0, 1000, 0.001))
+    calls = {"a": 0, "b": 0}
+
+    def runner(name):
+        def run():
+            calls[name] += 1
+
+        return run
+
+    samples = time_interleaved({"a": runner("a"), "b": runner("b")}, runs=7, warmup=2, blocks=3, clock=lambda: next(ticks))
+    assert calls == {"a": 9, "b": 9}
+    assert [len(v) for v in samples.values()] == [7, 7]
+    assert summarize(samples["a"])["median_ms"] == pytest.approx(1.0)
+    stats = summarize([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    assert stats["median_ms"] == 5.5 and stats["p90_ms"] == pytest.approx(9.1) and stats["min_ms"] == 1
+
+
+def test_speedup_is_relative_to_pytorch_on_the_same_device_and_batch():
+    from autolabel.latency import LatencyStats, with_speedups
+
+    def row(backend, device, batch, median):
+        return LatencyStats(
+            backend=backend, device=device, file=None, batch=batch, imgsz=64, runs=5,
+            median_ms=median, p90_ms=median, mean_ms=median, min_ms=median,
+        )  # fmt: skip
+
+    rows = with_speedups(
+        [row("pytorch", "cpu", 1, 30.0), row("onnxruntime", "cpu", 1, 10.0), row("tensorrt", "cuda", 1, 2.0)]
+    )
+    assert [r.speedup for r in rows] == [1.0, 3.0, None]
