@@ -11,6 +11,8 @@ import pytest
 _CACHE = Path(tempfile.mkdtemp(prefix="autolabel-test-cache-"))
 # Set before any test module imports ultralytics/transformers/matplotlib.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Tiny models gain nothing from intra-op threads, and threads thrash when the machine is busy.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["YOLO_OFFLINE"] = "1"
 os.environ["YOLO_AUTOINSTALL"] = "false"
@@ -42,3 +44,14 @@ def tiny_owlv2_dir(tmp_path_factory) -> Path:
     from tests.tiny_models import build_tiny_owlv2
 
     return build_tiny_owlv2(tmp_path_factory.mktemp("tiny-owlv2"))
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny models on a shared, busy CPU: one torch thread is ~40x faster than oversubscribed ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
