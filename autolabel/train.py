@@ -66,8 +66,8 @@ class TrainSettings:
             for name in ("model", "epochs", "imgsz", "batch", "seed", "patience", "close_mosaic", "device", "conf")
             if hasattr(config, name)
         }
-        if hasattr(config, "iou"):
-            base["iou"] = config.iou
+        if hasattr(config, "eval_iou"):
+            base["iou"] = config.eval_iou
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -286,21 +286,24 @@ def train_student(
 
 
 def prepare_ultralytics() -> None:
-    """``runtime.configure_ultralytics``, tolerating settings keys this ultralytics lacks.
+    """``runtime.configure_ultralytics`` plus two fixes for ultralytics 8.4, where it falls short.
 
-    ultralytics 8.4 has no 'hub' setting, so the settings update raises KeyError there; the font
-    is in place by then and sync is the one setting that matters.
+    ultralytics 8.4 has no 'hub' setting (the settings update raises KeyError), and it looks for
+    Arial.ttf in ``USER_CONFIG_DIR`` = ``$YOLO_CONFIG_DIR/Ultralytics``, one folder below where
+    ``ensure_font`` puts it; without the font there, ``check_font`` sends a HEAD request to
+    github.com (even with YOLO_OFFLINE=1) before every training.
     """
     from autolabel.runtime import configure_ultralytics, ensure_font
 
     try:
         configure_ultralytics()
     except KeyError:
-        ensure_font(Path(os.environ.get("YOLO_CONFIG_DIR") or "."))
-        from ultralytics import settings
+        pass
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
 
-        if settings.get("sync") is not False:
-            settings.update({"sync": False})
+    ensure_font(Path(USER_CONFIG_DIR))
+    if SETTINGS.get("sync") is not False:
+        SETTINGS.update({"sync": False})
 
 
 def run_directory(workspace: Workspace, run_id: int) -> Path:

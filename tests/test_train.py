@@ -1,0 +1,244 @@
+"""Student training: dataset materialization, model choice, and a real 1-epoch run with the network closed."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autolabel import detections as dets
+from autolabel.errors import AutolabelError
+from autolabel.formats import yolo
+from autolabel.train import (
+    TrainSettings,
+    collect_dataset,
+    dataset_file_name,
+    images_hash,
+    resolve_model,
+    train_student,
+    write_yolo_dataset,
+)
+
+N_IMAGES, N_VAL, IMGSZ = 12, 4, 64
+
+
+def build_workspace(root: Path, n: int = N_IMAGES, n_val: int = N_VAL):
+    """Synthetic scenes in 3 folders; the last ``n_val`` frozen as validation, the rest labeled."""
+    from PIL import Image
+
+    from autolabel.config import WorkspaceConfig
+    from autolabel.registry import register_images
+    from autolabel.synthetic import CLASS_NAMES, generate_scene
+    from autolabel.workspace import Workspace
+
+    rng = np.random.default_rng(0)
+    truth = {}
+    for i in range(n):
+        pixels, det = generate_scene(rng, IMGSZ, n_objects=(1, 3), scale=(0.25, 0.45), clutter=False, blur=False)
+        rel = f"g{i % 3}/scene_{i:02d}.png"
+        (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(root / "images" / rel)
+        truth[rel] = det
+    ws = Workspace.create(root, WorkspaceConfig(images="images"))
+    store = ws.open_store()
+    register_images(store, ws.image_root, ws.config.grouping)
+    store.ensure_classes(CLASS_NAMES)
+    for index, image in enumerate(store.images()):
+        status = "validation" if index >= n - n_val else "labeled"
+        store.set_labels(image.id, "import", dets.to_json(truth[image.path]), status=status)
+    return ws, store, truth
+
+
+class NetworkClosed:
+    """Every DNS lookup or connect is recorded and refused."""
+
+    def __init__(self):
+        self.attempts: list[str] = []
+
+    def install(self, mp: pytest.MonkeyPatch) -> None:
+        def refuse(kind):
+            def inner(*args, **kwargs):
+                import traceback
+
+                where = "".join(traceback.format_stack(limit=8)[:-1])
+                self.attempts.append(f"{kind} {args[1:2] if kind == 'connect' else args[:1]}\n{where}")
+                raise OSError("network closed by the test")
+
+            return inner
+
+        mp.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+        mp.setattr(socket, "create_connection", refuse("create_connection"))
+        mp.setattr(socket.socket, "connect", refuse("connect"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real 1-epoch training of yolo11n.yaml at 64 px on 8 images, with the network closed."""
+    root = tmp_path_factory.mktemp("train-ws")
+    ws, store, truth = build_workspace(root)
+    network = NetworkClosed()
+    with pytest.MonkeyPatch.context() as mp:
+        network.install(mp)
+        settings = TrainSettings(model="yolo11n.pt", epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu")
+        warnings: list[str] = []
+        run_id = train_student(ws, store, settings, warn=warnings.append)
+    yield {"ws": ws, "store": store, "run_id": run_id, "network": network, "warnings": warnings, "truth": truth}
+    store.close()
+
+
+def test_training_records_a_run_with_weights_lineage_and_metrics(trained):
+    store, run_id = trained["store"], trained["run_id"]
+    run = next(r for r in store.runs() if r["id"] == run_id)
+    assert run["status"] == "finished" and run["round"] == 0 and run["kind"] == "train"
+    assert run["n_train"] == N_IMAGES - N_VAL and run["n_val"] == N_VAL
+    train_shas = [im.sha256 for im in store.images(status="labeled")]
+    assert run["train_hash"] == images_hash(reversed(train_shas)) == images_hash(train_shas)
+    assert run["val_hash"] == images_hash(im.sha256 for im in store.images(status="validation"))
+    assert run["train_hash"] != run["val_hash"]
+    weights = Path(run["weights_path"])
+    assert weights.is_file() and weights.name == "best.pt"
+    assert weights.parent.parent == trained["ws"].runs_dir / f"run-{run_id}"
+    params = json.loads(run["params"])
+    assert params["epochs"] == 1 and params["imgsz"] == IMGSZ and params["seed"] == 0
+    assert params["model_source"] == "yolo11n.yaml" and params["pretrained"] is False
+    metrics = json.loads(run["metrics"])
+    for key in ("map50", "map50_95", "ap_small", "ap_medium", "ap_large", "per_class_ap", "precision", "recall",
+                "f1", "conf", "iou", "confusion_matrix"):
+        assert key in metrics, key
+    assert metrics["val_hash_matches_run"] is True
+    assert metrics["n_images"] == N_VAL
+    assert metrics["train"]["epochs_run"] == 1 and metrics["train"]["seconds_per_epoch"] > 0
+    assert set(metrics["ultralytics"]) >= {"map50", "map50_95"}
+    assert Path(metrics["preview"]).is_file()
+    assert (trained["ws"].runs_dir / f"run-{run_id}" / "results.png").is_file()  # plots work offline
+
+
+def test_training_never_touched_the_network(trained, cache_dir):
+    import os
+
+    assert trained["network"].attempts == []
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    assert Path(USER_CONFIG_DIR).parent == Path(os.environ["YOLO_CONFIG_DIR"])
+    assert (Path(USER_CONFIG_DIR) / "Arial.ttf").is_file()  # the local stand-in, not a download
+    assert any("yolo11n.pt not found" in w and "from scratch" in w for w in trained["warnings"])
+
+
+def test_materialized_dataset_matches_the_store(trained):
+    run_dir = trained["ws"].runs_dir / f"run-{trained['run_id']}" / "data"
+    data = __import__("yaml").safe_load((run_dir / "data.yaml").read_text())
+    assert data["names"] == {0: "bolt", 1: "nut", 2: "washer", 3: "screw"} and data["nc"] == 4
+    images = sorted((run_dir / "images" / "train").iterdir())
+    assert len(images) == N_IMAGES - N_VAL and all(p.is_symlink() for p in images)
+    assert len(list((run_dir / "images" / "val").iterdir())) == N_VAL
+    store = trained["store"]
+    by_name = {dataset_file_name(im.id, im.path): im for im in store.images()}
+    for image in images:
+        record = by_name[image.name]
+        lines = (run_dir / "labels" / "train" / f"{image.stem}.txt").read_text().splitlines()
+        back = yolo.from_lines(lines, record.width, record.height)
+        expected = trained["truth"][record.path]
+        assert back.class_id.tolist() == expected.class_id.tolist()
+        np.testing.assert_allclose(back.xyxy, expected.xyxy, atol=0.01)
+
+
+def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trained):
+    store = trained["store"]
+    first = next(r for r in store.runs() if r["id"] == trained["run_id"])
+    store.set_meta("round", "1")
+    try:
+        settings = TrainSettings(
+            epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu", resume_from=first["weights_path"],
+            evaluate=False, plots=False,
+        )
+        run_id = train_student(trained["ws"], store, settings)
+    finally:
+        store.set_meta("round", "0")
+    run = next(r for r in store.runs() if r["id"] == run_id)
+    assert run_id != trained["run_id"] and run["round"] == 1 and run["status"] == "finished"
+    assert json.loads(run["params"])["model_source"] == str(Path(first["weights_path"]).resolve())
+    assert Path(run["weights_path"]).is_file()
+
+
+# -- pure pieces ------------------------------------------------------------------------------
+
+
+def test_resolve_model(tmp_path):
+    assert resolve_model("yolo11s.yaml").source == "yolo11s.yaml"
+    weights = tmp_path / "mine.pt"
+    weights.write_bytes(b"x")
+    assert resolve_model(str(weights)) .source == str(weights.resolve())
+    (tmp_path / "wdir").mkdir()
+    (tmp_path / "wdir" / "yolo11n.pt").write_bytes(b"x")
+    found = resolve_model("yolo11n.pt", tmp_path / "wdir")
+    assert found.pretrained and found.source == str(tmp_path / "wdir" / "yolo11n.pt") and found.warning is None
+    fallback = resolve_model("yolo11s.pt", tmp_path / "wdir")
+    assert fallback.source == "yolo11s.yaml" and not fallback.pretrained and "from scratch" in fallback.warning
+    with pytest.raises(AutolabelError, match="not found"):
+        resolve_model(str(tmp_path / "missing" / "best.pt"))
+
+
+def test_dataset_file_names_do_not_collide():
+    names = {dataset_file_name(i, p) for i, p in enumerate(["a/img 1.JPG", "b/img 1.JPG", "img:1.png"])}
+    assert len(names) == 3 and all(" " not in n and ":" not in n for n in names)
+    assert dataset_file_name(7, "a/img 1.JPG") == "000007_img_1.jpg"
+
+
+def test_collect_dataset_problems(tmp_path):
+    ws, store, _ = build_workspace(tmp_path, n=4, n_val=1)
+    with store:
+        snapshot = collect_dataset(store)
+        assert (len(snapshot.train), len(snapshot.val)) == (3, 1)
+        # a labeled image without a labels row is skipped and said so
+        store.add_images([{"path": "ghost.png", "sha256": "0" * 64, "size_bytes": 1, "width": 8, "height": 8,
+                           "source_group": "x", "status": "labeled"}])
+        snapshot = collect_dataset(store)
+        assert len(snapshot.train) == 3 and any("ghost.png" in s for s in snapshot.skipped)
+        # a class id outside the store's classes is one clear error
+        image = store.images(status="labeled")[0]
+        store.set_labels(image.id, "import", dets.to_json(dets.make([[1, 1, 5, 5]], [9])))
+        with pytest.raises(AutolabelError, match=r"class ids \[9\]"):
+            collect_dataset(store)
+        store.set_labels(image.id, "import", dets.to_json(dets.empty()))
+        # no frozen validation set
+        store.set_status([im.id for im in store.images(status="validation")], "labeled")
+        with pytest.raises(AutolabelError, match="autolabel split"):
+            collect_dataset(store)
+
+
+def test_write_yolo_dataset_writes_empty_label_files_for_background_images(tmp_path):
+    ws, store, _ = build_workspace(tmp_path, n=3, n_val=1)
+    with store:
+        image = store.images(status="labeled")[0]
+        store.set_labels(image.id, "import", dets.to_json(dets.empty()))
+        data_yaml = write_yolo_dataset(collect_dataset(store), ws.image_root, tmp_path / "data")
+    label = tmp_path / "data" / "labels" / "train" / Path(dataset_file_name(image.id, image.path)).with_suffix(".txt")
+    assert label.is_file() and label.read_text() == ""
+    assert data_yaml.is_file()
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+def test_eval_cli_end_to_end(trained):
+    from typer.testing import CliRunner
+
+    from autolabel.cli.app import app
+
+    ws, run_id = trained["ws"], trained["run_id"]
+    result = CliRunner().invoke(
+        app, ["eval", "--workspace", str(ws.root), "--run", str(run_id), "--conf", "0.01", "--iou", "0.4"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "mAP50-95" in result.output and "confusion" in result.output
+    saved = json.loads((ws.runs_dir / f"run-{run_id}" / "eval" / "metrics.json").read_text())
+    assert saved["conf"] == 0.01 and saved["iou"] == 0.4 and saved["n_images"] == N_VAL
+    run = next(r for r in trained["store"].runs() if r["id"] == run_id)
+    recorded = json.loads(run["metrics"])
+    assert recorded["conf"] == 0.01 and "ultralytics" in recorded and "train" in recorded  # merged, not replaced
+
+    missing = CliRunner().invoke(app, ["eval", "--workspace", str(ws.root), "--run", "999"])
+    assert missing.exit_code == 2 and "error: no run 999" in missing.output
