@@ -62,6 +62,7 @@ class TrainConfig(_Section):
     device: str = "auto"
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     conf: float = Field(default=0.25, ge=0, le=1)
+    eval_iou: float = Field(default=0.5, gt=0, le=1)  # P/R/F1 matching IoU in 'autolabel eval'
 
 
 class WorkspaceConfig(_Section):
