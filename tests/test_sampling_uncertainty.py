@@ -126,7 +126,9 @@ def mirrored(xyxy_list, class_ids=None):
     ],
 )
 def test_localization_instability(original, original_classes, on_flip, flip_classes, expected):
-    det = boxes([0.9] * len(original), class_ids=original_classes, xyxy=original) if original else dets.empty()
+    det = (
+        boxes([0.9] * len(original), class_ids=original_classes, xyxy=original) if original else dets.empty()
+    )
     score = U.localization_instability(det, mirrored(on_flip, flip_classes), W)
     assert score == pytest.approx(expected, abs=1e-5)
 

@@ -5,8 +5,8 @@ a given ``seed``. ``metric`` is ``"cosine"`` (default: rows are L2-normalized fi
 L2 distance = 2 - 2 cos) or ``"l2"`` (raw Euclidean). Rows of ``labeled`` (embeddings of images
 that already have labels) count as centers that are already chosen: new picks go where the
 labeled set is thin. Nearest-neighbour searches use faiss (exact ``IndexFlatL2``); the greedy
-updates are one matrix-vector product per pick, so k-center over a few thousand candidates takes
-well under a second.
+updates read one row of a precomputed Gram matrix per pick (one GEMM up front) for candidate sets
+of a few thousand, one matrix-vector product per pick beyond that.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 METRICS = ("cosine", "l2")
+GRAM_MAX_BYTES = 128 * 2**20  # candidate sets up to ~5,800 points use a precomputed Gram matrix
 
 
 def prepare(embeddings, metric: str = "cosine") -> np.ndarray:
@@ -60,7 +61,7 @@ def k_center_greedy(
         return np.zeros(0, dtype=np.int64)
     min_dist = _initial_distances(x, labeled, metric)
     picks = np.empty(budget, dtype=np.int64)
-    sq_norms = np.einsum("ij,ij->i", x, x)
+    distances = _DistanceRows(x)
     for step in range(budget):
         if min_dist is None:
             pick = int(first) if first is not None else int(np.random.default_rng(seed).integers(n))
@@ -68,7 +69,7 @@ def k_center_greedy(
         else:
             pick = int(np.argmax(min_dist))
         picks[step] = pick
-        _update(min_dist, x, sq_norms, pick)
+        _update(min_dist, distances, pick)
     return picks
 
 
@@ -85,7 +86,7 @@ def kmeans_pp(embeddings, budget: int, *, labeled=None, metric: str = "cosine", 
     rng = np.random.default_rng(seed)
     min_dist = _initial_distances(x, labeled, metric)
     picks = np.empty(budget, dtype=np.int64)
-    sq_norms = np.einsum("ij,ij->i", x, x)
+    distances = _DistanceRows(x)
     chosen = np.zeros(n, dtype=bool)
     for step in range(budget):
         if min_dist is None:
@@ -100,7 +101,7 @@ def kmeans_pp(embeddings, budget: int, *, labeled=None, metric: str = "cosine", 
                 pick = int(rng.choice(np.flatnonzero(~chosen)))
         picks[step] = pick
         chosen[pick] = True
-        _update(min_dist, x, sq_norms, pick)
+        _update(min_dist, distances, pick)
     return picks
 
 
@@ -135,9 +136,9 @@ def typical_clusters(
 ) -> np.ndarray:
     """Cold-start pick (TypiClust, Hacohen et al. 2022): the most typical image of each cluster.
 
-    faiss k-means (seeded with k-means++) splits the pool into ``budget + len(labeled)`` clusters; clusters holding the
-    fewest labeled (or already picked) images go first, larger clusters before smaller ones, and
-    from each the densest not-yet-picked image is taken.
+    faiss k-means (seeded with k-means++) splits the pool into ``budget + len(labeled)`` clusters;
+    clusters holding the fewest labeled (or already picked) images go first, larger clusters
+    before smaller ones, and from each the densest not-yet-picked image is taken.
     """
     import faiss
 
@@ -159,8 +160,10 @@ def typical_clusters(
         kmeans.train(x, init_centroids=x[kmeans_pp(x, n_clusters, metric="l2", seed=seed)])
         centroids = kmeans.centroids
         assign = _assign(x, centroids)
-    covered = np.bincount(_assign(ref, centroids), minlength=n_clusters) if len(ref) else np.zeros(
-        n_clusters, dtype=np.int64
+    covered = (
+        np.bincount(_assign(ref, centroids), minlength=n_clusters)
+        if len(ref)
+        else np.zeros(n_clusters, dtype=np.int64)
     )
     sizes = np.bincount(assign, minlength=n_clusters)
     members = {c: np.flatnonzero(assign == c) for c in range(n_clusters)}
@@ -204,10 +207,27 @@ def _initial_distances(x: np.ndarray, labeled, metric: str) -> np.ndarray | None
     return nearest_distances(x, ref)
 
 
-def _update(min_dist: np.ndarray, x: np.ndarray, sq_norms: np.ndarray, pick: int) -> None:
+class _DistanceRows:
+    """Squared L2 distances from one point to all: rows of a precomputed Gram matrix when it fits
+    in ``GRAM_MAX_BYTES`` (one GEMM, then O(N) per pick), else one dot product per pick.
+
+    The per-pick product uses einsum rather than ``x @ v``: OpenBLAS's threaded sgemv is several
+    times slower than a single-threaded loop on a busy machine.
+    """
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.sq_norms = np.einsum("ij,ij->i", x, x)
+        self.gram = x @ x.T if len(x) ** 2 * 4 <= GRAM_MAX_BYTES else None
+
+    def __call__(self, pick: int) -> np.ndarray:
+        dots = self.gram[pick] if self.gram is not None else np.einsum("ij,j->i", self.x, self.x[pick])
+        return self.sq_norms + self.sq_norms[pick] - 2.0 * dots
+
+
+def _update(min_dist: np.ndarray, distances: _DistanceRows, pick: int) -> None:
     """min_dist <- min(min_dist, |x - x[pick]|^2); the pick itself drops to -1 (never again)."""
-    dist = sq_norms + sq_norms[pick] - 2.0 * (x @ x[pick])
-    np.minimum(min_dist, dist, out=min_dist)
+    np.minimum(min_dist, distances(pick), out=min_dist)
     min_dist[pick] = -1.0
 
 

@@ -91,7 +91,9 @@ def select(
         )
         order = candidates[picked]
     else:
-        order = diversity.typical_clusters(embeddings, budget, labeled=labeled_embeddings, metric=metric, seed=seed)
+        order = diversity.typical_clusters(
+            embeddings, budget, labeled=labeled_embeddings, metric=metric, seed=seed
+        )
     return [ids[i] for i in order]
 
 
@@ -124,7 +126,9 @@ def prefilter_size(budget: int, pool: int, factor: float) -> int:
     return min(pool, max(budget, math.ceil(factor * budget)))
 
 
-def score_vector(rows_scores: Sequence[Mapping[str, float] | None], key: str = DEFAULT_SCORE_KEY) -> np.ndarray:
+def score_vector(
+    rows_scores: Sequence[Mapping[str, float] | None], key: str = DEFAULT_SCORE_KEY
+) -> np.ndarray:
     """One score per image from the scorer's ``scores`` dicts; a missing dict or key is NaN."""
     out = np.full(len(rows_scores), np.nan, dtype=np.float64)
     for i, scores in enumerate(rows_scores):
@@ -144,7 +148,11 @@ def class_rarity_boost(
         raise AutolabelError("class balance needs the classes the student predicts per image")
     if len(image_classes) != n:
         raise ValueError(f"image_classes has {len(image_classes)} entries for {n} images")
-    counts = dict(class_counts.items()) if isinstance(class_counts, Mapping) else dict(enumerate(class_counts or []))
+    counts = (
+        dict(class_counts.items())
+        if isinstance(class_counts, Mapping)
+        else dict(enumerate(class_counts or []))
+    )
     most = max(counts.values(), default=0)
     boost = np.ones(n, dtype=np.float64)
     for i, classes in enumerate(image_classes):
@@ -164,7 +172,11 @@ def _as_scores(scores, n: int) -> np.ndarray:
 
 def _diverse(embeddings, budget, labeled, method, metric, seed, first=None) -> np.ndarray:
     if method == "k_center":
-        return diversity.k_center_greedy(embeddings, budget, labeled=labeled, metric=metric, seed=seed, first=first)
+        return diversity.k_center_greedy(
+            embeddings, budget, labeled=labeled, metric=metric, seed=seed, first=first
+        )
     if method == "kmeans_pp":
         return diversity.kmeans_pp(embeddings, budget, labeled=labeled, metric=metric, seed=seed)
-    raise AutolabelError(f"unknown diversity method {method!r}; choose from {', '.join(diversity.DIVERSITY_METHODS)}")
+    raise AutolabelError(
+        f"unknown diversity method {method!r}; choose from {', '.join(diversity.DIVERSITY_METHODS)}"
+    )
