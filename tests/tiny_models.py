@@ -86,7 +86,7 @@ def build_tiny_grounding_dino(directory: str | Path, *, max_text_len: int = 256,
     )
     torch.manual_seed(seed)
     model = GroundingDinoForObjectDetection(config).eval()
-    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 128})
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 96, "longest_edge": 160})
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
     model.save_pretrained(directory)
     return directory
