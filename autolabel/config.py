@@ -44,11 +44,26 @@ class ProposerConfig(_Section):
     max_side: int | None = Field(default=None, gt=0)
 
 
+class AnnotationCostConfig(_Section):
+    """Seconds per human action; defaults and sources in autolabel/studio/diff.py."""
+
+    draw: float = Field(default=7.0, ge=0)
+    verify: float = Field(default=1.6, ge=0)
+    adjust: float = Field(default=5.0, ge=0)
+    relabel: float = Field(default=3.0, ge=0)
+    delete: float = Field(default=2.0, ge=0)
+    per_image: float = Field(default=2.0, ge=0)
+
+
 class StudioConfig(_Section):
     url: str | None = None
     port: int = Field(default=8089, gt=0, lt=65536)
     project_title: str = "autolabel"
     batch_size: int = Field(default=500, gt=0)
+    # The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the image root's parent, as
+    # 'autolabel studio start' sets it); task image URLs are relative to it.
+    document_root: str | None = None
+    costs: AnnotationCostConfig = AnnotationCostConfig()
 
 
 class TrainConfig(_Section):

@@ -29,6 +29,54 @@ class StudioServer:
     port: int
 
 
+def _template_dir() -> Path:
+    """A migrated Label Studio database shared by test sessions on this machine: a fresh start
+    spends 30 s to minutes on migrations, a start from a migrated copy takes seconds."""
+    import tempfile
+
+    from autolabel.studio import server
+
+    version = server.installed_version(server.find_label_studio_bin()) or "unknown"
+    return Path(tempfile.gettempdir()) / f"autolabel-studio-template-{version}"
+
+
+def _seed_from_template(studio_dir: Path) -> bool:
+    import shutil
+
+    template = _template_dir()
+    if not (template / "data" / "label_studio.sqlite3").is_file():
+        return False
+    (studio_dir / "data").mkdir(parents=True)
+    shutil.copy2(template / "data" / "label_studio.sqlite3", studio_dir / "data" / "label_studio.sqlite3")
+    shutil.copy2(template / "credentials.json", studio_dir / "credentials.json")
+    return True
+
+
+def _save_template(studio_dir: Path) -> None:
+    import os
+    import shutil
+    import sqlite3
+    import tempfile
+
+    template = _template_dir()
+    if template.exists():
+        return
+    staging = Path(tempfile.mkdtemp(prefix=template.name + ".", dir=template.parent))
+    (staging / "data").mkdir()
+    src = sqlite3.connect(studio_dir / "data" / "label_studio.sqlite3")
+    dst = sqlite3.connect(staging / "data" / "label_studio.sqlite3")
+    with dst:
+        src.backup(dst)  # a consistent snapshot of the live database
+    src.close()
+    dst.close()
+    shutil.copy2(studio_dir / "credentials.json", staging / "credentials.json")
+    os.chmod(staging / "credentials.json", 0o600)
+    try:
+        staging.rename(template)
+    except OSError:  # another session won the race
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def studio_server(tmp_path_factory) -> StudioServer:
     from autolabel.studio import server
@@ -37,11 +85,14 @@ def studio_server(tmp_path_factory) -> StudioServer:
     images_base = base / "images"
     images_base.mkdir()
     studio_dir = base / "studio"
+    seeded = _seed_from_template(studio_dir)
     port = server.free_port()
-    # The server's document root is the image root's parent: every workspace below images_base works.
-    state = server.start(studio_dir, images_base / "root", port, timeout=300)
-    creds = server.read_credentials(studio_dir)
     try:
+        # The server's document root is the image root's parent: every workspace below images_base works.
+        state = server.start(studio_dir, images_base / "root", port, timeout=900)
+        if not seeded:
+            _save_template(studio_dir)
+        creds = server.read_credentials(studio_dir)
         yield StudioServer(state.url, creds.token, studio_dir, images_base, port)
     finally:
         server.stop(studio_dir)

@@ -13,6 +13,7 @@ from autolabel.cli import init as init_cmd
 from autolabel.cli import labels as labels_cmd
 from autolabel.cli import propose as propose_cmd
 from autolabel.cli import status as status_cmd
+from autolabel.cli import studio as studio_cmd
 from autolabel.cli import train as train_cmd
 from autolabel.cli.common import ErrorHandlingGroup
 
@@ -41,6 +42,9 @@ app.command("split")(dataset_cmd.split)
 app.add_typer(dataset_cmd.check_app, name="check")
 app.command("propose")(propose_cmd.propose)
 app.command("status")(status_cmd.status)
+app.add_typer(studio_cmd.app, name="studio")
+app.command("push")(studio_cmd.push)
+app.command("pull")(studio_cmd.pull)
 app.command("train")(train_cmd.train)
 app.command("eval")(train_cmd.evaluate)
 app.command("export")(export_cmd.export)

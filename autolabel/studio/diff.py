@@ -109,8 +109,9 @@ def diff(shown: sv.Detections, human: sv.Detections, *, moved_iou: float = MOVED
     if n_shown and n_human:
         iou = box_iou(shown.xyxy, human.xyxy)
         same = shown.class_id[:, None] == human.class_id[None, :]
-        # Prefer same-class pairs, then overlap; a tiny bonus breaks ties towards same class.
-        rows, cols = linear_sum_assignment(-(iou + 1e-3 * same))
+        # Among pairs that overlap enough, a same-class pair beats any relabeling, then IoU decides.
+        score = np.where(iou >= match_iou, iou + same, 0.0)
+        rows, cols = linear_sum_assignment(-score)
         for r, c in zip(rows, cols):
             if iou[r, c] < match_iou:
                 continue

@@ -1,0 +1,315 @@
+"""push -> replay -> pull against a real local Label Studio (one server per test session)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autolabel import detections as dets
+from autolabel.errors import AutolabelError
+from autolabel.formats import labelstudio as lsfmt
+from autolabel.studio import diff, replay, server, sync
+from tests.conftest_studio import CLASSES, client_for, make_workspace, stored_labels, studio_server  # noqa: F401
+
+pytestmark = pytest.mark.studio
+
+
+def _push(sw, client, store, **kwargs):
+    return sync.push(
+        store, client, image_root=sw.ws.image_root, document_root=server.document_root(sw.ws.image_root),
+        title=sw.title, **kwargs,
+    )
+
+
+def _project(sw, client, store):
+    return sync.find_project(store, client.url, sw.title)
+
+
+def _server_tasks(client, project_id):
+    return list(client.iter_tasks(project_id, fields="task_only"))
+
+
+def _assert_matches_truth(labels: dict, truth: dict, tolerance_px: float = 1.0) -> None:
+    assert set(labels) == set(truth)
+    for path, (xyxy, cls) in truth.items():
+        det = labels[path]
+        assert len(det) == len(cls), path
+        if len(cls):
+            want, got = np.lexsort(xyxy.T), np.lexsort(det.xyxy.T)
+            assert np.abs(xyxy[want] - det.xyxy[got]).max() <= tolerance_px, path
+            assert (cls[want] == det.class_id[got]).all(), path
+
+
+def test_round_trip_push_replay_pull(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 24, empty_every=6)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        summary = _push(sw, client, store, batch_size=10)
+        assert summary.created == 24 and not summary.refused
+        assert store.status_counts() == {"in_review": 24}
+        project = _project(sw, client, store)
+        tasks = list(client.iter_tasks(project.project_id))
+        assert len(tasks) == 24
+        # Pre-labels arrive as predictions with a model version, per-box and task-level scores.
+        pred = tasks[1]["predictions"][0]
+        assert pred["model_version"] == "proposer-v1" and 0 <= pred["score"] <= 1
+        assert all("score" in r for r in pred["result"])
+        # The image is served to the annotator through the local-files storage.
+        assert client.fetch_bytes(tasks[0]["data"]["image"])[:2] == b"\xff\xd8"
+
+        answered = replay.replay(client, project.project_id, sw.gt_dir)
+        assert answered.answered == 24 and answered.empty == 4
+
+        pulled = sync.pull(store, client, title=sw.title)
+        assert pulled.labeled == 24 and pulled.empty == 4 and not pulled.unknown_labels
+        assert store.status_counts() == {"labeled": 24}
+        _assert_matches_truth(stored_labels(store), sw.truth)
+
+        # The raw annotation JSON is kept as Label Studio returned it.
+        raw = store.conn.execute("SELECT raw, state FROM studio_annotations").fetchall()
+        assert len(raw) == 24 and {r[1] for r in raw} == {"done"}
+        assert all("result" in json.loads(r[0]) for r in raw)
+
+        # Corrections: shifted boxes were moved, the dropped first box was added.
+        (summary_row,) = diff.round_summaries(store)
+        n_truth = sum(len(c) for _, c in sw.truth.values())
+        assert summary_row["images"] == 24 and summary_row["boxes_human"] == n_truth
+        assert summary_row["added"] == n_truth - summary_row["boxes_shown"]
+        assert summary_row["deleted"] == 0 and summary_row["relabeled"] == 0
+        # Every shown box is a real object shifted by 3 px: most stay true positives at IoU 0.5.
+        assert 0.85 <= summary_row["precision"] <= 1.0 and summary_row["seconds"] > 0
+        shown, human = summary_row["boxes_shown"], summary_row["boxes_human"]
+        assert summary_row["recall"] == pytest.approx(summary_row["precision"] * shown / human)
+
+
+def test_repush_is_idempotent_and_replaces_prelabels(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 12)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        _push(sw, client, store)
+        again = _push(sw, client, store)
+        assert again.created == 0 and again.unchanged == 12
+        project = _project(sw, client, store)
+        assert len(_server_tasks(client, project.project_id)) == 12
+
+        # A newer model proposes again for two images: their tasks get the new pre-labels only.
+        images = store.images()[:2]
+        det = dets.make([[1, 1, 20, 20]], [2], [0.9])
+        store.save_predictions([(im.id, "key-v2", "proposer-v2", dets.to_json(det), None) for im in images])
+        replaced = _push(sw, client, store)
+        assert replaced.replaced == 2 and replaced.created == 0
+        tasks = {t["data"]["autolabel_image_id"]: t for t in client.iter_tasks(project.project_id)}
+        assert len(tasks) == 12
+        for im in images:
+            preds = tasks[im.id]["predictions"]
+            assert [p["model_version"] for p in preds] == ["proposer-v2"]
+            assert preds[0]["result"][0]["value"]["rectanglelabels"] == ["washer"]
+
+
+def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 10)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        _push(sw, client, store)
+        project = _project(sw, client, store)
+        replay.replay(client, project.project_id, sw.gt_dir, limit=4)
+
+        # Interrupted right after the raw annotations were stored, before any conversion.
+        def interrupt(n=1):
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            sync.pull(store, client, title=sw.title, advance=interrupt)
+        assert store.labels() == {}
+        first = sync.pull(store, client, title=sw.title)
+        assert first.labeled == 4
+
+        replay.replay(client, project.project_id, sw.gt_dir)
+        second = sync.pull(store, client, title=sw.title)
+        assert second.labeled == 6 and second.unchanged == 4
+
+        # A human edits one annotation: only that one is converted again.
+        task_id, annotation_id = store.conn.execute(
+            "SELECT task_id, annotation_id FROM studio_annotations ORDER BY task_id LIMIT 1"
+        ).fetchone()
+        client.update_annotation(annotation_id, [])
+        third = sync.pull(store, client, title=sw.title)
+        assert third.labeled == 1 and third.empty == 1
+        image_id = store.conn.execute("SELECT image_id FROM studio_tasks WHERE task_id = ?", (task_id,)).fetchone()[0]
+        assert len(dets.from_json(store.labels()[image_id])) == 0
+
+
+def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 5, predict=True)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        _push(sw, client, store)
+        project = _project(sw, client, store)
+        by_image = {t["data"]["autolabel_image_id"]: t["id"] for t in _server_tasks(client, project.project_id)}
+        images = store.images()
+        w, h = images[0].width, images[0].height
+        rect = {"id": "r", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+                "original_width": w, "original_height": h}
+        rotated = {**rect, "value": {"x": 50, "y": 20, "width": 20, "height": 10, "rotation": 90,
+                                     "rectanglelabels": ["nut"]}}
+        outside = {**rect, "id": "o", "value": {"x": 90, "y": -10, "width": 30, "height": 40, "rotation": 0,
+                                                "rectanglelabels": ["bolt"]}}
+        client.create_annotation(by_image[images[0].id], [rotated, outside])
+        client.create_annotation(by_image[images[1].id], [])                        # verified: no objects
+        client.create_annotation(by_image[images[2].id], [], was_cancelled=True)    # skipped
+        client.delete_task(by_image[images[3].id])
+
+        pulled = sync.pull(store, client, title=sw.title)
+        assert (pulled.labeled, pulled.empty, pulled.skipped, pulled.deleted) == (2, 1, 1, 1)
+        assert (pulled.rotated, pulled.clipped) == (1, 1)
+        labels = store.labels()
+        det = dets.from_json(labels[images[0].id])
+        # 90 degrees clockwise around (x, y): the box spans x - h .. x, y .. y + w (in pixels).
+        x, y, bw, bh = 0.5 * w, 0.2 * h, 0.2 * w, 0.1 * h
+        np.testing.assert_allclose(det.xyxy[0], [x - bh, y, x, y + bw], atol=0.02)
+        np.testing.assert_allclose(det.xyxy[1], [0.9 * w, 0, w, 0.3 * h], atol=0.02)
+        assert det.class_id.tolist() == [1, 0]
+        assert len(dets.from_json(labels[images[1].id])) == 0
+        statuses = {im.id: im.status for im in store.images()}
+        assert statuses[images[1].id] == "labeled"           # a verified empty image is labeled
+        assert statuses[images[2].id] == "in_review"         # skipped: still waiting for a human
+        assert statuses[images[3].id] == "proposed"          # task deleted: back to the pool
+        # Re-push does not resurrect a task deleted in Label Studio.
+        assert _push(sw, client, store).created == 0
+
+
+def test_unknown_label_is_one_error_and_recovers(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 3)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        _push(sw, client, store)
+        project = _project(sw, client, store)
+        # Someone adds a label in Label Studio's settings and uses it.
+        client.set_label_config(project.project_id, lsfmt.label_config(CLASSES + ["screw", "rivet"]))
+        task = _server_tasks(client, project.project_id)[0]
+        image = store.images(ids=[task["data"]["autolabel_image_id"]])[0]
+        box = {"id": "a", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+               "original_width": image.width, "original_height": image.height,
+               "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0}}
+        client.create_annotation(task["id"], [
+            {**box, "value": {**box["value"], "rectanglelabels": ["screw"]}},
+            {**box, "id": "b", "value": {**box["value"], "rectanglelabels": ["rivet"]}},
+        ])
+        pulled = sync.pull(store, client, title=sw.title)
+        message = pulled.error_message()
+        assert message.count("\n") == 0 and "'rivet', 'screw'" in message
+        assert store.labels() == {}
+        # Adding the classes (they append) and pulling again converts the stored annotation.
+        store.ensure_classes(["screw", "rivet"])
+        again = sync.pull(store, client, title=sw.title)
+        assert again.labeled == 1 and not again.unknown_labels
+        assert sorted(dets.from_json(store.labels()[image.id]).class_id.tolist()) == [3, 4]
+
+
+def test_new_class_appends_to_project_labels(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 2)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        _push(sw, client, store)
+        store.ensure_classes(["screw"])
+        summary = _push(sw, client, store)
+        assert summary.labels_added == ["screw"]
+        project = client.get_project(_project(sw, client, store).project_id)
+        assert sync.project_labels(project["label_config"]) == CLASSES + ["screw"]
+
+
+def test_interrupted_import_is_reconciled_without_duplicates(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 12)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        _push(sw, client, store)
+        project = _project(sw, client, store)
+        # State as left by a crash after the server created the tasks but before their ids were
+        # recorded (4 images), and by a crash before the batch was sent at all (4 images).
+        ids = [im.id for im in store.images()]
+        with store.transaction():
+            store.conn.execute(
+                f"UPDATE studio_tasks SET state = 'pending', task_id = NULL WHERE image_id IN ({','.join('?' * 8)})",
+                ids[:8],
+            )
+        for t in _server_tasks(client, project.project_id):
+            if t["data"]["autolabel_image_id"] in ids[4:8]:
+                client.delete_task(t["id"])
+        summary = _push(sw, client, store)
+        assert summary.recovered == 4 and summary.created == 4
+        tasks = _server_tasks(client, project.project_id)
+        assert sorted(t["data"]["autolabel_image_id"] for t in tasks) == sorted(ids)
+        rows = store.conn.execute("SELECT COUNT(*), COUNT(DISTINCT task_id) FROM studio_tasks WHERE state='pushed'")
+        assert tuple(rows.fetchone()) == (12, 12)
+
+
+_PUSH_SCRIPT = """
+import sys
+from autolabel.studio import server, sync
+from autolabel.studio.client import StudioClient
+from autolabel.workspace import Workspace
+ws = Workspace.load(sys.argv[1])
+with StudioClient(sys.argv[2], sys.argv[3]) as client, ws.open_store() as store:
+    sync.ensure_schema(store)
+    sync.push(store, client, image_root=ws.image_root, document_root=server.document_root(ws.image_root),
+              title=ws.config.studio.project_title, batch_size=5)
+"""
+
+
+def test_kill_during_push_then_rerun(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 60)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _PUSH_SCRIPT, str(sw.ws.root), studio_server.url, studio_server.token], env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        with sw.ws.open_store() as store:
+            sync.ensure_schema(store)
+            while time.monotonic() < deadline and proc.poll() is None:
+                done = store.conn.execute("SELECT COUNT(*) FROM studio_tasks WHERE state = 'pushed'").fetchone()[0]
+                if done >= 10:
+                    break
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        killed_at = store.conn.execute("SELECT COUNT(*) FROM studio_tasks WHERE state = 'pushed'").fetchone()[0]
+        assert killed_at < 60, "the push finished before it could be killed; the test proves nothing"
+        _push(sw, client, store, batch_size=5)
+        project = _project(sw, client, store)
+        tasks = _server_tasks(client, project.project_id)
+        image_ids = [t["data"]["autolabel_image_id"] for t in tasks]
+        assert len(image_ids) == 60 and len(set(image_ids)) == 60
+        replay.replay(client, project.project_id, sw.gt_dir)
+        assert sync.pull(store, client, title=sw.title).labeled == 60
+        _assert_matches_truth(stored_labels(store), sw.truth)
+
+
+def test_pull_after_server_restart(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 8)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        _push(sw, client, store)
+        project = _project(sw, client, store)
+        replay.replay(client, project.project_id, sw.gt_dir)
+    assert server.stop(studio_server.studio_dir)
+    state = server.start(studio_server.studio_dir, studio_server.images_base / "root", studio_server.port, timeout=300)
+    assert state.url == studio_server.url
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        assert sync.pull(store, client, title=sw.title).labeled == 8
+        _assert_matches_truth(stored_labels(store), sw.truth)
+
+
+def test_image_paths_that_escape_the_root_are_refused(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    (tmp_path / "secret.jpg").write_bytes(b"x")
+    (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    assert sync.local_files_url(root, tmp_path, "a b/c#1.jpg") == "/data/local-files/?d=images/a%20b/c%231.jpg"
+    for bad in ("../secret.jpg", "/etc/passwd", "link.jpg", ""):
+        with pytest.raises(AutolabelError):
+            sync.local_files_url(root, tmp_path, bad)
+    with pytest.raises(AutolabelError):
+        replay.task_stem({"id": 1, "data": {"image": "/data/local-files/?d=../../etc/passwd"}})
