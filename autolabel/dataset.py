@@ -306,18 +306,16 @@ def split(
 
 
 def _fill(order: list[str], components: dict[str, list], target: int) -> set[str]:
-    """Whole groups, in the given order, summing to at most ``target`` images.
+    """Whole groups, taken in the given order when they bring the total closer to ``target``.
 
-    When every group is bigger than the target, the smallest one is taken: a validation set
-    slightly too big beats none.
+    When every group is more than twice the target, the smallest one is taken: a validation set
+    too big beats none.
     """
     chosen: set[str] = set()
     total = 0
     for name in order:
-        if total >= target:
-            break
         size = len(components[name])
-        if total + size <= target:
+        if abs(total + size - target) < abs(total - target):
             chosen.add(name)
             total += size
     if not chosen and order:
