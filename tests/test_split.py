@@ -227,3 +227,24 @@ def test_split_command_with_report(tmp_path):
     assert "leaks: 0 near-duplicate pairs" in result.output
     result = runner.invoke(app, ["split", "--val-fraction", "1.5", "-w", str(ws)])
     assert result.exit_code == 2
+
+
+def test_split_report_command_shows_leaks(tmp_path):
+    for seed in range(4):
+        root = tmp_path / str(seed)
+        b, pairs = _near_duplicate_setup(root)
+        b.store.close()
+        ws = root / "ws"
+        (ws / ".autolabel").mkdir(parents=True)
+        (ws / "autolabel.yaml").write_text(f"images: {root / 'images'}\n")
+        (root / "state.db").rename(ws / ".autolabel" / "state.db")
+        for suffix in ("-wal", "-shm"):
+            (root / f"state.db{suffix}").unlink(missing_ok=True)
+        args = ["split", "--seed", str(seed), "--val-fraction", "0.3", "-w", str(ws)]
+        assert runner.invoke(app, [*args, "--near-dup-threshold", "1.01"]).exit_code == 0
+        result = runner.invoke(app, ["split", "--report", "-w", str(ws)])
+        assert result.exit_code == 0, result.output
+        if "leaks: 0 near-duplicate pairs" not in result.output:
+            assert "near-duplicates across splits" in result.output and "copy" in result.output
+            return
+    raise AssertionError("no seed produced a leak to report")

@@ -74,6 +74,10 @@ def split(
         Optional[Path], typer.Option("--groups-csv", help="CSV 'path,group': images sharing a group never straddle splits.")
     ] = None,
     report: Annotated[bool, typer.Option("--report", help="List group sizes and near-duplicate pairs across splits.")] = False,
+    near_dup_threshold: Annotated[
+        Optional[float],
+        typer.Option("--near-dup-threshold", min=0.0, help="Cosine similarity from which two images are near-duplicates (default 0.95)."),
+    ] = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Group-aware train/val split; val is frozen once created and only grows on request."""
@@ -88,7 +92,8 @@ def split(
             out.print(f"{count} explicit groups recorded from {groups_csv}")
         with progress_bar("embedding", total=None) as advance:
             result = dataset.split(
-                store, ws.image_root, val_fraction=val_fraction, seed=seed, grow_val=grow_val, advance=advance
+                store, ws.image_root, val_fraction=val_fraction, seed=seed, grow_val=grow_val,
+                threshold=near_dup_threshold, advance=advance,
             )
         out.print(
             f"train {result.n_train} images, val {result.n_val} images ({result.groups} groups);"
@@ -98,7 +103,7 @@ def split(
         for note in result.notes:
             out.print(f"[yellow]{note}[/yellow]")
         if report:
-            _print_report(dataset.split_report(store, ws.image_root))
+            _print_report(dataset.split_report(store, ws.image_root, threshold=near_dup_threshold))
 
 
 def _print_report(report) -> None:
