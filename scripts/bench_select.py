@@ -2,6 +2,7 @@
 
     nice -n 10 .venv/bin/python scripts/bench_select.py                  # hybrid 1,000 of 100,000 x 512
     nice -n 10 .venv/bin/python scripts/bench_select.py --full-k-center  # + k-center over all 100,000
+    nice -n 10 .venv/bin/python scripts/bench_select.py --score-images 64 --imgsz 640  # + pool scoring
 
 Embeddings are a seeded mixture of Gaussian clusters (float32), uncertainty scores uniform random;
 the cost does not depend on their values. Times are wall-clock seconds of the ``select`` call
@@ -53,7 +54,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full-k-center", action="store_true", help="also k-center over the whole pool")
+    parser.add_argument("--score-images", type=int, default=0, help="also time PoolScorer on N images")
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if args.score_images:
+        bench_scoring(args)
 
     embeddings, scores = make_pool(args.pool, args.dim, args.clusters, args.seed)
     labeled, _ = (
@@ -86,6 +93,36 @@ def main() -> None:
         results.append({"case": label, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3)})
         print(f"{label:<32} {seconds:8.2f} s wall {cpu:8.2f} s cpu")
     print(json.dumps({"pool": args.pool, "dim": args.dim, "budget": args.budget, "results": results}))
+
+
+def bench_scoring(args) -> None:
+    """Images per second through PoolScorer (yolo11n from its config, random weights: the forward
+    passes cost what a trained student's do; NMS is cheaper with few boxes)."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from autolabel.runtime import configure_environment
+    from autolabel.sampling.scorer import PoolScorer, ScorerSettings, score_pool
+
+    with tempfile.TemporaryDirectory() as tmp:
+        configure_environment(Path(tmp) / "cache")
+        rng = np.random.default_rng(args.seed)
+        rows = []
+        for i in range(args.score_images):
+            path = Path(tmp) / f"{i}.jpg"
+            Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(path)
+            rows.append({"id": i, "path": str(path)})
+        for flip in (False, True):
+            scorer = PoolScorer(
+                "yolo11n.yaml", ScorerSettings(imgsz=args.imgsz, device=args.device, flip=flip)
+            )
+            list(score_pool(scorer, rows[: args.batch_size], args.batch_size))  # warm-up
+            start = time.perf_counter()
+            list(score_pool(scorer, rows, args.batch_size))
+            rate = len(rows) / (time.perf_counter() - start)
+            print(f"scoring 640x480 at imgsz {args.imgsz}, flip={flip}: {rate:.2f} img/s ({args.device})")
 
 
 if __name__ == "__main__":
