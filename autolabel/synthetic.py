@@ -246,7 +246,8 @@ def generate_dataset(
         boxes += len(det)
         if advance:
             advance(1)
-    (root / "data.yaml").write_text(yolo.data_yaml(list(CLASS_NAMES), "images", "images", path=str(root.resolve())))
+    # No 'path' key: ultralytics then resolves images/ next to data.yaml, so the folder can move.
+    (root / "data.yaml").write_text(yolo.data_yaml(list(CLASS_NAMES), "images", "images"))
     return SynthSummary(root=root, images=n, boxes=boxes, groups=groups, per_class=per_class)
 
 
