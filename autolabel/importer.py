@@ -5,7 +5,7 @@ subfolder of it): they are registered exactly as ``autolabel init`` does (source
 bad-file handling), and labels are matched to them by path relative to ``--images``:
 
 - YOLO: ``LABELS/<rel>.txt`` labels the image ``IMAGES/<rel>.<ext>``; class names come from
-  ``data.yaml`` (``names`` list or mapping) or ``classes.txt`` in LABELS or its parent. An image
+  ``data.yaml`` (``names`` list or mapping) or ``classes.txt`` in LABELS or up to two folders up. An image
   without a .txt is left unlabeled; an empty .txt means "verified: no objects".
 - COCO: ``LABELS`` is the JSON file (or a folder holding exactly one); ``file_name`` is relative
   to IMAGES. Every image listed in the JSON is labeled (no annotations = no objects).
@@ -52,10 +52,11 @@ class ImportSummary:
 
 
 def yolo_class_names(labels_dir: Path) -> list[str]:
-    """Names from data.yaml or classes.txt in the labels folder or its parent."""
+    """Names from data.yaml or classes.txt in the labels folder or up to two folders above it
+    (``root/data.yaml`` with ``root/labels/train/*.txt`` is the ultralytics layout)."""
     import yaml
 
-    for folder in (labels_dir, labels_dir.parent):
+    for folder in (labels_dir, labels_dir.parent, labels_dir.parent.parent):
         data_yaml = folder / "data.yaml"
         if data_yaml.is_file():
             try:
