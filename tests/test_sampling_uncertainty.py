@@ -32,11 +32,17 @@ def binary_entropy(p):
         # without class scores: binary [c, 1 - c]; margin = 1 - |2c - 1|
         ("margin", [0.9, 0.5, 0.2], None, [0.2, 1.0, 0.4]),
         ("entropy", [0.9, 0.5], None, [binary_entropy(0.9), 1.0]),
-        # with class scores: normalized to a distribution first
-        ("margin", [0.6, 0.4], [[0.6, 0.2, 0.2], [0.4, 0.4, 0.0]], [1 - (0.6 - 0.2), 1.0]),
-        ("entropy", [0.5, 0.9], [[0.5, 0.5, 0.5, 0.5], [0.9, 0.0, 0.0, 0.0]], [1.0, 0.0]),
-        # sigmoid scores need not sum to 1: [0.3, 0.1] is the distribution [0.75, 0.25]
-        ("margin", [0.3], [[0.3, 0.1]], [0.5]),
+        # with class scores: q = [c * normalized class scores..., background 1 - c]
+        # [0.36, 0.12, 0.12, 0.40]: background vs class 0 is close; [0.2, 0.2, 0, 0.6]
+        ("margin", [0.6, 0.4], [[0.6, 0.2, 0.2], [0.4, 0.4, 0.0]], [1 - (0.40 - 0.36), 1 - (0.6 - 0.2)]),
+        # a sure object of an unsure class: [0.45, 0.45, 0.1] -> margin 1
+        ("margin", [0.9], [[0.9, 0.9]], [1.0]),
+        # four equally likely classes and background at 0.5: [1/8] * 4 + [1/2]
+        ("entropy", [0.5], [[0.5, 0.5, 0.5, 0.5]], [(0.5 * math.log(8) + 0.5 * math.log(2)) / math.log(5)]),
+        # one clear class: only the object/background doubt remains
+        ("entropy", [0.9], [[0.9, 0.0, 0.0, 0.0]], [binary_entropy(0.9) * math.log(2) / math.log(5)]),
+        # sigmoid scores need not sum to 1: [0.3, 0.1] is [0.75, 0.25] -> [0.225, 0.075, 0.7]
+        ("margin", [0.3], [[0.3, 0.1]], [1 - (0.7 - 0.225)]),
         # a single class score is no distribution: falls back to [c, 1 - c]
         ("entropy", [0.9], [[0.9]], [binary_entropy(0.9)]),
     ],
@@ -77,6 +83,21 @@ POOL = {
 def test_aggregation_decides_which_image_ranks_first(method, how, first, why):
     ranked = max(POOL, key=lambda name: U.image_uncertainty(boxes(POOL[name]), method, how))
     assert ranked == first, why
+
+
+@pytest.mark.parametrize(
+    "method, confused_first", [("least_confidence", False), ("margin", True), ("entropy", True)]
+)
+def test_class_confusion_counts_only_where_class_scores_do(method, confused_first):
+    # Both images hold one box at confidence 0.9; in one the student cannot tell bolt from screw.
+    clear = boxes([0.9], class_probs=[[0.9, 0.02, 0.01]])
+    confused = boxes([0.9], class_probs=[[0.9, 0.85, 0.01]])
+    clear_score = U.image_uncertainty(clear, method, "max")
+    confused_score = U.image_uncertainty(confused, method, "max")
+    if confused_first:
+        assert confused_score > clear_score + 0.2
+    else:
+        assert confused_score == pytest.approx(clear_score)
 
 
 @pytest.mark.parametrize("how", U.AGGREGATIONS)

@@ -3,14 +3,16 @@
 Per box, each score is in [0, 1], higher = less sure:
 
 * ``least_confidence`` = 1 - confidence.
-* ``margin`` = 1 - (q1 - q2), the gap between the two most likely classes of the box's class
+* ``margin`` = 1 - (q1 - q2), the gap between the two most likely outcomes of the box's
   distribution ``q``.
 * ``entropy`` = H(q) / log(len(q)), the normalized Shannon entropy of ``q``.
 
-``q`` is the box's per-class score vector when the detections carry one in
-``det.data["class_probs"]`` (N x K, e.g. YOLO's per-class sigmoid scores, normalized to sum to 1
-here) and K >= 2; otherwise it is the binary distribution ``[confidence, 1 - confidence]``
-(object of the predicted class or not).
+``q`` has one entry per class plus one for background: ``[c * p_1, ..., c * p_K, 1 - c]`` with
+``c`` the box's confidence and ``p`` its per-class scores normalized to sum to 1, when the
+detections carry them in ``det.data["class_probs"]`` (N x K, e.g. YOLO's per-class sigmoid
+scores) and K >= 2; otherwise the binary ``[c, 1 - c]`` (object of the predicted class or not),
+which is also what the general form reduces to for one class. So both scores grow with doubt
+about *whether* there is an object and with doubt about *which* class it is.
 
 Per image, box scores are aggregated with ``max`` (the single most doubtful box), ``mean`` (how
 doubtful the image is on average) or ``sum`` (many doubtful boxes rank high). An image with no
@@ -40,7 +42,7 @@ _EPS = 1e-12
 
 
 def class_distribution(det: sv.Detections) -> np.ndarray:
-    """N x K rows summing to 1: the normalized class scores, or [confidence, 1 - confidence]."""
+    """Rows summing to 1: ``[c * p_1, ..., c * p_K, 1 - c]``, or ``[c, 1 - c]`` without class scores."""
     confidence = _confidence(det)
     probs = det.data.get(CLASS_PROBS_KEY) if det.data else None
     if probs is not None:
@@ -49,7 +51,8 @@ def class_distribution(det: sv.Detections) -> np.ndarray:
             probs = np.clip(probs, 0.0, None)
             total = probs.sum(axis=1, keepdims=True)
             uniform = np.full_like(probs, 1.0 / probs.shape[1])
-            return np.where(total > _EPS, probs / np.maximum(total, _EPS), uniform)
+            classes = np.where(total > _EPS, probs / np.maximum(total, _EPS), uniform)
+            return np.concatenate([classes * confidence[:, None], 1.0 - confidence[:, None]], axis=1)
     return np.stack([confidence, 1.0 - confidence], axis=1)
 
 
