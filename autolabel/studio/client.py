@@ -131,8 +131,9 @@ class StudioClient:
         except httpx.TransportError as exc:
             raise _Transient(type(exc).__name__) from None
 
-    def request(self, method: str, path: str, *, idempotent: bool = True, **kwargs) -> Any:
+    def request(self, method: str, path: str, *, idempotent: bool = True, retries: int | None = None, **kwargs) -> Any:
         """One API call; JSON answer (or None). Retries transient failures of idempotent calls."""
+        retries = self._retries if retries is None else retries
         attempt = 0
         refreshed = False
         while True:
@@ -160,7 +161,7 @@ class StudioClient:
                 else:
                     return resp.json() if resp.content else None
             attempt += 1
-            if attempt > self._retries:
+            if attempt > retries:
                 raise StudioUnavailable(
                     f"cannot reach Label Studio at {self.url} ({reason} after {attempt} tries): "
                     "is it running ('autolabel studio status')?"
@@ -195,7 +196,8 @@ class StudioClient:
 
     # -- API --------------------------------------------------------------------------------
     def check(self) -> dict:
-        return self.request("GET", "/api/current-user/whoami")
+        """Who the token belongs to; fails fast (one retry) when nothing answers at the URL."""
+        return self.request("GET", "/api/current-user/whoami", retries=1)
 
     def find_project(self, title: str) -> dict | None:
         pager = self.sdk_call(self.sdk.projects.list, title=title, page_size=100)

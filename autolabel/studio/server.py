@@ -290,6 +290,10 @@ def stop(studio_dir: Path, timeout: float = 20.0) -> bool:
             _signal_group(pid, signal.SIGKILL)
             time.sleep(0.5)
         _reap(pid)
+        # The listening socket may outlive the main process by a moment (its worker children).
+        port = int(state.get("port") or 0)
+        while port and not port_is_free(port) and time.monotonic() < deadline + 5:
+            time.sleep(0.2)
     _state_path(studio_dir).unlink(missing_ok=True)
     return was_running
 
