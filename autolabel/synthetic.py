@@ -198,7 +198,9 @@ def generate_scene(
     det = sv.Detections(
         xyxy=np.asarray([v.box() for v in visible], dtype=np.float32).reshape(-1, 4),
         class_id=np.asarray(class_ids, dtype=int),
-        mask=np.stack([v.full(width, height) for v in visible]).reshape(-1, height, width) if with_masks else None,
+        mask=np.array([v.full(width, height) for v in visible], dtype=bool).reshape(-1, height, width)
+        if with_masks
+        else None,
     )
     return rgb, det
 

@@ -97,3 +97,10 @@ def test_synth_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "d" / "images").rglob("*.jpg"))) == 4
     assert "4 images" in result.output
+
+
+@pytest.mark.parametrize("imgsz", [(24, 40), (200, 90)])
+def test_empty_scenes_and_odd_sizes(imgsz):
+    rgb, det = synthetic.generate_scene(np.random.default_rng(0), imgsz, n_objects=(0, 1), with_masks=True)
+    assert rgb.shape == (imgsz[1], imgsz[0], 3) and len(det) == 0
+    assert det.xyxy.shape == (0, 4) and det.mask.shape == (0, imgsz[1], imgsz[0])
