@@ -76,9 +76,18 @@ def task_stem(task: dict) -> str:
 
 
 def _label_file(folder: Path, stem: str) -> Path | None:
+    """``labels/<stem>.txt`` or ``<stem>.txt``, also in nested folders (``labels/<group>/<stem>.txt``)."""
     for candidate in (folder / "labels" / f"{stem}.txt", folder / f"{stem}.txt"):
         if candidate.is_file():
             return candidate
+    found = sorted(folder.rglob(f"{stem}.txt"))
+    return found[0] if found else None
+
+
+def _ground_truth_image(folder: Path, stem: str) -> Path | None:
+    for path in sorted(folder.rglob(f"{stem}.*")):
+        if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}:
+            return path
     return None
 
 
@@ -87,11 +96,9 @@ def _image_size(task: dict, folder: Path, client) -> tuple[int, int] | None:
         for item in pred.get("result") or []:
             if item.get("original_width") and item.get("original_height"):
                 return int(item["original_width"]), int(item["original_height"])
-    stem = task_stem(task)
-    for images_dir in (folder / "images", folder):
-        for path in images_dir.glob(f"{stem}.*"):
-            if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}:
-                return _size_of(path)
+    image = _ground_truth_image(folder, task_stem(task))
+    if image is not None:
+        return _size_of(image)
     ref = str((task.get("data") or {}).get(lsfmt.IMAGE_KEY) or "")
     if client is not None and ref.startswith("/"):
         import io
@@ -137,6 +144,10 @@ def build_answer(task: dict, folder: Path, class_names: list[str], noise: Noise,
         return None, 0
     size = _image_size(task, folder, client)
     label_file = _label_file(folder, task_stem(task))
+    if label_file is None and _ground_truth_image(folder, task_stem(task)) is None:
+        # Neither a label file nor the image: this task has no ground truth here. Answering
+        # "no objects" would record a verified-empty image that is not empty.
+        raise AutolabelError(f"task {task_id}: no ground truth for '{task_stem(task)}' in {folder}")
     lines = label_file.read_text().splitlines() if label_file else []
     if size is None:
         if lines:
