@@ -57,7 +57,9 @@ def test_model_path_is_loaded_without_network(tmp_path):
 
 def test_missing_model_path_is_one_line(tmp_path):
     with pytest.raises(AutolabelError) as err:
-        hf_weights.load_pretrained(RecordingLoader(cached=True), model_id=MODEL_ID, model_path=tmp_path / "nope")
+        hf_weights.load_pretrained(
+            RecordingLoader(cached=True), model_id=MODEL_ID, model_path=tmp_path / "nope"
+        )
     assert "nope" in str(err.value) and "does not exist" in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -75,7 +77,10 @@ def test_unloadable_model_path_is_one_line(tmp_path):
 def test_cache_hit_needs_no_probe(online):
     online.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
     loader = RecordingLoader(cached=True)
-    assert hf_weights.load_pretrained(loader, model_id=MODEL_ID) == (f"loaded:{MODEL_ID}", "grounding-dino-tiny")
+    assert hf_weights.load_pretrained(loader, model_id=MODEL_ID) == (
+        f"loaded:{MODEL_ID}",
+        "grounding-dino-tiny",
+    )
     assert loader.calls == [(MODEL_ID, True)]
 
 

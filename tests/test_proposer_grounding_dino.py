@@ -54,6 +54,7 @@ def test_caption_text(prompts, text, spans):
     assert caption_text(prompts) == (text, spans)
 
 
+# fmt: off
 CASES = {
     "many classes": (
         ontology(["bolt", "bolt"], ["nut", "nut"], ["washer", "washer"], ["screw", "screw"], ["ring", "ring"]),
@@ -79,6 +80,7 @@ CASES = {
         [("[UNK]", 0), ("bolt", 0), (".", -1)],
     ),
 }
+# fmt: on
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -151,7 +153,9 @@ def test_box_and_text_thresholds(tokenizer, score, thresholds, text_threshold, k
 
 def test_long_ontology_is_split_into_captions_of_whole_prompts(tokenizer):
     onto = ontology(
-        ["bolt", "hex bolt", "threaded bolt"], ["nut", "hex nut", "wing nut"], ["washer", "flat washer"],
+        ["bolt", "hex bolt", "threaded bolt"],
+        ["nut", "hex nut", "wing nut"],
+        ["washer", "flat washer"],
         ["screw", "phillips machine screw"],
     )
     captions = build_captions(onto.prompt_table(), tokenizer, max_tokens=9)
@@ -192,7 +196,9 @@ def test_prompt_longer_than_the_text_encoder_is_one_line(tokenizer):
 
 # ---------------------------------------------------------------- the tiny real model
 
-FASTENERS = ontology(["bolt", "hex bolt", "bolt"], ["nut", "hex nut"], ["washer", "flat washer", "lock washer"])
+FASTENERS = ontology(
+    ["bolt", "hex bolt", "bolt"], ["nut", "hex nut"], ["washer", "flat washer", "lock washer"]
+)
 
 
 def images(*shapes, seed=0):
@@ -201,8 +207,14 @@ def images(*shapes, seed=0):
 
 
 def proposer(model_dir, onto=FASTENERS, **overrides):
-    settings = dict(model="grounding-dino", model_path=str(model_dir), device="cpu",
-                    box_threshold=0.0, text_threshold=0.0, max_det=100)
+    settings = dict(
+        model="grounding-dino",
+        model_path=str(model_dir),
+        device="cpu",
+        box_threshold=0.0,
+        text_threshold=0.0,
+        max_det=100,
+    )
     return build_proposer(ProposerSettings(**{**settings, **overrides}), onto)
 
 
@@ -286,6 +298,16 @@ def test_long_ontology_runs_one_forward_per_caption(tmp_path):
     [det] = p.predict(images((64, 64)))
     assert set(det.class_id.tolist()) == {0, 1, 2, 3}
     assert len(det) <= 30 * len(p.captions)
+
+
+@pytest.mark.parametrize(("max_side", "shape"), [(None, (96, 144)), (80, (53, 80)), (128, (85, 128))])
+def test_max_side_limits_the_model_input(tiny_grounding_dino_dir, max_side, shape):
+    p = proposer(tiny_grounding_dino_dir, max_side=max_side)
+    inputs = p.preprocess(images((200, 300)))
+    [(indices, pixel_values)] = inputs.groups
+    assert indices == [0] and tuple(pixel_values.shape[-2:]) == shape
+    [det] = p.predict(images((200, 300)))
+    assert len(det) > 0 and det.xyxy[:, 2].max() <= 300 and det.xyxy[:, 3].max() <= 200
 
 
 def test_missing_model_path_is_one_line(tmp_path):

@@ -9,7 +9,12 @@ from autolabel.errors import AutolabelError
 from autolabel.ontology import Ontology
 from autolabel.proposers import build_proposer
 from autolabel.proposers.base import ProposerSettings
-from autolabel.proposers.owlv2 import Owlv2Output, class_scores, detections_from_output, padded_square_to_pixels
+from autolabel.proposers.owlv2 import (
+    Owlv2Output,
+    class_scores,
+    detections_from_output,
+    padded_square_to_pixels,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -83,7 +88,12 @@ def test_max_det_keeps_the_best():
     logits = np.array([[0.0], [2.0], [1.0], [3.0]])
     boxes = np.tile([0.5, 0.5, 0.2, 0.2], (4, 1))
     det = detections_from_output(
-        Owlv2Output(logits=logits, boxes=boxes), [0], size=(50, 50), num_classes=1, thresholds=[0.0], max_det=2
+        Owlv2Output(logits=logits, boxes=boxes),
+        [0],
+        size=(50, 50),
+        num_classes=1,
+        thresholds=[0.0],
+        max_det=2,
     )
     np.testing.assert_allclose(det.confidence, 1 / (1 + np.exp(-np.array([3.0, 2.0]))), rtol=1e-6)
 

@@ -210,7 +210,9 @@ class GroundingDinoProposer(StagedProposer):
         self.model = model.to(self.device).eval()
         self.model_version = f"{NAME}:{weights_name}"
         self.thresholds = ontology.thresholds(settings.box_threshold)
-        self.captions = build_captions(ontology.prompt_table(), processor.tokenizer, model.config.max_text_len)
+        self.captions = build_captions(
+            ontology.prompt_table(), processor.tokenizer, model.config.max_text_len
+        )
         self.text_inputs = [
             processor.tokenizer(caption.text, return_tensors="pt", return_token_type_ids=True)
             for caption in self.captions
@@ -262,7 +264,9 @@ class GroundingDinoProposer(StagedProposer):
                         outputs[index].append(ChunkOutput(logits=logits[row], boxes=boxes[row]))
         return outputs
 
-    def postprocess(self, outputs: list[list[ChunkOutput]], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+    def postprocess(
+        self, outputs: list[list[ChunkOutput]], sizes: Sequence[tuple[int, int]]
+    ) -> list[sv.Detections]:
         return [
             detections_from_outputs(
                 chunks,

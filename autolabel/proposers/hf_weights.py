@@ -70,7 +70,9 @@ def missing_weights_error(model_id: str, reason: str) -> AutolabelError:
 
 
 def offline_mode() -> bool:
-    return any(os.environ.get(key, "").strip().lower() in _TRUE for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(key, "").strip().lower() in _TRUE for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def hub_url(model_id: str) -> str:

@@ -115,7 +115,9 @@ class Owlv2Proposer(StagedProposer):
             load, model_id=DEFAULT_MODEL_ID, model_path=settings.model_path
         )
         if getattr(model.config, "model_type", None) != "owlv2":
-            raise AutolabelError(f"--model {NAME}: the weights are a '{model.config.model_type}' model, not owlv2")
+            raise AutolabelError(
+                f"--model {NAME}: the weights are a '{model.config.model_type}' model, not owlv2"
+            )
         self.processor = processor
         self.model = model.to(self.device).eval()
         self.model_version = f"{NAME}:{weights_name}"
@@ -155,7 +157,9 @@ class Owlv2Proposer(StagedProposer):
         boxes = result.pred_boxes.float().cpu().numpy()
         return [Owlv2Output(logits=logits[row], boxes=boxes[row]) for row in range(batch)]
 
-    def postprocess(self, outputs: list[Owlv2Output], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+    def postprocess(
+        self, outputs: list[Owlv2Output], sizes: Sequence[tuple[int, int]]
+    ) -> list[sv.Detections]:
         return [
             detections_from_output(
                 output,
