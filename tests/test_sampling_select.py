@@ -32,6 +32,22 @@ def test_same_seed_same_ordered_batch(strategy):
     assert len(first) == 12 == len(set(first))
 
 
+@pytest.mark.parametrize("strategy", ["diversity", "hybrid"])
+def test_kmeans_pp_diversity_is_seeded(strategy):
+    ids, scores, embeddings, blob = pool()
+    kwargs = {
+        "scores": scores,
+        "embeddings": embeddings,
+        "diversity_method": "kmeans_pp",
+        "prefilter_factor": 40,
+    }
+    picked = S.select(strategy, 5, ids, seed=3, **kwargs)
+    assert picked == S.select(strategy, 5, ids, seed=3, **kwargs)
+    assert sorted(blob[ids.index(i)] for i in picked) == [0, 1, 2, 3, 4]
+    with pytest.raises(AutolabelError, match="unknown diversity method"):
+        S.select(strategy, 5, ids, **{**kwargs, "diversity_method": "coreset"})
+
+
 def test_random_depends_on_the_seed():
     assert run("random", 12, seed=1) != run("random", 12, seed=2)
 
