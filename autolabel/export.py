@@ -66,10 +66,18 @@ class ExportOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class ParityImage:
+    """A labeled image; pixels are decoded when needed so a large val set never sits in memory."""
+
     image_id: int
     path: Path
-    pixels: np.ndarray  # HxWx3 RGB uint8, EXIF orientation applied
+    width: int  # after EXIF orientation, the frame the labels are in
+    height: int
     labels: sv.Detections
+
+    def rgb(self) -> np.ndarray:
+        from autolabel.images import decode
+
+        return decode(self.path).pixels
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +129,11 @@ def select_run(store: Store, run_id: int | None = None) -> sqlite3.Row:
     if not finished:
         raise AutolabelError("no finished training run to export: run 'autolabel train' first")
     # Highest mAP50-95; the later run wins a tie.
-    return max(finished, key=lambda r: (run_metrics(r).get("map50_95", -1.0), r["id"]))
+    return max(finished, key=lambda r: (_score(run_metrics(r).get("map50_95")), r["id"]))
+
+
+def _score(value) -> float:
+    return -1.0 if value is None else float(value)
 
 
 def weights_file(run: sqlite3.Row, workspace_root: Path) -> Path:
@@ -185,7 +197,7 @@ def export_weights(weights: Path, out_dir: Path, options: ExportOptions) -> Path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     reference = out_dir / REFERENCE_WEIGHTS
-    if not reference.exists() or reference.stat().st_size != weights.stat().st_size:
+    if not reference.exists() or not reference.samefile(weights):
         shutil.copyfile(weights, reference)
     # ultralytics names its output after the input file, so each variant exports from its own link.
     source = out_dir / f"{options.stem}.pt"
@@ -218,7 +230,6 @@ def export_weights(weights: Path, out_dir: Path, options: ExportOptions) -> Path
 def parity_images(store: Store, image_root: Path, limit: int | None = None) -> tuple[list[ParityImage], str]:
     """The frozen validation images with their labels, or the labeled ones when there is no val set."""
     from autolabel import detections as dets
-    from autolabel.images import ImageDecodeError, decode
 
     labels = store.labels()
     source = "validation"
@@ -228,14 +239,17 @@ def parity_images(store: Store, image_root: Path, limit: int | None = None) -> t
         records = [r for r in store.images(status="labeled") if r.id in labels]
     if limit is not None:
         records = records[:limit]
-    images = []
-    for record in records:
-        path = image_root / record.path
-        try:
-            pixels = decode(path).pixels
-        except ImageDecodeError:
-            continue
-        images.append(ParityImage(image_id=record.id, path=path, pixels=pixels, labels=dets.from_json(labels[record.id])))
+    images = [
+        ParityImage(
+            image_id=r.id,
+            path=image_root / r.path,
+            width=r.width,
+            height=r.height,
+            labels=dets.from_json(labels[r.id]),
+        )
+        for r in records
+        if r.width and r.height and (image_root / r.path).is_file()
+    ]
     return images, source
 
 
@@ -266,11 +280,13 @@ def torch_raw(model, batch: np.ndarray) -> np.ndarray:
     return out.float().cpu().numpy()
 
 
-def onnx_session(path: Path, providers: Sequence[str] | None = None):
+def onnx_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
     available = ort.get_available_providers()
     providers = [p for p in (providers or available) if p in available]
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
@@ -306,18 +322,20 @@ def raw_output_diff(reference: Sequence[np.ndarray], exported: Sequence[np.ndarr
 
 
 # -- boxes and mAP ------------------------------------------------------------------------------
-def predict(model_path: Path, images: Sequence[ParityImage], imgsz: int, conf: float, device: str):
-    """Detections per image through ultralytics' own predictor (square letterbox for every format)."""
-    import supervision as sv
+def load_predictor(model_path: Path):
+    """Any format (.pt, .onnx, .engine, OpenVINO folder) through ultralytics."""
     from ultralytics import YOLO
 
-    model = YOLO(str(model_path), task="detect")
-    out = []
-    for image in images:
-        bgr = np.ascontiguousarray(image.pixels[..., ::-1])
-        (result,) = model.predict(bgr, imgsz=imgsz, conf=conf, rect=False, device=device, verbose=False)
-        out.append(sv.Detections.from_ultralytics(result))
-    return out, model.names
+    return YOLO(str(model_path), task="detect")
+
+
+def detect(predictor, rgb: np.ndarray, imgsz: int, conf: float, device: str) -> sv.Detections:
+    """One image through ultralytics' own predictor, square-letterboxed for every format alike."""
+    import supervision as sv
+
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    (result,) = predictor.predict(bgr, imgsz=imgsz, conf=conf, rect=False, device=device, verbose=False)
+    return sv.Detections.from_ultralytics(result)
 
 
 def match_boxes(reference: sv.Detections, exported: sv.Detections, iou: float = MATCH_IOU) -> int:
@@ -344,34 +362,13 @@ def match_rate(matched: int, n_reference: int, n_exported: int) -> float:
     return 1.0 if larger == 0 else matched / larger
 
 
-def coco_map(names: list[str], images: Sequence[ParityImage], predictions: Sequence[sv.Detections]) -> dict:
-    """COCO mAP50-95 / mAP50 of ``predictions`` against the images' labels (faster-coco-eval).
+def map50_95(names: list[str], images: Sequence[ParityImage], predictions: Sequence[sv.Detections]) -> float:
+    """COCO mAP50-95 against the images' labels (``autolabel.evaluate``); 0 when undefined."""
+    from autolabel.evaluate import coco_metrics
 
-    A small local function until ``autolabel.evaluate`` offers one over (predictions, labels).
-    """
-    from faster_coco_eval import COCO, COCOeval_faster
-
-    from autolabel.formats import coco
-
-    gt = coco.dataset(
-        names,
-        [
-            (im.image_id, im.path.name, im.pixels.shape[1], im.pixels.shape[0], im.labels)
-            for im in images
-        ],
-    )
-    results = []
-    for im, det in zip(images, predictions, strict=True):
-        results += coco.annotations(det, im.image_id, len(results) + 1, with_scores=True)
-    if not gt["annotations"] or not results:
-        return {"map50_95": 0.0, "map50": 0.0}
-    coco_gt = COCO(gt)
-    evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), "bbox", print_function=lambda *a, **k: None)
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    stats = evaluator.stats
-    return {"map50_95": max(float(stats[0]), 0.0), "map50": max(float(stats[1]), 0.0)}
+    sizes = [(im.width, im.height) for im in images]
+    value = coco_metrics([im.labels for im in images], predictions, sizes, names)["map50_95"]
+    return 0.0 if value is None else float(value)
 
 
 # -- class names --------------------------------------------------------------------------------
@@ -402,6 +399,8 @@ def check_parity(
     conf: float,
 ) -> ParityReport:
     """Compare ``exported`` with the PyTorch ``reference`` on ``images`` (see the module docstring)."""
+    from autolabel.images import ImageDecodeError
+
     prepare_ultralytics()
     device = "0" if options.format == "engine" else "cpu"
     torch_device = "cuda:0" if options.format == "engine" else "cpu"
@@ -409,44 +408,55 @@ def check_parity(
     if image_source != "validation":
         notes.append("no frozen validation set yet: parity ran on labeled (training) images")
 
-    exported_names: list[str]
-    max_diff = max_diff_scores = None
-    tensors = [letterbox(im.pixels, options.imgsz) for im in images]
+    compare_raw = not options.nms
+    if not compare_raw:
+        notes.append("NMS is inside the exported graph: raw outputs are not comparable, boxes and mAP are")
     if options.format == "onnx":
         session = onnx_session(exported)
         exported_names = onnx_names(session)
-        exported_raw = [onnx_raw(session, t) for t in tensors] if not options.nms else None
+        exported_forward = lambda x: onnx_raw(session, x)  # noqa: E731
     else:
         from ultralytics.nn.autobackend import AutoBackend
 
-        backend = AutoBackend(str(exported), device=_torch_device(torch_device), fp16=options.half)
+        backend = AutoBackend(str(exported), device=_torch_device(torch_device), fp16=options.half, verbose=False)
         exported_names = names_list(backend.names)
-        exported_raw = [backend_raw(backend, t) for t in tensors] if not options.nms else None
-    if exported_raw is not None:
-        model = load_torch_model(reference, torch_device)
-        max_diff, max_diff_scores = raw_output_diff([torch_raw(model, t) for t in tensors], exported_raw)
-    else:
-        notes.append("NMS is inside the exported graph: raw outputs are not comparable, boxes and mAP are")
+        exported_forward = lambda x: backend_raw(backend, x)  # noqa: E731
+    model = load_torch_model(reference, torch_device) if compare_raw else None
+    reference_predictor, exported_predictor = load_predictor(reference), load_predictor(exported)
 
-    reference_dets, reference_names = predict(reference, images, options.imgsz, EVAL_CONF, device)
-    exported_dets, loaded_names = predict(exported, images, options.imgsz, EVAL_CONF, device)
-    reference_names = names_list(reference_names)
-    if names_list(loaded_names) != exported_names:
+    max_diff = max_diff_scores = 0.0
+    used, reference_dets, exported_dets = [], [], []
+    for image in images:
+        try:
+            rgb = image.rgb()
+        except ImageDecodeError as exc:
+            notes.append(f"{image.path.name} skipped: {exc}")
+            continue
+        if compare_raw:
+            x = letterbox(rgb, options.imgsz)
+            overall, scores = raw_output_diff([torch_raw(model, x)], [exported_forward(x)])
+            max_diff, max_diff_scores = max(max_diff, overall), max(max_diff_scores, scores)
+        reference_dets.append(detect(reference_predictor, rgb, options.imgsz, EVAL_CONF, device))
+        exported_dets.append(detect(exported_predictor, rgb, options.imgsz, EVAL_CONF, device))
+        used.append(image)
+    images = used
+    reference_names = names_list(reference_predictor.names)
+    if names_list(exported_predictor.names) != exported_names:
         notes.append("ultralytics reads different class names from the exported file than its metadata holds")
-        exported_names = names_list(loaded_names)
+        exported_names = names_list(exported_predictor.names)
 
     matched = n_ref = n_exp = 0
     for ref, exp in zip(reference_dets, exported_dets, strict=True):
         ref, exp = ref[ref.confidence >= conf], exp[exp.confidence >= conf]
         matched += match_boxes(ref, exp)
         n_ref, n_exp = n_ref + len(ref), n_exp + len(exp)
-    map_ref = coco_map(reference_names, images, reference_dets)["map50_95"]
-    map_exp = coco_map(reference_names, images, exported_dets)["map50_95"]
+    map_ref = map50_95(reference_names, images, reference_dets)
+    map_exp = map50_95(reference_names, images, exported_dets)
     return ParityReport(
         images=len(images),
         image_source=image_source,
-        max_abs_diff=max_diff,
-        max_abs_diff_scores=max_diff_scores,
+        max_abs_diff=max_diff if compare_raw else None,
+        max_abs_diff_scores=max_diff_scores if compare_raw else None,
         conf=conf,
         boxes_reference=n_ref,
         boxes_exported=n_exp,

@@ -182,10 +182,11 @@ def pytorch_backend(weights: Path, imgsz: int, device: str = "cpu") -> Backend:
     return Backend(name="pytorch", device=device, make_runner=make, file=Path(weights).name)
 
 
-def onnxruntime_backend(onnx_path: Path, imgsz: int) -> Backend:
+def onnxruntime_backend(onnx_path: Path, imgsz: int, threads: int | None = None) -> Backend:
+    """ONNX Runtime on ``onnx_path``; ``threads`` intra-op threads (its default: one per core)."""
     from autolabel.export import onnx_session
 
-    session = onnx_session(onnx_path)
+    session = onnx_session(onnx_path, threads=threads)
     device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
     def make(batch: int) -> Runner:
@@ -223,7 +224,13 @@ def autobackend_backend(name: str, path: Path, imgsz: int, device: str, half: bo
 
 
 def backends_for(
-    reference: Path, exports: Sequence[dict], out_dir: Path, imgsz: int, *, cuda: bool | None = None
+    reference: Path,
+    exports: Sequence[dict],
+    out_dir: Path,
+    imgsz: int,
+    *,
+    cuda: bool | None = None,
+    threads: int | None = None,
 ) -> tuple[list[Backend], list[str]]:
     """PyTorch eager (CPU, and CUDA when a GPU is there) plus one backend per exported file."""
     if cuda is None:
@@ -240,7 +247,7 @@ def backends_for(
         if not path.exists():
             notes.append(f"{entry['file']}: listed in the manifest but missing on disk")
         elif fmt == "onnx":
-            backends.append(onnxruntime_backend(path, imgsz))
+            backends.append(onnxruntime_backend(path, imgsz, threads))
         elif fmt == "engine" and cuda:
             backends.append(autobackend_backend("tensorrt", path, imgsz, "cuda", half))
         elif fmt == "engine":
@@ -250,6 +257,15 @@ def backends_for(
     if len(backends) == 1 + int(cuda):
         raise AutolabelError("nothing exported to benchmark: run 'autolabel export --format onnx' first")
     return backends, notes
+
+
+def same_threads(threads: int | None = None) -> int:
+    """Give PyTorch ``threads`` CPU threads (default: its current count) and return the count."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def _cuda_sync() -> None:
@@ -269,8 +285,13 @@ def bench_exports(
     runs: int = 50,
     warmup: int = 10,
     cuda: bool | None = None,
+    threads: int | None = None,
 ) -> dict:
-    """Time ``model.pt`` against every exported file in ``out_dir``; writes and returns ``latency.json``."""
+    """Time ``model.pt`` against every exported file in ``out_dir``; writes and returns ``latency.json``.
+
+    PyTorch and ONNX Runtime get the same CPU threads: ``threads``, or PyTorch's current setting
+    (ultralytics sets OMP_NUM_THREADS=1 on import when it is unset, which makes that 1).
+    """
     import json
 
     from autolabel.export import REFERENCE_WEIGHTS, read_manifest
@@ -286,13 +307,15 @@ def bench_exports(
         if e["options"]["imgsz"] != imgsz
     ]
     exports = [e for e in exports if e["options"]["imgsz"] == imgsz]
-    backends, missing = backends_for(reference, exports, out_dir, imgsz, cuda=cuda)
+    threads = same_threads(threads)
+    backends, missing = backends_for(reference, exports, out_dir, imgsz, cuda=cuda, threads=threads)
     rows, skipped = benchmark(backends, imgsz=imgsz, batches=batches, runs=runs, warmup=warmup)
     result = {
         "imgsz": imgsz,
         "runs": runs,
         "warmup": warmup,
         "batches": list(batches),
+        "cpu_threads": threads,
         "machine": machine_info(),
         "rows": [r.to_dict() for r in rows],
         "notes": notes + missing + skipped,

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -29,9 +27,6 @@ LICENSE_NOTE = (
 # Run parameters safe and useful to publish; anything else (paths, URLs, keys) stays out.
 PUBLIC_PARAMS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "close_mosaic", "conf", "lr0", "optimizer")
 METRIC_KEYS = ("map50", "map50_95", "ap_small", "ap_medium", "ap_large", "precision", "recall", "f1", "conf")
-# Rough review costs when no per-task timing is recorded (stated in the card as assumptions).
-SECONDS_PER_REVIEWED_IMAGE = 5.0
-SECONDS_PER_REVIEWED_BOX = 3.0
 
 
 def labels_summary(store: Store) -> dict:
@@ -53,26 +48,32 @@ def labels_summary(store: Store) -> dict:
 
 
 def estimate_human_time(store: Store, labels: dict) -> dict:
-    """Human review time: from ``autolabel.studio.diff`` when it offers an estimate, else from counts."""
-    if importlib.util.find_spec("autolabel.studio") and importlib.util.find_spec("autolabel.studio.diff"):
-        estimator = getattr(importlib.import_module("autolabel.studio.diff"), "estimate_human_time", None)
-        if callable(estimator):
-            try:
-                estimate = estimator(store)
-            except Exception:  # an optional enrichment; the card is still written without it
-                estimate = None
-            if isinstance(estimate, dict) and "seconds" in estimate:
-                return {**estimate, "method": estimate.get("method", "autolabel.studio.diff")}
-    reviewed = labels["by_source"].get("studio", {"images": 0, "boxes": 0})
-    seconds = reviewed["images"] * SECONDS_PER_REVIEWED_IMAGE + reviewed["boxes"] * SECONDS_PER_REVIEWED_BOX
+    """Human time from the Label Studio corrections ``autolabel.studio`` recorded (its cost model).
+
+    Without recorded corrections the time actually spent is unknown (``seconds`` None); the cost of
+    drawing the stored boxes from scratch is still given for scale.
+    """
+    from autolabel.studio.diff import CostModel, round_summaries
+
+    cost = CostModel()
+    from_scratch = labels["images"] * cost.per_image + labels["boxes"] * cost.draw
+    rounds = round_summaries(store)
+    if not rounds:
+        return {
+            "seconds": None,
+            "seconds_from_scratch": round(from_scratch, 1),
+            "images_reviewed": 0,
+            "method": (
+                "no Label Studio corrections recorded; from scratch = the stored boxes drawn at"
+                f" {cost.draw:g} s per box + {cost.per_image:g} s per image (autolabel.studio.diff.CostModel)"
+            ),
+        }
     return {
-        "seconds": seconds,
-        "images_reviewed": reviewed["images"],
-        "boxes_reviewed": reviewed["boxes"],
-        "method": (
-            f"rough estimate from counts: {SECONDS_PER_REVIEWED_IMAGE:g} s per image reviewed in Label Studio"
-            f" + {SECONDS_PER_REVIEWED_BOX:g} s per box kept; no per-task timing was recorded"
-        ),
+        "seconds": round(sum(r["seconds"] for r in rounds), 1),
+        "seconds_from_scratch": round(sum(r["seconds_from_scratch"] for r in rounds), 1),
+        "images_reviewed": sum(r["images"] for r in rounds),
+        "per_round": [{k: r[k] for k in ("round", "images", "seconds", "seconds_from_scratch")} for r in rounds],
+        "method": "cost model of autolabel.studio.diff over the corrections pulled from Label Studio",
     }
 
 
@@ -136,7 +137,10 @@ def render_markdown(card: dict) -> str:
         lines.append(f"  - {source}: {entry['images']} images, {entry['boxes']} boxes")
     human = card["human_time"]
     if human:
-        lines.append(f"- Estimated human time: {human['seconds'] / 3600:.2f} h ({human['method']})")
+        spent = "unknown" if human["seconds"] is None else f"{human['seconds'] / 3600:.2f} h"
+        lines.append(f"- Estimated human time: {spent} for {human['images_reviewed']} images reviewed")
+        lines.append(f"- The same boxes drawn from scratch: {human['seconds_from_scratch'] / 3600:.2f} h")
+        lines.append(f"- Method: {human['method']}")
     lines += ["", "## Data lineage", ""]
     lineage = card["lineage"]
     lines += [
@@ -169,7 +173,8 @@ def render_markdown(card: dict) -> str:
         lines += [
             f"Median and p90 of {latency['runs']} timed runs after {latency['warmup']} warm-up runs"
             f" at {latency['imgsz']} px; {latency['machine'].get('processor')}, {latency['machine'].get('cpu_count')}"
-            f" CPUs, GPU: {latency['machine'].get('cuda') or 'none'}.",
+            f" CPUs ({latency.get('cpu_threads')} threads for PyTorch and ONNX Runtime alike),"
+            f" GPU: {latency['machine'].get('cuda') or 'none'}.",
             "",
             "| backend | device | file | batch | median ms | p90 ms | speedup vs PyTorch eager |",
             "|---|---|---|---|---|---|---|",

@@ -169,14 +169,14 @@ def test_onnx_reloaded_with_onnxruntime_matches_pytorch_raw_outputs_and_names(ex
 
 
 def test_onnx_through_ultralytics_gives_the_same_boxes_as_the_pt(exported):
-    from autolabel.export import ParityImage, match_boxes, predict
+    from autolabel.export import detect, load_predictor, match_boxes
     from autolabel.images import decode
 
-    paths = sorted((exported["root"] / "images").glob("*.png"))[:4]
-    images = [ParityImage(image_id=i, path=p, pixels=decode(p).pixels, labels=dets.empty()) for i, p in enumerate(paths)]
-    ref, ref_names = predict(exported["out_dir"] / "model.pt", images, IMGSZ, conf=0.25, device="cpu")
-    onnx, onnx_names = predict(exported["onnx"], images, IMGSZ, conf=0.25, device="cpu")
-    assert list(onnx_names.values()) == list(ref_names.values()) == NAMES
+    pt, onnx_model = load_predictor(exported["out_dir"] / "model.pt"), load_predictor(exported["onnx"])
+    assert list(onnx_model.names.values()) == list(pt.names.values()) == NAMES
+    rgbs = [decode(p).pixels for p in sorted((exported["root"] / "images").glob("*.png"))[:4]]
+    ref = [detect(pt, rgb, IMGSZ, conf=0.25, device="cpu") for rgb in rgbs]
+    onnx = [detect(onnx_model, rgb, IMGSZ, conf=0.25, device="cpu") for rgb in rgbs]
     # This near-untrained student emits clusters of near-identical boxes at near-equal scores, where
     # 1e-6 differences can flip one NMS decision: allow one box per image, none overall beyond 10%.
     assert all(len(a) >= 5 and abs(len(a) - len(b)) <= 1 for a, b in zip(ref, onnx))
@@ -191,7 +191,8 @@ def test_model_card_has_the_facts_and_no_secrets(exported):
     assert data["classes"] == NAMES and data["imgsz"] == IMGSZ and data["round"] == 0
     assert data["lineage"] == {"train_hash": "t" * 64, "val_hash": "v" * 64, "n_train": 8, "n_val": 4}
     assert data["labels"]["by_source"]["studio"]["images"] == 6 and data["labels"]["images"] == 12
-    assert data["human_time"]["seconds"] > 0
+    assert data["human_time"]["seconds"] is None  # no Label Studio corrections were recorded
+    assert data["human_time"]["seconds_from_scratch"] > 0
     assert data["validation_metrics"]["map50_95"] == 0.004
     for text in ("0: washer, 1: bolt, 2: nut", "AGPL-3.0", "onnx-fp32.onnx", "t" * 64, "3 validation images"):
         assert text in card
@@ -312,16 +313,16 @@ def test_match_rate(matched, n_ref, n_exp, rate):
     assert match_rate(matched, n_ref, n_exp) == rate
 
 
-def test_coco_map_of_perfect_and_missing_predictions(tmp_path):
-    from autolabel.export import ParityImage, coco_map
+def test_map_of_perfect_shifted_and_missing_predictions(tmp_path):
+    from autolabel.export import ParityImage, map50_95
 
     labels = dets.make([[10, 10, 40, 50], [50, 20, 90, 60]], [0, 2])
-    image = ParityImage(image_id=1, path=tmp_path / "a.png", pixels=np.zeros((100, 100, 3), np.uint8), labels=labels)
+    image = ParityImage(image_id=1, path=tmp_path / "a.png", width=100, height=100, labels=labels)
     perfect = dets.make(labels.xyxy, labels.class_id, [0.9, 0.8])
-    assert coco_map(NAMES, [image], [perfect])["map50_95"] == pytest.approx(1.0)
-    assert coco_map(NAMES, [image], [dets.empty()]) == {"map50_95": 0.0, "map50": 0.0}
+    assert map50_95(NAMES, [image], [perfect]) == pytest.approx(1.0)
+    assert map50_95(NAMES, [image], [dets.empty()]) == 0.0
     shifted = dets.make(labels.xyxy + 6, labels.class_id, [0.9, 0.8])
-    assert 0.0 < coco_map(NAMES, [image], [shifted])["map50_95"] < 1.0
+    assert 0.0 < map50_95(NAMES, [image], [shifted]) < 1.0
 
 
 def _run(id_, status="finished", map50_95=None, weights="w.pt"):
@@ -407,3 +408,29 @@ def test_speedup_is_relative_to_pytorch_on_the_same_device_and_batch():
         [row("pytorch", "cpu", 1, 30.0), row("onnxruntime", "cpu", 1, 10.0), row("tensorrt", "cuda", 1, 2.0)]
     )
     assert [r.speedup for r in rows] == [1.0, 3.0, None]
+
+
+def test_human_time_comes_from_the_recorded_label_studio_corrections(tmp_path):
+    from autolabel.model_card import estimate_human_time, labels_summary
+    from autolabel.store import Store
+    from autolabel.studio import sync
+
+    store = Store.open(tmp_path / "s.db")
+    store.add_images([{"path": f"{i}.jpg", "sha256": str(i), "size_bytes": 1, "width": 9, "height": 9,
+                       "source_group": "g"} for i in range(3)])  # fmt: skip
+    for image in store.images():
+        store.set_labels(image.id, "studio", dets.to_json(dets.make([[0, 0, 5, 5]], [0])))
+    labels = labels_summary(store)
+    assert estimate_human_time(store, labels)["seconds"] is None
+    sync.ensure_schema(store)
+    store.conn.execute("INSERT INTO studio_projects(id, url, project_id, title, labels) VALUES (1, 'u', 1, 't', '[]')")
+    for image_id, rnd, seconds in [(1, 0, 3.6), (2, 0, 9.0), (3, 1, 2.0)]:
+        store.conn.execute(
+            "INSERT INTO studio_corrections(project, image_id, task_id, annotation_id, round, shown, human, kept,"
+            " moved, relabeled, deleted, added, true_positives, clipped, rotated, seconds)"
+            " VALUES (1, ?, ?, ?, ?, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, ?)",
+            (image_id, image_id, image_id, rnd, seconds),
+        )
+    estimate = estimate_human_time(store, labels)
+    assert estimate["seconds"] == pytest.approx(14.6) and estimate["images_reviewed"] == 3
+    assert [r["round"] for r in estimate["per_round"]] == [0, 1]

@@ -93,6 +93,10 @@ def bench(
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per backend (>= 50 for reporting).")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs.")] = 10,
     imgsz: Annotated[Optional[int], typer.Option("--imgsz", help="Input size (default: the export's).")] = None,
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", min=1, help="CPU threads for PyTorch and ONNX Runtime alike (default: PyTorch's)."),
+    ] = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Latency of PyTorch eager vs the exported files (ONNX Runtime, TensorRT on a GPU): median and p90."""
@@ -106,7 +110,9 @@ def bench(
         chosen = select_run(store, run)
         out_dir = export_dir(ws.exports_dir, chosen["id"])
         configure_ultralytics()
-        result = bench_exports(out_dir, imgsz=imgsz, batches=batch, runs=runs, warmup=warmup)
+        result = bench_exports(
+            out_dir, imgsz=imgsz, batches=batch, runs=runs, warmup=warmup, threads=threads
+        )
         card = update_card(store, chosen, out_dir)
     print_latency(result)
     out = console()
@@ -117,7 +123,10 @@ def bench(
 def print_latency(result: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"latency at {result['imgsz']} px: {result['runs']} runs after {result['warmup']} warm-up")
+    table = Table(
+        title=f"latency at {result['imgsz']} px: {result['runs']} runs after {result['warmup']} warm-up,"
+        f" {result['cpu_threads']} CPU threads"
+    )
     for column in ("backend", "device", "file", "batch", "median ms", "p90 ms", "speedup"):
         table.add_column(column, justify="right" if column.endswith(("ms", "batch", "speedup")) else "left")
     for row in result["rows"]:

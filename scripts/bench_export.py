@@ -1,0 +1,139 @@
+"""Benchmark the export: ONNX Runtime vs PyTorch eager latency and raw-output parity for yolo11n.
+
+    .venv/bin/python scripts/bench_export.py --out /tmp/bench-export --repeats 5
+
+yolo11n is built from ``yolo11n.yaml`` with random weights (no weights can be downloaded here);
+latency and export parity do not depend on what the weights learned. The model is exported to
+ONNX through ``autolabel.export.export_weights`` (the path ``autolabel export`` takes), then:
+
+- parity: max |PyTorch - onnxruntime| of the raw head outputs on real photos (BCCD val images,
+  letterboxed to --imgsz), over all outputs and over the class-score rows only;
+- latency: batch 1 at --imgsz, after warm-up, PyTorch eager and ONNX Runtime timed side by side
+  in interleaved blocks (``autolabel.latency``), repeated --repeats times; each repeat's median
+  and p90 are reported, and the ratio of the medians' median. Both get the same CPU threads
+  (--threads, default PyTorch's own count, which is 1 once ultralytics has set OMP_NUM_THREADS).
+
+On a machine with CUDA and TensorRT, ``--engine`` adds a TensorRT fp16 engine and PyTorch eager
+on the GPU. Prints one JSON object (also written to --out/bench_export.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGES = REPO.parent / "shared" / "datasets" / "bccd" / "images" / "val"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench-export"))
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--n-images", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: PyTorch's)")
+    parser.add_argument("--engine", action="store_true", help="also TensorRT fp16 (needs CUDA + tensorrt)")
+    args = parser.parse_args()
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    from autolabel.runtime import configure_environment
+
+    configure_environment(out / "cache")
+    from autolabel.export import ExportOptions, export_weights, prepare_ultralytics
+
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    weights = out / "yolo11n-random.pt"
+    YOLO("yolo11n.yaml").save(str(weights))
+
+    t0 = time.perf_counter()
+    onnx_path = export_weights(weights, out / "exports", ExportOptions(format="onnx", imgsz=args.imgsz))
+    export_s = time.perf_counter() - t0
+    parity = raw_parity(out / "exports" / "model.pt", onnx_path, args.images, args.n_images, args.imgsz)
+
+    from autolabel import latency
+
+    threads = latency.same_threads(args.threads)
+    backends = [
+        latency.pytorch_backend(out / "exports" / "model.pt", args.imgsz, "cpu"),
+        latency.onnxruntime_backend(onnx_path, args.imgsz, threads),
+    ]
+    engine = None
+    if args.engine:
+        engine = export_weights(weights, out / "exports", ExportOptions(format="engine", imgsz=args.imgsz, half=True))
+        backends += [
+            latency.pytorch_backend(out / "exports" / "model.pt", args.imgsz, "cuda"),
+            latency.autobackend_backend("tensorrt", engine, args.imgsz, "cuda", True),
+        ]
+    repeats = []
+    for _ in range(args.repeats):
+        rows, notes = latency.benchmark(backends, imgsz=args.imgsz, runs=args.runs, warmup=args.warmup)
+        repeats.append([r.to_dict() for r in rows])
+    result = {
+        "model": "yolo11n from yolo11n.yaml, random weights (80 classes)",
+        "imgsz": args.imgsz,
+        "batch": 1,
+        "runs_per_repeat": args.runs,
+        "warmup": args.warmup,
+        "cpu_threads": threads,
+        "repeats": repeats,
+        "summary": summarize(repeats),
+        "parity": parity,
+        "onnx_export_s": round(export_s, 1),
+        "onnx_file": onnx_path.name,
+        "engine_file": engine.name if engine else None,
+        "machine": latency.machine_info(),
+        "load_average": os.getloadavg(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    (out / "bench_export.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, imgsz: int) -> dict:
+    from autolabel.export import letterbox, load_torch_model, onnx_raw, onnx_session, raw_output_diff, torch_raw
+    from autolabel.images import decode
+
+    paths = sorted(images.glob("*.jpg"))[:n_images]
+    if not paths:
+        raise SystemExit(f"no .jpg images in {images}")
+    tensors = [letterbox(decode(p).pixels, imgsz) for p in paths]
+    model = load_torch_model(reference)
+    session = onnx_session(onnx_path)
+    overall, scores = raw_output_diff([torch_raw(model, t) for t in tensors], [onnx_raw(session, t) for t in tensors])
+    return {"images": len(paths), "source": str(images), "max_abs_diff": overall, "max_abs_diff_scores": scores}
+
+
+def summarize(repeats: list[list[dict]]) -> dict:
+    """Per backend: the median of the repeats' medians (and p90s); ratios against PyTorch on the same device."""
+    keys = {(r["backend"], r["device"]) for rows in repeats for r in rows}
+    summary = {}
+    for backend, device in sorted(keys):
+        medians = [r["median_ms"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)]
+        p90s = [r["p90_ms"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)]
+        speedups = [r["speedup"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)]
+        summary[f"{backend}@{device}"] = {
+            "median_ms": statistics.median(medians),
+            "p90_ms": statistics.median(p90s),
+            "medians_ms": [round(m, 2) for m in medians],
+            "speedup_vs_pytorch_eager": statistics.median(s for s in speedups if s is not None)
+            if any(s is not None for s in speedups)
+            else None,
+            "speedups": [None if s is None else round(s, 2) for s in speedups],
+        }
+    return summary
+
+
+if __name__ == "__main__":
+    main()
