@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +66,9 @@ def model_key(settings: ProposerSettings, model_version: str, ontology_fingerpri
     return f"{settings.model}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
-def pending_rows(store: Store, image_root: Path, key: str, force: bool) -> Iterator[list[dict]]:
+def pending_rows(
+    store: Store, image_root: Path, key: str, force: bool, only: frozenset[int] | None = None
+) -> Iterator[list[dict]]:
     """Pages of ``{id, path, rel}`` rows still to propose, read lazily from SQLite."""
     done = set() if force else store.predicted_ids(key)
     last_id = 0
@@ -78,15 +80,21 @@ def pending_rows(store: Store, image_root: Path, key: str, force: bool) -> Itera
         if not page:
             return
         last_id = page[-1][0]
-        rows = [{"id": r[0], "path": str(image_root / r[1]), "rel": r[1]} for r in page if r[0] not in done]
+        rows = [
+            {"id": r[0], "path": str(image_root / r[1]), "rel": r[1]}
+            for r in page
+            if r[0] not in done and (only is None or r[0] in only)
+        ]
         if rows:
             yield rows
 
 
-def count_pending(store: Store, key: str, force: bool) -> tuple[int, int]:
-    total = store.conn.execute("SELECT COUNT(*) FROM images WHERE status != 'error'").fetchone()[0]
-    done = 0 if force else len(store.predicted_ids(key))
-    return total - done, done
+def count_pending(store: Store, key: str, force: bool, only: frozenset[int] | None = None) -> tuple[int, int]:
+    usable = {r[0] for r in store.conn.execute("SELECT id FROM images WHERE status != 'error'")}
+    if only is not None:
+        usable &= only
+    done = 0 if force else len(usable & store.predicted_ids(key))
+    return len(usable) - done, done
 
 
 def _decode_batches(
@@ -124,9 +132,12 @@ def run_proposals(
     force: bool = False,
     advance: Callable[[int], None] | None = None,
     prefetch: int = 2,
+    image_ids: Iterable[int] | None = None,
 ) -> ProposeSummary:
-    """Propose every pending image; ``class_ids`` maps ontology class index -> store class id."""
-    todo, already = count_pending(store, key, force)
+    """Propose every pending image (or only ``image_ids``); ``class_ids`` maps ontology class
+    index -> store class id."""
+    only = None if image_ids is None else frozenset(image_ids)
+    todo, already = count_pending(store, key, force, only)
     summary = ProposeSummary(todo=todo, skipped=already)
     remap = np.asarray(class_ids, dtype=int)
     batches: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
@@ -134,7 +145,7 @@ def run_proposals(
     reader = Store.open(store.path)  # the producer thread reads through its own connection
     producer = threading.Thread(
         target=_decode_batches,
-        args=(pending_rows(reader, image_root, key, force), settings.batch_size, batches, stop),
+        args=(pending_rows(reader, image_root, key, force, only), settings.batch_size, batches, stop),
         daemon=True,
         name="autolabel-decode",
     )

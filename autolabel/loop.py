@@ -158,3 +158,16 @@ def run_loop(ctx: LoopContext, steps: Sequence[tuple[str, StepFn]]) -> LoopOutco
         best_round=None if best is None else int(best),
         history=history,
     )
+
+
+def run_steps_once(ctx: LoopContext, steps: Sequence[tuple[str, StepFn]]) -> int:
+    """Run the given steps of the current round (skipping those already done); return the round."""
+    ensure_loop_schema(ctx.store)
+    round_index = int(ctx.store.get_meta("round", "0"))
+    for name, fn in steps:
+        status, _ = step_status(ctx.store, round_index, name)
+        if status == "done":
+            continue
+        _mark(ctx.store, round_index, name, "started", None)
+        _mark(ctx.store, round_index, name, "done", fn(ctx, round_index) or {})
+    return round_index

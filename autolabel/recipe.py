@@ -46,6 +46,8 @@ class Recipe(_Section):
     def with_overrides(self, **values) -> Recipe:
         """CLI overrides: ``rounds``, ``budget``, ``strategy``, ``epochs``, ``imgsz`` (None = keep)."""
         data = self.model_dump()
+        if values.get("budget") is not None and values.get("initial_budget") is None:
+            values = {**values, "initial_budget": values["budget"]}  # --budget alone sets every round
         for key, value in values.items():
             if value is None:
                 continue

@@ -26,3 +26,63 @@ def collect_status(store: Store) -> dict:
         "labeled_boxes": sum(len(json.loads(v).get("xyxy", [])) for v in labeled.values()),
         "sections": [],
     }
+
+
+def round_table(store: Store) -> list[dict]:
+    """One row per evaluated loop round: labels, human time, proposer P/R, student metrics."""
+    rows = store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'loop_steps'")
+    if rows.fetchone() is None:
+        return []
+    from autolabel.loop import round_history
+
+    corrections: dict[int, dict] = {}
+    try:
+        from autolabel.studio.diff import round_summaries
+
+        corrections = {r["round"]: r for r in round_summaries(store)}
+    except Exception:  # no Label Studio state yet
+        corrections = {}
+    table, seconds = [], 0.0
+    for entry in round_history(store):
+        diff = corrections.get(entry["round"], {})
+        seconds += diff.get("seconds") or 0.0
+        table.append(
+            {
+                "round": entry["round"],
+                "labels": entry.get("labels"),
+                "human_seconds": round(seconds, 1),
+                "proposer_precision": diff.get("precision"),
+                "proposer_recall": diff.get("recall"),
+                "map50": entry.get("map50"),
+                "map50_95": entry.get("map50_95"),
+                "f1": entry.get("f1"),
+            }
+        )
+    return table
+
+
+def plot_rounds(table: list[dict], out_path) -> None:
+    """mAP against labeled images and against estimated human time, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    labels = [r["labels"] for r in table]
+    hours = [r["human_seconds"] / 3600 for r in table]
+    for metric, style in (("map50_95", "o-"), ("map50", "s--")):
+        values = [r[metric] if r[metric] is not None else float("nan") for r in table]
+        axes[0].plot(labels, values, style, label=metric)
+        axes[1].plot(hours, values, style, label=metric)
+    axes[0].set_xlabel("labeled images")
+    axes[1].set_xlabel("estimated human time (h)")
+    for ax in axes:
+        ax.set_ylabel("frozen-val mAP")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("student quality per active-learning round")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)

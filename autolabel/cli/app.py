@@ -10,6 +10,7 @@ import typer
 from autolabel.cli import dataset as dataset_cmd
 from autolabel.cli import export as export_cmd
 from autolabel.cli import init as init_cmd
+from autolabel.cli import loop as loop_cmd
 from autolabel.cli import labels as labels_cmd
 from autolabel.cli import propose as propose_cmd
 from autolabel.cli import status as status_cmd
@@ -42,6 +43,8 @@ app.command("split")(dataset_cmd.split)
 app.add_typer(dataset_cmd.check_app, name="check")
 app.command("propose")(propose_cmd.propose)
 app.command("status")(status_cmd.status)
+app.command("loop")(loop_cmd.loop)
+app.command("select")(loop_cmd.select_batch)
 app.add_typer(studio_cmd.app, name="studio")
 app.command("push")(studio_cmd.push)
 app.command("pull")(studio_cmd.pull)

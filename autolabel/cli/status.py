@@ -9,7 +9,7 @@ def status(workspace: WorkspaceOption = Path(".")) -> None:
     """Where the workspace stands: images by status, pre-labels, human labels, training runs."""
     from rich.table import Table
 
-    from autolabel.status import collect_status
+    from autolabel.status import collect_status, plot_rounds, round_table
 
     ws = open_workspace(workspace)
     out = console()
@@ -34,3 +34,25 @@ def status(workspace: WorkspaceOption = Path(".")) -> None:
     out.print(f"human-verified images: {report['labeled_images']} ({report['labeled_boxes']} boxes)")
     for section in report["sections"]:
         out.print(section)
+    with ws.open_store() as store:
+        rounds = round_table(store)
+    if rounds:
+        table = Table(title="active-learning rounds")
+        columns = ("round", "labels", "human time", "proposer P", "proposer R", "mAP50", "mAP50-95", "F1")
+        for column in columns:
+            table.add_column(column, justify="right")
+        for r in rounds:
+            table.add_row(
+                str(r["round"]), str(r["labels"]), f"{r['human_seconds'] / 60:.1f} min",
+                _fmt(r["proposer_precision"]), _fmt(r["proposer_recall"]),
+                _fmt(r["map50"]), _fmt(r["map50_95"]), _fmt(r["f1"]),
+            )
+        out.print(table)
+        plot = ws.root / "previews" / "map_vs_labels.png"
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_rounds(rounds, plot)
+        out.print(f"plot: {plot}")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

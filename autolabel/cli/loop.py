@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from autolabel.cli.common import WorkspaceOption, console, open_workspace
+
+RecipeOption = Annotated[Path, typer.Option("--recipe", help="Loop recipe YAML (how to iterate).")]
+
+
+def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, jitter, prompts):
+    from autolabel.errors import AutolabelError
+    from autolabel.loop import LoopContext
+    from autolabel.loop_steps import LoopDeps
+    from autolabel.ontology import Ontology
+    from autolabel.recipe import load_recipe
+
+    ws = open_workspace(workspace)
+    recipe = load_recipe(recipe_path).with_overrides(**overrides)
+    if annotator not in ("human", "replay"):
+        raise AutolabelError(f"--annotator must be 'human' or 'replay', got '{annotator}'")
+    noise = None
+    if annotator == "replay":
+        if labels is None:
+            raise AutolabelError("--annotator replay needs --labels DIR (YOLO ground truth: labels/ + data.yaml)")
+        if not labels.is_dir():
+            raise AutolabelError(f"ground-truth folder not found: {labels}")
+        from autolabel.studio.replay import Noise
+
+        noise = Noise(miss_rate=miss_rate, jitter=jitter, seed=recipe.seed)
+    ontology_path = prompts or ws.ontology_path()
+    ontology = Ontology.load(ontology_path) if ontology_path else None
+    deps = LoopDeps(workspace=ws, annotator=annotator, labels_dir=labels, noise=noise, ontology=ontology)
+    out = console()
+    store = ws.open_store()
+    if ontology is not None:
+        store.ensure_classes(ontology.names)
+    return LoopContext(store=store, recipe=recipe, log=lambda m: out.print(m), extras={"deps": deps}), out
+
+
+def loop(
+    workspace: WorkspaceOption = Path("."),
+    recipe: RecipeOption = Path("loop/default.yaml"),
+    rounds: Annotated[Optional[int], typer.Option(min=1)] = None,
+    budget: Annotated[Optional[int], typer.Option(min=1)] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="random | uncertainty | diversity | hybrid")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
+    imgsz: Annotated[Optional[int], typer.Option(min=32)] = None,
+    annotator: Annotated[str, typer.Option(help="human (Label Studio users) | replay (answers from --labels)")] = "human",
+    labels: Annotated[Optional[Path], typer.Option(help="Ground-truth YOLO folder for --annotator replay.")] = None,
+    miss_rate: Annotated[float, typer.Option(min=0, max=1, help="Replay noise: share of boxes the annotator misses.")] = 0.0,
+    jitter: Annotated[float, typer.Option(min=0, help="Replay noise: box jitter, fraction of box size.")] = 0.0,
+    prompts: Annotated[Optional[Path], typer.Option(help="Ontology for round-0 pre-labels (default: the workspace's).")] = None,
+) -> None:
+    """Run active-learning rounds until validation mAP plateaus (resumable: rerun the same command)."""
+    from autolabel.loop import run_loop
+    from autolabel.loop_steps import round_steps
+
+    overrides = {"rounds": rounds, "budget": budget, "strategy": strategy, "epochs": epochs, "imgsz": imgsz}
+    ctx, out = _context(workspace, recipe, overrides, annotator, labels, miss_rate, jitter, prompts)
+    with ctx.store:
+        outcome = run_loop(ctx, round_steps())
+    out.print(f"stopped: {outcome.stop_reason}")
+    for h in outcome.history:
+        out.print(
+            f"round {h['round']}: {h.get('labels')} labeled images, mAP50-95 {_fmt(h.get('map50_95'))}, "
+            f"mAP50 {_fmt(h.get('map50'))}, F1 {_fmt(h.get('f1'))}"
+        )
+    if outcome.best_round is not None:
+        out.print(f"best round: {outcome.best_round} (its student is the one 'autolabel export' picks)")
+
+
+def select_batch(
+    workspace: WorkspaceOption = Path("."),
+    recipe: RecipeOption = Path("loop/default.yaml"),
+    budget: Annotated[Optional[int], typer.Option(min=1)] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="random | uncertainty | diversity | hybrid")] = None,
+    push: Annotated[bool, typer.Option("--push/--no-push", help="Push the batch to Label Studio.")] = True,
+) -> None:
+    """Pick the next batch for human review, pre-label it with the student, push it to Label Studio."""
+    from autolabel.loop import ensure_loop_schema, run_steps_once
+    from autolabel.loop_steps import batch_ids, step_prelabel, step_push, step_select
+
+    overrides = {"budget": budget, "strategy": strategy}
+    ctx, out = _context(workspace, recipe, overrides, "human", None, 0.0, 0.0, None)
+    with ctx.store as store:
+        ensure_loop_schema(store)
+        steps = [("select", step_select), ("prelabel", step_prelabel)] + ([("push", step_push)] if push else [])
+        round_index = run_steps_once(ctx, steps)
+        ids = batch_ids(store, round_index)
+        images = {im.id: im.path for im in store.images(ids=ids)}
+        out.print(f"round {round_index}: {len(ids)} images selected" + (" and pushed" if push else ""))
+        for image_id in ids[:20]:
+            out.print(f"  {images[image_id]}")
+        if len(ids) > 20:
+            out.print(f"  ... and {len(ids) - 20} more")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

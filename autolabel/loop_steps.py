@@ -1,0 +1,321 @@
+"""The real steps of an active-learning round, wired from the library's parts.
+
+select   -> the next batch (cold start: typicality over cheap image embeddings; then the student's
+            uncertainty + diversity), persisted in ``loop_batches`` before anything else happens
+prelabel -> the student's predictions for the batch (round 0: the open-vocabulary proposer when its
+            weights are present; otherwise the batch goes to review without new pre-labels)
+push     -> Label Studio tasks with those predictions (idempotent)
+wait     -> the replay annotator answers, or humans do: pull until every batch image is done
+split    -> newly labeled images join train or the frozen validation set by source group
+train    -> the student, warm-started from the previous round's (a finished run is never repeated)
+eval     -> the run's frozen-val metrics, labels so far and the estimated human time
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autolabel.errors import AutolabelError
+from autolabel.loop import LoopContext
+from autolabel.store import Store
+
+
+@dataclass
+class LoopDeps:
+    workspace: object  # autolabel.workspace.Workspace
+    annotator: str = "human"  # human | replay
+    labels_dir: Path | None = None  # replay ground truth (YOLO layout)
+    noise: object | None = None  # autolabel.studio.replay.Noise
+    ontology: object | None = None  # autolabel.ontology.Ontology, for the round-0 proposer
+    client: object | None = field(default=None, repr=False)  # StudioClient, connected lazily
+
+    def studio(self):
+        if self.client is None:
+            from autolabel.studio.client import connect
+
+            self.client = connect(self.workspace)
+        return self.client
+
+
+def batch_ids(store: Store, round_index: int) -> list[int]:
+    rows = store.conn.execute("SELECT image_id FROM loop_batches WHERE round = ? ORDER BY rank", (round_index,))
+    return [r[0] for r in rows]
+
+
+def latest_student(store: Store, before_round: int | None = None) -> dict | None:
+    """The newest finished training run (optionally from an earlier round)."""
+    runs = [r for r in store.runs(status="finished") if r["kind"] == "train" and r["weights_path"]]
+    if before_round is not None:
+        runs = [r for r in runs if r["round"] < before_round]
+    runs = [r for r in runs if Path(r["weights_path"]).is_file()]
+    return dict(runs[-1]) if runs else None
+
+
+def _pool(store: Store):
+    in_batches = {r[0] for r in store.conn.execute("SELECT image_id FROM loop_batches")}
+    labeled = set(store.labels())
+    return [
+        im
+        for im in store.images(status=("unlabeled", "proposed"))
+        if im.id not in in_batches and im.id not in labeled
+    ]
+
+
+def step_select(ctx: LoopContext, round_index: int) -> dict:
+    import numpy as np
+
+    from autolabel.sampling.select import resolve_strategy, select
+
+    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
+    existing = batch_ids(store, round_index)
+    if existing:
+        return {"n": len(existing), "reused": True}
+    pool = _pool(store)
+    if not pool:
+        return {"stop": "pool exhausted: every image is labeled or in review"}
+    budget = recipe.initial_budget if (round_index == 0 and recipe.initial_budget) else recipe.budget
+    student = latest_student(store)
+    ids = [im.id for im in pool]
+    scores = embeddings = None
+    labeled_embeddings = None
+    if student is not None and recipe.strategy != "random":
+        ids, scores, embeddings, labeled_embeddings = _score_with_student(
+            deps.workspace, store, pool, student, recipe, ctx.log
+        )
+    elif recipe.strategy != "random":
+        from autolabel.embeddings import ensure_embeddings
+
+        vectors = ensure_embeddings(store, deps.workspace.image_root, pool)
+        keep = [i for i, im in enumerate(pool) if im.id in vectors]
+        ids = [ids[i] for i in keep]
+        embeddings = np.stack([vectors[pool[i].id] for i in keep]) if keep else None
+        labeled = store.images(ids=list(store.labels()))
+        if labeled and embeddings is not None:
+            known = ensure_embeddings(store, deps.workspace.image_root, labeled)
+            labeled_embeddings = np.stack(list(known.values())) if known else None
+    strategy, note = resolve_strategy(
+        recipe.strategy, has_student=scores is not None, has_embeddings=embeddings is not None
+    )
+    if note:
+        ctx.log(note)
+    picked = select(
+        strategy, budget, ids, scores=scores, embeddings=embeddings,
+        labeled_embeddings=labeled_embeddings, seed=recipe.seed + round_index,
+    )
+    with store.transaction():
+        for rank, image_id in enumerate(picked):
+            store.conn.execute(
+                "INSERT OR IGNORE INTO loop_batches(round, image_id, rank) VALUES (?, ?, ?)",
+                (round_index, image_id, rank),
+            )
+    return {"n": len(picked), "strategy": strategy, "pool": len(pool), "note": note}
+
+
+def _score_with_student(workspace, store, pool, student, recipe, log):
+    """Uncertainty + embeddings of the pool, and embeddings of the labeled images, by the current
+    student (embeddings of an earlier student live in another space). Unscorable images drop out."""
+    import numpy as np
+
+    from autolabel.progress import progress_bar
+    from autolabel.sampling.scorer import PoolScorer, ScorerSettings, score_pool
+    from autolabel.sampling.select import DEFAULT_SCORE_KEY, score_vector
+
+    t = recipe.train
+    scorer = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device))
+    rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in pool)
+    with progress_bar("scoring pool", total=len(pool)) as advance:
+        results = [r for r in score_pool(scorer, rows, batch_size=8, advance=advance)]
+    good = [r for r in results if r["error"] is None]
+    if len(good) < len(results):
+        log(f"{len(results) - len(good)} pool images could not be scored and are left out of this round")
+    ids = [r["id"] for r in good]
+    scores = score_vector([r["scores"] for r in good], DEFAULT_SCORE_KEY)
+    embeddings = labeled_embeddings = None
+    if good and all(r["embedding"] is not None for r in good):
+        embeddings = np.asarray([r["embedding"] for r in good], dtype=np.float32)
+        labeled = store.images(ids=list(store.labels()))
+        if labeled:
+            embedder = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
+            rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in labeled)
+            with progress_bar("embedding labeled images", total=len(labeled)) as advance:
+                vectors = [r["embedding"] for r in score_pool(embedder, rows, batch_size=8, advance=advance)]
+            vectors = [v for v in vectors if v is not None]
+            labeled_embeddings = np.asarray(vectors, dtype=np.float32) if vectors else None
+    return ids, scores, embeddings, labeled_embeddings
+
+
+def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
+    from autolabel.engine import model_key, run_proposals
+    from autolabel.proposers.base import BatchMapper, ProposerSettings
+
+    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
+    ids = batch_ids(store, round_index)
+    student = latest_student(store)
+    ws = deps.workspace
+    if student is not None:
+        from autolabel.proposers.student import StudentProposer
+
+        names = store.class_names()
+        settings = ProposerSettings(model="student", batch_size=8, device=recipe.train.device)
+        mapper = BatchMapper(
+            lambda: StudentProposer(student["weights_path"], imgsz=recipe.train.imgsz, device=recipe.train.device)
+        )
+        class_ids = list(range(len(names)))
+        key = f"student:run-{student['id']}"
+    else:
+        if deps.ontology is None:
+            return {"prelabeled": 0, "note": "no student and no ontology: the batch goes to review unlabeled"}
+        from autolabel.proposers import build_proposer
+
+        settings = ProposerSettings(**ws.config.proposer.model_dump())
+        try:
+            mapper = BatchMapper(lambda: build_proposer(settings, deps.ontology))
+        except AutolabelError as exc:
+            ctx.log(f"round {round_index}: no open-vocabulary pre-labels ({exc}); starting cold")
+            return {"prelabeled": 0, "note": "proposer weights unavailable: cold start"}
+        ids_by_name = store.ensure_classes(deps.ontology.names)
+        class_ids = [ids_by_name[n] for n in deps.ontology.names]
+        key = model_key(settings, mapper.model_version, deps.ontology.fingerprint())
+    summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, image_ids=ids)
+    return {"prelabeled": summary.proposed, "model": mapper.model_version, "errors": len(summary.model_errors)}
+
+
+def step_push(ctx: LoopContext, round_index: int) -> dict:
+    from autolabel.studio import server, sync
+
+    store, deps = ctx.store, ctx.extras["deps"]
+    ws = deps.workspace
+    cfg = ws.config.studio
+    document_root = Path(cfg.document_root) if getattr(cfg, "document_root", None) else server.document_root(ws.image_root)
+    summary = sync.push(
+        store, deps.studio(), image_root=ws.image_root, document_root=document_root,
+        title=cfg.project_title, batch_size=cfg.batch_size, image_ids=batch_ids(store, round_index),
+    )
+    if summary.refused:
+        ctx.log(f"{len(summary.refused)} images refused by push: {summary.refused[:3]}")
+    return {"project": summary.project_id, "created": summary.created, "replaced": summary.replaced}
+
+
+def _done_in_batch(store: Store, ids: list[int]) -> int:
+    labeled = set(store.labels(ids))
+    skipped = {
+        r[0]
+        for r in store.conn.execute("SELECT image_id FROM studio_annotations WHERE state = 'skipped'")
+    }
+    return sum(1 for i in ids if i in labeled or i in skipped)
+
+
+def step_wait(ctx: LoopContext, round_index: int) -> dict:
+    """Replay: answer the batch from ground truth, then pull. Humans: pull until the batch is done."""
+    from autolabel.studio import sync
+    from autolabel.studio.sync import find_project
+
+    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
+    ws = deps.workspace
+    client = deps.studio()
+    ids = batch_ids(store, round_index)
+    title = ws.config.studio.project_title
+    if deps.annotator == "replay":
+        from autolabel.studio.replay import replay
+
+        project = find_project(store, client.url, title)
+        replay(client, project.project_id, deps.labels_dir, class_names=store.class_names(), noise=deps.noise)
+    from autolabel.progress import progress_bar
+
+    with progress_bar(f"round {round_index}: waiting for annotations", total=len(ids), unit="img") as advance:
+        done_before = 0
+        while True:
+            summary = sync.pull(store, client, title=title)
+            if summary.error_message():
+                raise AutolabelError(summary.error_message())
+            done = _done_in_batch(store, ids)
+            advance(done - done_before)
+            done_before = done
+            if done >= len(ids):
+                break
+            time.sleep(recipe.poll_seconds)
+    return {"done": done_before, "batch": len(ids)}
+
+
+def step_split(ctx: LoopContext, round_index: int) -> dict:
+    from autolabel.dataset import split
+
+    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
+    result = split(store, deps.workspace.image_root, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    counts = store.status_counts()
+    return {"train": counts.get("labeled", 0), "val": counts.get("validation", 0), "new": _as_dict(result)}
+
+
+def _as_dict(value) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value):
+        return {k: v for k, v in asdict(value).items() if isinstance(v, (int, float, str, bool))}
+    return {}
+
+
+def step_train(ctx: LoopContext, round_index: int) -> dict:
+    from autolabel.train import TrainSettings, train_student
+
+    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
+    finished = [r for r in store.runs(status="finished") if r["round"] == round_index and r["kind"] == "train"]
+    if finished:  # trained before a crash that hit after the run was recorded: never train twice
+        return {"run_id": finished[-1]["id"], "reused": True}
+    previous = latest_student(store, before_round=round_index)
+    t = recipe.train
+    settings = TrainSettings(
+        model=t.model, epochs=t.epochs, imgsz=t.imgsz, batch=t.batch, seed=t.seed, device=t.device,
+        resume_from=previous["weights_path"] if (t.warm_start and previous) else None,
+        close_mosaic=min(10, max(1, t.epochs // 3)), patience=max(t.epochs, 1),
+    )
+    run_id = train_student(deps.workspace, store, settings, warn=ctx.log)
+    return {"run_id": run_id, "warm_start": settings.resume_from is not None}
+
+
+def step_eval(ctx: LoopContext, round_index: int) -> dict:
+    import json
+
+    store = ctx.store
+    _, train_result = _step_result(store, round_index, "train")
+    run = next(r for r in store.runs() if r["id"] == train_result["run_id"])
+    metrics = json.loads(run["metrics"] or "{}")
+    if "map50_95" not in metrics:
+        from autolabel.evaluate import evaluate_run
+
+        metrics = evaluate_run(ctx.extras["deps"].workspace, store, run["id"]).metrics
+    labeled = len(store.labels())
+    return {
+        "run_id": run["id"],
+        "labels": labeled,
+        "human_seconds": _human_seconds(store),
+        **{k: metrics.get(k) for k in ("map50", "map50_95", "precision", "recall", "f1", "ap_small", "ap_medium", "ap_large")},
+    }
+
+
+def _step_result(store: Store, round_index: int, step: str):
+    from autolabel.loop import step_status
+
+    return step_status(store, round_index, step)
+
+
+def _human_seconds(store: Store) -> float:
+    try:
+        from autolabel.studio.diff import round_summaries
+
+        return round(sum(r.get("seconds") or 0.0 for r in round_summaries(store)), 1)
+    except AutolabelError:
+        return 0.0
+
+
+def round_steps() -> list:
+    return [
+        ("select", step_select),
+        ("prelabel", step_prelabel),
+        ("push", step_push),
+        ("wait", step_wait),
+        ("split", step_split),
+        ("train", step_train),
+        ("eval", step_eval),
+    ]
