@@ -296,7 +296,7 @@ def evaluate_run(
         conf=MAP_CONF,
         max_det=MAP_MAX_DET,
         imgsz=int(params.get("imgsz", 640)),
-        device=params.get("device", "auto"),
+        device="auto",  # the run may have trained elsewhere (a GPU box); predict on what is here
     )
     if len(student.class_names) != len(class_names):
         raise AutolabelError(

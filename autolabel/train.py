@@ -261,15 +261,16 @@ def train_student(
     run_dir = run_directory(workspace, run_id)
     try:
         data_yaml = write_yolo_dataset(snapshot, workspace.image_root, run_dir / "data")
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         ultra_metrics = _fit(choice, settings, device, data_yaml, run_dir)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         weights = _best_weights(run_dir)
         epochs = _epoch_times(run_dir / "results.csv")
         metrics = {
             "ultralytics": ultra_metrics,
             "train": {
                 "seconds": round(elapsed, 2),
+                "cpu_seconds": round(cpu, 2),  # this process's CPU time: comparable on a shared machine
                 "epochs_run": len(epochs),
                 "seconds_per_epoch": round(sum(epochs) / len(epochs), 3) if epochs else None,
             },

@@ -82,7 +82,10 @@ def trained(tmp_path_factory):
     network = NetworkClosed()
     with pytest.MonkeyPatch.context() as mp:
         network.install(mp)
-        settings = TrainSettings(model="yolo11n.pt", epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu")
+        # deterministic=False only to skip torch's deterministic-mode import (seconds on a busy CPU)
+        settings = TrainSettings(
+            model="yolo11n.pt", epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu", deterministic=False
+        )
         warnings: list[str] = []
         run_id = train_student(ws, store, settings, warn=warnings.append)
     yield {"ws": ws, "store": store, "run_id": run_id, "network": network, "warnings": warnings, "truth": truth}
@@ -111,6 +114,7 @@ def test_training_records_a_run_with_weights_lineage_and_metrics(trained):
     assert metrics["val_hash_matches_run"] is True
     assert metrics["n_images"] == N_VAL
     assert metrics["train"]["epochs_run"] == 1 and metrics["train"]["seconds_per_epoch"] > 0
+    assert metrics["train"]["cpu_seconds"] > 0
     assert set(metrics["ultralytics"]) >= {"map50", "map50_95"}
     assert Path(metrics["preview"]).is_file()
     assert (trained["ws"].runs_dir / f"run-{run_id}" / "results.png").is_file()  # plots work offline
@@ -152,7 +156,7 @@ def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trai
     try:
         settings = TrainSettings(
             epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu", resume_from=first["weights_path"],
-            evaluate=False, plots=False,
+            evaluate=False, plots=False, deterministic=False,
         )
         run_id = train_student(trained["ws"], store, settings)
     finally:
