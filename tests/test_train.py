@@ -246,3 +246,17 @@ def test_eval_cli_end_to_end(trained):
 
     missing = CliRunner().invoke(app, ["eval", "--workspace", str(ws.root), "--run", "999"])
     assert missing.exit_code == 2 and "error: no run 999" in missing.output
+
+
+def test_train_cli_without_a_validation_set_is_one_error_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from autolabel.cli.app import app
+
+    ws, store, _ = build_workspace(tmp_path, n=3, n_val=0)
+    store.close()
+    result = CliRunner().invoke(app, ["train", "--workspace", str(ws.root), "--epochs", "1"])
+    assert result.exit_code == 2
+    assert "error: no validation images" in result.output and "Traceback" not in result.output
+    with ws.open_store() as store:
+        assert store.runs() == []  # nothing recorded for a training that never started
