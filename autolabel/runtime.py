@@ -3,7 +3,7 @@
 Every library's config and cache directory points into the workspace (or a temp dir), nothing
 writes into $HOME, and nothing is downloaded or pip-installed implicitly: ultralytics runs
 offline with auto-install off and a local font; Hugging Face weights come from the user's cache,
-``--model-path``, or the hub when the user is online (see ``autolabel.weights``).
+``--model-path``, or the hub when the user is online (see ``autolabel.proposers.hf_weights``).
 """
 
 from __future__ import annotations

@@ -30,30 +30,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
-def build_full_size_grounding_dino(directory: Path) -> Path:
-    """The grounding-dino-tiny architecture (Swin-T + BERT-base, 900 queries) with random weights."""
-    import torch
-    from transformers import (
-        BertTokenizerFast,
-        GroundingDinoConfig,
-        GroundingDinoForObjectDetection,
-        GroundingDinoImageProcessor,
-        GroundingDinoProcessor,
-    )
-
-    from tests.tiny_models import bert_vocab
-
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "vocab.txt").write_text("\n".join(bert_vocab()) + "\n")
-    tokenizer = BertTokenizerFast(vocab=str(directory / "vocab.txt"), do_lower_case=True)
-    torch.manual_seed(0)
-    model = GroundingDinoForObjectDetection(GroundingDinoConfig()).eval()
-    processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(), tokenizer=tokenizer)
-    processor.save_pretrained(directory)
-    model.save_pretrained(directory)
-    return directory
-
-
 def make_images(folder: Path, count: int, width: int, height: int) -> None:
     import numpy as np
     from PIL import Image
@@ -87,6 +63,8 @@ def speed(args) -> dict:
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-propose-"))
+    from tests.tiny_models import build_full_size_grounding_dino
+
     model_dir = build_full_size_grounding_dino(tmp / "model")
     make_images(tmp / "images", args.n, args.size, args.size * 3 // 4)
     ontology = Ontology.load(REPO / "prompts" / "fasteners.yaml")
