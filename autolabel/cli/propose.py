@@ -32,7 +32,7 @@ def propose(
 ) -> None:
     """Pre-label every image with an open-vocabulary detector (resumable; new images are registered first)."""
     from autolabel.cli.init import print_scan_problems, register_with_progress
-    from autolabel.engine import model_key, run_proposals
+    from autolabel.engine import count_pending, model_key, run_proposals
     from autolabel.errors import AutolabelError
     from autolabel.ontology import Ontology
     from autolabel.progress import progress_bar
@@ -73,7 +73,8 @@ def propose(
         out.print(f"loading {settings.model} ({settings.model_path or 'default weights'}) ...")
         mapper = BatchMapper(lambda: build_proposer(settings, ontology))
         key = model_key(settings, mapper.model_version, ontology.fingerprint())
-        with progress_bar("proposing", total=None) as advance:
+        todo, _ = count_pending(store, key, force)
+        with progress_bar("proposing", total=todo) as advance:
             summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, force, advance)
         names = store.class_names()
         out.print(
