@@ -137,8 +137,13 @@ def render_markdown(card: dict) -> str:
         lines.append(f"  - {source}: {entry['images']} images, {entry['boxes']} boxes")
     human = card["human_time"]
     if human:
-        spent = "unknown" if human["seconds"] is None else f"{human['seconds'] / 3600:.2f} h"
-        lines.append(f"- Estimated human time: {spent} for {human['images_reviewed']} images reviewed")
+        if human["seconds"] is None:
+            lines.append("- Estimated human time: unknown (no Label Studio corrections recorded)")
+        else:
+            lines.append(
+                f"- Estimated human time: {human['seconds'] / 3600:.2f} h"
+                f" for {human['images_reviewed']} images reviewed in Label Studio"
+            )
         lines.append(f"- The same boxes drawn from scratch: {human['seconds_from_scratch'] / 3600:.2f} h")
         lines.append(f"- Method: {human['method']}")
     lines += ["", "## Data lineage", ""]
@@ -173,7 +178,7 @@ def render_markdown(card: dict) -> str:
         lines += [
             f"Median and p90 of {latency['runs']} timed runs after {latency['warmup']} warm-up runs"
             f" at {latency['imgsz']} px; {latency['machine'].get('processor')}, {latency['machine'].get('cpu_count')}"
-            f" CPUs ({latency.get('cpu_threads')} threads for PyTorch and ONNX Runtime alike),"
+            f" CPUs (CPU threads for PyTorch and ONNX Runtime alike: {latency.get('cpu_threads')}),"
             f" GPU: {latency['machine'].get('cuda') or 'none'}.",
             "",
             "| backend | device | file | batch | median ms | p90 ms | speedup vs PyTorch eager |",
@@ -185,7 +190,9 @@ def render_markdown(card: dict) -> str:
                 f"| {row['backend']} | {row['device']} | {row['file']} | {row['batch']} | {row['median_ms']:.2f}"
                 f" | {row['p90_ms']:.2f} | {speedup} |"
             )
-        lines += [f"\n- {note}" for note in latency.get("notes", [])]
+        if latency.get("notes"):
+            lines.append("")
+            lines += [f"- {note}" for note in latency["notes"]]
     else:
         lines.append("Not measured yet: run `autolabel bench`.")
     lines += ["", "## License", "", card["license"], ""]

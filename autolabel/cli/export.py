@@ -125,7 +125,7 @@ def print_latency(result: dict) -> None:
 
     table = Table(
         title=f"latency at {result['imgsz']} px: {result['runs']} runs after {result['warmup']} warm-up,"
-        f" {result['cpu_threads']} CPU threads"
+        f" CPU threads: {result['cpu_threads']}"
     )
     for column in ("backend", "device", "file", "batch", "median ms", "p90 ms", "speedup"):
         table.add_column(column, justify="right" if column.endswith(("ms", "batch", "speedup")) else "left")
