@@ -450,6 +450,8 @@ def check_parity(
         ref, exp = ref[ref.confidence >= conf], exp[exp.confidence >= conf]
         matched += match_boxes(ref, exp)
         n_ref, n_exp = n_ref + len(ref), n_exp + len(exp)
+    if n_ref == n_exp == 0:
+        notes.append(f"neither model has a box at conf {conf:g} on these images: the box-level match is vacuous")
     map_ref = map50_95(reference_names, images, reference_dets)
     map_exp = map50_95(reference_names, images, exported_dets)
     return ParityReport(

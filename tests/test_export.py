@@ -434,3 +434,48 @@ def test_human_time_comes_from_the_recorded_label_studio_corrections(tmp_path):
     estimate = estimate_human_time(store, labels)
     assert estimate["seconds"] == pytest.approx(14.6) and estimate["images_reviewed"] == 3
     assert [r["round"] for r in estimate["per_round"]] == [0, 1]
+
+
+def _report(**overrides):
+    from autolabel.export import ParityReport
+
+    values = dict(
+        images=3, image_source="validation", max_abs_diff=1e-5, max_abs_diff_scores=1e-8, conf=0.25,
+        boxes_reference=10, boxes_exported=10, boxes_matched=10, match_rate=1.0, map50_95_reference=0.5,
+        map50_95_exported=0.499, map_diff_points=0.1, map_tolerance_points=0.3, names_reference=NAMES,
+        names_exported=NAMES, names_match=True,
+    )  # fmt: skip
+    return ParityReport(**{**values, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "passed"),
+    [
+        ({}, True),
+        ({"map_diff_points": 0.31}, False),  # fp32 beyond 0.3 points
+        ({"map_diff_points": 2.0, "map_tolerance_points": None}, True),  # fp16: reported, not held to it
+        ({"names_exported": ["bolt", "washer", "nut"], "names_match": False}, False),
+    ],
+)
+def test_parity_passes_on_names_and_the_fp32_map_tolerance(overrides, passed):
+    assert _report(**overrides).passed is passed
+
+
+def test_card_rows_for_nms_exports_and_unchecked_exports():
+    from autolabel.model_card import render_markdown
+
+    entry = {"format": "onnx", "options": {"half": False}, "size_bytes": 1}
+    card = {
+        "run_id": 4, "round": 2, "created_at": "now", "classes": NAMES, "imgsz": 640, "training": {},
+        "validation_metrics": {}, "labels": {"by_source": {}, "images": 0, "boxes": 0}, "human_time": None,
+        "lineage": {"train_hash": None, "val_hash": None, "n_train": None, "n_val": None},
+        "exports": [
+            {**entry, "file": "onnx-fp32-nms.onnx", "parity": _report(max_abs_diff=None).to_dict()},
+            {**entry, "file": "onnx-fp32.onnx", "parity": None},
+        ],
+        "latency": None, "license": "AGPL-3.0",
+    }  # fmt: skip
+    text = render_markdown(card)
+    assert "| onnx-fp32-nms.onnx | onnx | fp32 | n/a (NMS in graph) | 1.000 (10/10 at conf 0.25) |" in text
+    assert "| onnx-fp32.onnx | onnx | fp32 | not checked |" in text
+    assert "Not measured yet: run `autolabel bench`." in text
