@@ -1,0 +1,218 @@
+"""Active-learning benchmark (issue 5): random vs uncertainty vs hybrid at equal budgets per round.
+
+Each (dataset, strategy, seed) runs the real loop machinery (``autolabel.loop.run_loop`` with the
+library's select / split / train / eval steps); the human is a noise-free replay annotator that
+copies the ground truth of the selected images into the store (the same answers the Label Studio
+replay annotator gives, without the HTTP round trip). Validation is a fixed, frozen set. Every round
+warm-starts from the previous round's student. Round 0 is the same seeded random batch for every
+strategy, so the curves start together.
+
+    python scripts/bench_al.py --dataset scenes --strategies random uncertainty hybrid --seeds 0 1
+    python scripts/bench_al.py --dataset bccd --rounds 5 --budget 20 --epochs 15 --imgsz 320
+
+Writes results JSON and a plot of mAP50-95 against labeled images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+BCCD = REPO.parent / "shared" / "datasets" / "bccd"
+
+
+def prepare_dataset(name: str, root: Path) -> tuple[Path, list[str]]:
+    """A folder with ``images/{pool,val}/...`` and ``labels/{pool,val}/...`` (YOLO), and class names."""
+    import yaml
+
+    if (root / "names.json").exists():
+        return root, json.loads((root / "names.json").read_text())
+    if name == "bccd":
+        names = list(yaml.safe_load((BCCD / "data.yaml").read_text())["names"].values())
+        for split, part in (("train", "pool"), ("val", "val")):
+            (root / "images" / part).mkdir(parents=True)
+            (root / "labels" / part).mkdir(parents=True)
+            for image in sorted((BCCD / "images" / split).iterdir()):
+                (root / "images" / part / image.name).symlink_to(image)
+                label = BCCD / "labels" / split / f"{image.stem}.txt"
+                if label.exists():
+                    (root / "labels" / part / label.name).symlink_to(label)
+    else:
+        import shutil
+
+        from autolabel.synthetic import CLASS_NAMES, generate_dataset
+
+        names = list(CLASS_NAMES)
+        for part, n, seed, groups in (("pool", 240, 1, 24), ("val", 60, 2, 6)):
+            generate_dataset(root / "tmp" / part, n=n, seed=seed, imgsz=256, groups=groups)
+            for kind in ("images", "labels"):
+                shutil.move(str(root / "tmp" / part / kind), str(root / kind / part))
+        shutil.rmtree(root / "tmp")
+    (root / "names.json").write_text(json.dumps(names))
+    return root, names
+
+
+def build_workspace(root: Path, data: Path, names: list[str]):
+    from autolabel import detections as dets
+    from autolabel.config import WorkspaceConfig
+    from autolabel.formats import yolo
+    from autolabel.registry import register_images
+    from autolabel.workspace import Workspace
+
+    ws = Workspace.create(root / "ws", WorkspaceConfig(images=str(data / "images")))
+    store = ws.open_store()
+    store.ensure_classes(names)
+    register_images(store, ws.image_root, ws.config.grouping)
+    for image in store.images():
+        if image.path.startswith("val/"):
+            det = yolo.from_lines(_label_lines(data, image.path), image.width, image.height)
+            store.set_labels(image.id, "import", dets.to_json(det), status="validation")
+    return ws, store
+
+
+def _label_lines(data: Path, rel_path: str) -> list[str]:
+    label = (data / "labels" / rel_path).with_suffix(".txt")
+    return label.read_text().splitlines() if label.exists() else []
+
+
+def oracle_step(data: Path):
+    """The replay annotator without HTTP: ground truth for the round's batch goes into the store."""
+
+    def step(ctx, round_index):
+        from autolabel import detections as dets
+        from autolabel.formats import yolo
+        from autolabel.loop_steps import batch_ids
+
+        store = ctx.store
+        for image in store.images(ids=batch_ids(store, round_index)):
+            det = yolo.from_lines(_label_lines(data, image.path), image.width, image.height)
+            store.set_labels(image.id, "replay", dets.to_json(det))
+        return {"labeled": len(store.labels())}
+
+    return step
+
+
+def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> dict:
+    from autolabel.loop import LoopContext, run_loop
+    from autolabel.loop_steps import LoopDeps, step_eval, step_select, step_train
+    from autolabel.recipe import Recipe
+
+    data, names = prepare_dataset(dataset, data_root)
+    root = Path(tempfile.mkdtemp(prefix=f"bench-al-{dataset}-{strategy}-{seed}-"))
+    ws, store = build_workspace(root, data, names)
+    recipe = Recipe(
+        rounds=args.rounds, budget=args.budget, initial_budget=args.budget, strategy=strategy, seed=seed,
+        plateau={"patience": args.rounds, "min_delta": 0.0},
+        train={"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "model": "yolo11n.yaml",
+               "warm_start": True, "seed": seed, "device": "auto"},
+    )
+
+    def select(ctx, round_index):
+        if round_index == 0:  # the same seeded random start for every strategy
+            ctx.recipe = recipe.with_overrides(strategy="random")
+            try:
+                return step_select(ctx, round_index)
+            finally:
+                ctx.recipe = recipe
+        return step_select(ctx, round_index)
+
+    ctx = LoopContext(store, recipe, log=lambda m: None, extras={"deps": LoopDeps(workspace=ws)})
+    started = time.perf_counter()
+    outcome = run_loop(
+        ctx, [("select", select), ("label", oracle_step(data)), ("train", step_train), ("eval", step_eval)]
+    )
+    curve = [{"round": h["round"], "labels": h["labels"] - len(store.images(status="validation")),
+              "map50_95": h.get("map50_95") or 0.0, "map50": h.get("map50") or 0.0} for h in outcome.history]
+    return {"dataset": dataset, "strategy": strategy, "seed": seed, "curve": curve,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def labels_to_reach(curve: list[dict], target: float) -> int | None:
+    for point in curve:
+        if point["map50_95"] >= target:
+            return point["labels"]
+    return None
+
+
+def summarize(results: list[dict]) -> dict:
+    import numpy as np
+
+    by_strategy: dict[str, list[dict]] = {}
+    for r in results:
+        by_strategy.setdefault(r["strategy"], []).append(r)
+    mean_curves = {
+        s: np.mean([[p["map50_95"] for p in r["curve"]] for r in runs], axis=0).round(4).tolist()
+        for s, runs in by_strategy.items()
+    }
+    labels = [p["labels"] for p in results[0]["curve"]]
+    summary = {"labels": labels, "mean_map50_95": mean_curves}
+    if "random" in mean_curves:
+        target = mean_curves["random"][-1]
+        summary["random_final"] = target
+        for s, curve in mean_curves.items():
+            reach = next((labels[i] for i, v in enumerate(curve) if v >= target), None)
+            summary[f"{s}_labels_to_reach_random_final"] = reach
+            summary[f"{s}_fraction_of_random_labels"] = None if reach is None else round(reach / labels[-1], 3)
+    return summary
+
+
+def plot(results: list[dict], summary: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for strategy, curve in summary["mean_map50_95"].items():
+        ax.plot(summary["labels"], curve, "o-", label=f"{strategy} (mean)")
+    for r in results:
+        ax.plot([p["labels"] for p in r["curve"]], [p["map50_95"] for p in r["curve"]], ":", alpha=0.3, color="gray")
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel("frozen-val mAP50-95")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=["scenes", "bccd"], default="scenes")
+    parser.add_argument("--strategies", nargs="+", default=["random", "uncertainty", "hybrid"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--budget", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--imgsz", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=REPO / "scripts" / "results")
+    args = parser.parse_args()
+    from autolabel.runtime import configure_environment
+
+    cache = Path(tempfile.mkdtemp(prefix="bench-al-cache-"))
+    configure_environment(cache)
+    data_root = cache / "data"
+    results = []
+    for seed in args.seeds:
+        for strategy in args.strategies:
+            result = run_one(args.dataset, strategy, seed, args, data_root)
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    summary = summarize(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"bench_al_{args.dataset}"
+    (args.out / f"{stem}.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": results, "summary": summary}, indent=2))
+    plot(results, summary, args.out / f"{stem}.png")
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
