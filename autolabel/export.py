@@ -170,7 +170,9 @@ def check_exporter(fmt: str, *, cuda_available: bool | None = None) -> None:
                 "--format engine: the optional package 'tensorrt' is not installed: pip install tensorrt"
             )
     if fmt == "openvino" and importlib.util.find_spec("openvino") is None:
-        raise AutolabelError("--format openvino: the optional package 'openvino' is not installed: pip install openvino")
+        raise AutolabelError(
+            "--format openvino: the optional package 'openvino' is not installed: pip install openvino"
+        )
     if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
         raise AutolabelError("--format onnx: the package 'onnx' is not installed: pip install onnx onnxslim")
 
@@ -418,7 +420,9 @@ def check_parity(
     else:
         from ultralytics.nn.autobackend import AutoBackend
 
-        backend = AutoBackend(str(exported), device=_torch_device(torch_device), fp16=options.half, verbose=False)
+        backend = AutoBackend(
+            str(exported), device=_torch_device(torch_device), fp16=options.half, verbose=False
+        )
         exported_names = names_list(backend.names)
         exported_forward = lambda x: backend_raw(backend, x)  # noqa: E731
     model = load_torch_model(reference, torch_device) if compare_raw else None
@@ -451,7 +455,9 @@ def check_parity(
         matched += match_boxes(ref, exp)
         n_ref, n_exp = n_ref + len(ref), n_exp + len(exp)
     if n_ref == n_exp == 0:
-        notes.append(f"neither model has a box at conf {conf:g} on these images: the box-level match is vacuous")
+        notes.append(
+            f"neither model has a box at conf {conf:g} on these images: the box-level match is vacuous"
+        )
     map_ref = map50_95(reference_names, images, reference_dets)
     map_exp = map50_95(reference_names, images, exported_dets)
     return ParityReport(
@@ -550,7 +556,9 @@ def export_student(
     parity = None
     if images:
         deploy_conf = conf if conf is not None else float(run_metrics(run).get("conf", 0.25))
-        parity = check_parity(out_dir / REFERENCE_WEIGHTS, exported, options, images, source, conf=deploy_conf)
+        parity = check_parity(
+            out_dir / REFERENCE_WEIGHTS, exported, options, images, source, conf=deploy_conf
+        )
     manifest = record_export(out_dir, exported, options, parity)
     card = update_card(store, run, out_dir, manifest=manifest)
     return ExportResult(run_id=run["id"], out_dir=out_dir, exported=exported, parity=parity, card=card)

@@ -25,7 +25,18 @@ LICENSE_NOTE = (
     " you hold an Ultralytics Enterprise license. Check this before deploying in a closed product."
 )
 # Run parameters safe and useful to publish; anything else (paths, URLs, keys) stays out.
-PUBLIC_PARAMS = ("model", "epochs", "imgsz", "batch", "seed", "patience", "close_mosaic", "conf", "lr0", "optimizer")
+PUBLIC_PARAMS = (
+    "model",
+    "epochs",
+    "imgsz",
+    "batch",
+    "seed",
+    "patience",
+    "close_mosaic",
+    "conf",
+    "lr0",
+    "optimizer",
+)
 METRIC_KEYS = ("map50", "map50_95", "ap_small", "ap_medium", "ap_large", "precision", "recall", "f1", "conf")
 
 
@@ -72,7 +83,9 @@ def estimate_human_time(store: Store, labels: dict) -> dict:
         "seconds": round(sum(r["seconds"] for r in rounds), 1),
         "seconds_from_scratch": round(sum(r["seconds_from_scratch"] for r in rounds), 1),
         "images_reviewed": sum(r["images"] for r in rounds),
-        "per_round": [{k: r[k] for k in ("round", "images", "seconds", "seconds_from_scratch")} for r in rounds],
+        "per_round": [
+            {k: r[k] for k in ("round", "images", "seconds", "seconds_from_scratch")} for r in rounds
+        ],
         "method": "cost model of autolabel.studio.diff over the corrections pulled from Label Studio",
     }
 
@@ -157,7 +170,8 @@ def render_markdown(card: dict) -> str:
     ]
     if card["exports"]:
         lines += [
-            "| file | format | precision | max abs diff | box match @IoU0.9 | mAP50-95 pt / export (diff, pts) | names | passed |",
+            "| file | format | precision | max abs diff | box match @IoU0.9"
+            " | mAP50-95 pt / export (diff, pts) | names | passed |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for entry in card["exports"]:
@@ -175,11 +189,12 @@ def render_markdown(card: dict) -> str:
     lines += ["", "## Latency", ""]
     latency = card["latency"]
     if latency and latency.get("rows"):
+        machine = latency["machine"]
         lines += [
             f"Median and p90 of {latency['runs']} timed runs after {latency['warmup']} warm-up runs"
-            f" at {latency['imgsz']} px; {latency['machine'].get('processor')}, {latency['machine'].get('cpu_count')}"
+            f" at {latency['imgsz']} px; {machine.get('processor')}, {machine.get('cpu_count')}"
             f" CPUs (CPU threads for PyTorch and ONNX Runtime alike: {latency.get('cpu_threads')}),"
-            f" GPU: {latency['machine'].get('cuda') or 'none'}.",
+            f" GPU: {machine.get('cuda') or 'none'}.",
             "",
             "| backend | device | file | batch | median ms | p90 ms | speedup vs PyTorch eager |",
             "|---|---|---|---|---|---|---|",
@@ -187,7 +202,8 @@ def render_markdown(card: dict) -> str:
         for row in latency["rows"]:
             speedup = "" if row.get("speedup") is None else f"{row['speedup']:.2f}x"
             lines.append(
-                f"| {row['backend']} | {row['device']} | {row['file']} | {row['batch']} | {row['median_ms']:.2f}"
+                f"| {row['backend']} | {row['device']} | {row['file']} | {row['batch']}"
+                f" | {row['median_ms']:.2f}"
                 f" | {row['p90_ms']:.2f} | {speedup} |"
             )
         if latency.get("notes"):
@@ -212,7 +228,8 @@ def _export_row(entry: dict) -> str:
     if not parity:
         return f"| {entry['file']} | {entry['format']} | {precision} | not checked | | | | |"
     diff = "n/a (NMS in graph)" if parity["max_abs_diff"] is None else f"{parity['max_abs_diff']:.2e}"
-    match = f"{parity['match_rate']:.3f} ({parity['boxes_matched']}/{max(parity['boxes_reference'], parity['boxes_exported'])} at conf {parity['conf']:g})"
+    larger = max(parity["boxes_reference"], parity["boxes_exported"])
+    match = f"{parity['match_rate']:.3f} ({parity['boxes_matched']}/{larger} at conf {parity['conf']:g})"
     maps = (
         f"{parity['map50_95_reference'] * 100:.2f} / {parity['map50_95_exported'] * 100:.2f}"
         f" ({parity['map_diff_points']:.2f})"
@@ -226,7 +243,6 @@ def _export_row(entry: dict) -> str:
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
-
 
 
 def update_card(store: Store, run, out_dir: Path, *, manifest: dict | None = None) -> Path:

@@ -71,7 +71,9 @@ def main() -> None:
     ]
     engine = None
     if args.engine:
-        engine = export_weights(weights, out / "exports", ExportOptions(format="engine", imgsz=args.imgsz, half=True))
+        engine = export_weights(
+            weights, out / "exports", ExportOptions(format="engine", imgsz=args.imgsz, half=True)
+        )
         backends += [
             latency.pytorch_backend(out / "exports" / "model.pt", args.imgsz, "cuda"),
             latency.autobackend_backend("tensorrt", engine, args.imgsz, "cuda", True),
@@ -102,7 +104,14 @@ def main() -> None:
 
 
 def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, imgsz: int) -> dict:
-    from autolabel.export import letterbox, load_torch_model, onnx_raw, onnx_session, raw_output_diff, torch_raw
+    from autolabel.export import (
+        letterbox,
+        load_torch_model,
+        onnx_raw,
+        onnx_session,
+        raw_output_diff,
+        torch_raw,
+    )
     from autolabel.images import decode
 
     paths = sorted(images.glob("*.jpg"))[:n_images]
@@ -111,25 +120,43 @@ def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, im
     tensors = [letterbox(decode(p).pixels, imgsz) for p in paths]
     model = load_torch_model(reference)
     session = onnx_session(onnx_path)
-    overall, scores = raw_output_diff([torch_raw(model, t) for t in tensors], [onnx_raw(session, t) for t in tensors])
-    return {"images": len(paths), "source": str(images), "max_abs_diff": overall, "max_abs_diff_scores": scores}
+    overall, scores = raw_output_diff(
+        [torch_raw(model, t) for t in tensors], [onnx_raw(session, t) for t in tensors]
+    )
+    return {
+        "images": len(paths),
+        "source": str(images),
+        "max_abs_diff": overall,
+        "max_abs_diff_scores": scores,
+    }
 
 
 def summarize(repeats: list[list[dict]]) -> dict:
-    """Per backend: the median of the repeats' medians (and p90s); ratios against PyTorch on the same device."""
+    """Per backend: the median of the repeats' medians (and p90s) and of their speedups vs PyTorch."""
     keys = {(r["backend"], r["device"]) for rows in repeats for r in rows}
     summary = {}
     for backend, device in sorted(keys):
-        medians = [r["median_ms"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)]
-        p90s = [r["p90_ms"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)]
-        speedups = [r["speedup"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)]
+        medians = [
+            r["median_ms"]
+            for rows in repeats
+            for r in rows
+            if (r["backend"], r["device"]) == (backend, device)
+        ]
+        p90s = [
+            r["p90_ms"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)
+        ]
+        speedups = [
+            r["speedup"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)
+        ]
         summary[f"{backend}@{device}"] = {
             "median_ms": statistics.median(medians),
             "p90_ms": statistics.median(p90s),
             "medians_ms": [round(m, 2) for m in medians],
-            "speedup_vs_pytorch_eager": statistics.median(s for s in speedups if s is not None)
-            if any(s is not None for s in speedups)
-            else None,
+            "speedup_vs_pytorch_eager": (
+                statistics.median(s for s in speedups if s is not None)
+                if any(s is not None for s in speedups)
+                else None
+            ),
             "speedups": [None if s is None else round(s, 2) for s in speedups],
         }
     return summary

@@ -97,7 +97,9 @@ def trained(tmp_path_factory) -> dict:
         path = image_dir / f"img{i:02d}.png"
         Image.fromarray(pixels).save(path)
         scenes.append((path, boxes))
-    weights = make_it_speak(train_tiny_student(root / "dataset", scenes, root / "train-runs"), root / "student.pt")
+    weights = make_it_speak(
+        train_tiny_student(root / "dataset", scenes, root / "train-runs"), root / "student.pt"
+    )
 
     ws = Workspace.create(root, WorkspaceConfig(images="images"))
     with ws.open_store() as store:
@@ -164,7 +166,11 @@ def test_onnx_reloaded_with_onnxruntime_matches_pytorch_raw_outputs_and_names(ex
         x = letterbox(decode(path).pixels, IMGSZ)
         onnx_out = session.run(None, {session.get_inputs()[0].name: x})[0]
         torch_out = torch_raw(model, x)
-        assert onnx_out.shape == torch_out.shape == (1, 4 + len(NAMES), (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + 4)
+        assert (
+            onnx_out.shape
+            == torch_out.shape
+            == (1, 4 + len(NAMES), (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + 4)
+        )
         np.testing.assert_allclose(onnx_out, torch_out, atol=1e-3, rtol=0)
 
 
@@ -203,7 +209,19 @@ def test_model_card_has_the_facts_and_no_secrets(exported):
 def test_bench_times_pytorch_and_onnxruntime_and_updates_the_card(exported):
     from autolabel.cli.app import app
 
-    args = ["bench", "--runs", "3", "--warmup", "1", "--batch", "1", "--batch", "2", "--workspace", str(exported["root"])]
+    args = [
+        "bench",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--batch",
+        "1",
+        "--batch",
+        "2",
+        "--workspace",
+        str(exported["root"]),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     latency = json.loads((exported["out_dir"] / "latency.json").read_text())
@@ -255,7 +273,9 @@ def test_tensorrt_without_cuda_is_one_clear_line(trained, monkeypatch):
     result = CliRunner().invoke(app, ["export", "--format", "engine", "--workspace", str(trained["root"])])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --format engine: TensorRT needs an NVIDIA GPU with CUDA")
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: --format engine: TensorRT needs an NVIDIA GPU with CUDA"
+    )
 
 
 @pytest.mark.parametrize(
@@ -271,7 +291,9 @@ def test_missing_exporters_give_an_install_hint(fmt, cuda, missing, message, mon
     from autolabel.export import check_exporter
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a)
+    )
     with pytest.raises(AutolabelError, match=message):
         check_exporter(fmt, cuda_available=cuda)
 
@@ -280,7 +302,9 @@ def test_engine_with_cuda_and_tensorrt_passes_the_check(monkeypatch):
     from autolabel.export import check_exporter
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "tensorrt" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: object() if name == "tensorrt" else real(name, *a)
+    )
     check_exporter("engine", cuda_available=True)
 
 
@@ -306,7 +330,9 @@ def test_match_boxes(ref, exp, matched):
     assert match_boxes(build(ref), build(exp)) == matched
 
 
-@pytest.mark.parametrize(("matched", "n_ref", "n_exp", "rate"), [(0, 0, 0, 1.0), (3, 4, 3, 0.75), (0, 2, 0, 0.0)])
+@pytest.mark.parametrize(
+    ("matched", "n_ref", "n_exp", "rate"), [(0, 0, 0, 1.0), (3, 4, 3, 0.75), (0, 2, 0, 0.0)]
+)
 def test_match_rate(matched, n_ref, n_exp, rate):
     from autolabel.export import match_rate
 
@@ -387,7 +413,9 @@ def test_interleaved_timing_uses_the_clock_per_call_after_warmup():
 
         return run
 
-    samples = time_interleaved({"a": runner("a"), "b": runner("b")}, runs=7, warmup=2, blocks=3, clock=lambda: next(ticks))
+    samples = time_interleaved(
+        {"a": runner("a"), "b": runner("b")}, runs=7, warmup=2, blocks=3, clock=lambda: next(ticks)
+    )
     assert calls == {"a": 9, "b": 9}
     assert [len(v) for v in samples.values()] == [7, 7]
     assert summarize(samples["a"])["median_ms"] == pytest.approx(1.0)
@@ -423,7 +451,9 @@ def test_human_time_comes_from_the_recorded_label_studio_corrections(tmp_path):
     labels = labels_summary(store)
     assert estimate_human_time(store, labels)["seconds"] is None
     sync.ensure_schema(store)
-    store.conn.execute("INSERT INTO studio_projects(id, url, project_id, title, labels) VALUES (1, 'u', 1, 't', '[]')")
+    store.conn.execute(
+        "INSERT INTO studio_projects(id, url, project_id, title, labels) VALUES (1, 'u', 1, 't', '[]')"
+    )
     for image_id, rnd, seconds in [(1, 0, 3.6), (2, 0, 9.0), (3, 1, 2.0)]:
         store.conn.execute(
             "INSERT INTO studio_corrections(project, image_id, task_id, annotation_id, round, shown, human, kept,"

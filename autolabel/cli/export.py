@@ -11,14 +11,19 @@ from autolabel.cli.common import WorkspaceOption, console, open_workspace
 
 
 def export(
-    format: Annotated[str, typer.Option("--format", "-f", help="onnx | engine (TensorRT) | openvino.")] = "onnx",
-    run: Annotated[Optional[int], typer.Option("--run", help="Run id to export (default: best mAP50-95).")] = None,
+    format: Annotated[
+        str, typer.Option("--format", "-f", help="onnx | engine (TensorRT) | openvino.")
+    ] = "onnx",
+    run: Annotated[
+        Optional[int], typer.Option("--run", help="Run id to export (default: best mAP50-95).")
+    ] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch and image size.")] = False,
     half: Annotated[bool, typer.Option("--half", help="FP16 weights.")] = False,
     nms: Annotated[bool, typer.Option("--nms", help="Put NMS inside the exported graph.")] = False,
     imgsz: Annotated[Optional[int], typer.Option("--imgsz", help="Input size (default: the run's).")] = None,
     conf: Annotated[
-        Optional[float], typer.Option("--conf", help="Box threshold for the box-level parity (default: the run's).")
+        Optional[float],
+        typer.Option("--conf", help="Box threshold for the box-level parity (default: the run's)."),
     ] = None,
     parity_limit: Annotated[
         Optional[int], typer.Option("--parity-limit", help="Check parity on at most this many images.")
@@ -71,13 +76,17 @@ def print_export(result) -> None:
             f"boxes matched at IoU {parity.match_iou} (conf {parity.conf:g})",
             f"{parity.match_rate:.3f} ({parity.boxes_matched}/{larger})",
         )
-        tolerance = "" if parity.map_tolerance_points is None else f" (target <= {parity.map_tolerance_points})"
+        tolerance = (
+            "" if parity.map_tolerance_points is None else f" (target <= {parity.map_tolerance_points})"
+        )
         table.add_row(
             "mAP50-95 PyTorch / export",
             f"{parity.map50_95_reference * 100:.2f} / {parity.map50_95_exported * 100:.2f}"
             f", diff {parity.map_diff_points:.2f} points{tolerance}",
         )
-        table.add_row("class names", "same order" if parity.names_match else f"DIFFERENT: {parity.names_exported}")
+        table.add_row(
+            "class names", "same order" if parity.names_match else f"DIFFERENT: {parity.names_exported}"
+        )
         out.print(table)
         for note in parity.notes:
             out.print(f"note: {note}")
@@ -89,13 +98,21 @@ def print_export(result) -> None:
 
 def bench(
     run: Annotated[Optional[int], typer.Option("--run", help="Run id (default: best mAP50-95).")] = None,
-    batch: Annotated[list[int], typer.Option("--batch", help="Batch size; repeat for several.")] = [1],  # noqa: B006
-    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per backend (>= 50 for reporting).")] = 50,
+    batch: Annotated[list[int], typer.Option("--batch", help="Batch size; repeat for several.")] = [
+        1
+    ],  # noqa: B006
+    runs: Annotated[
+        int, typer.Option("--runs", min=1, help="Timed runs per backend (>= 50 for reporting).")
+    ] = 50,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs.")] = 10,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", help="Input size (default: the export's).")] = None,
+    imgsz: Annotated[
+        Optional[int], typer.Option("--imgsz", help="Input size (default: the export's).")
+    ] = None,
     threads: Annotated[
         Optional[int],
-        typer.Option("--threads", min=1, help="CPU threads for PyTorch and ONNX Runtime alike (default: PyTorch's)."),
+        typer.Option(
+            "--threads", min=1, help="CPU threads for PyTorch and ONNX Runtime alike (default: PyTorch's)."
+        ),
     ] = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
@@ -110,9 +127,7 @@ def bench(
         chosen = select_run(store, run)
         out_dir = export_dir(ws.exports_dir, chosen["id"])
         configure_ultralytics()
-        result = bench_exports(
-            out_dir, imgsz=imgsz, batches=batch, runs=runs, warmup=warmup, threads=threads
-        )
+        result = bench_exports(out_dir, imgsz=imgsz, batches=batch, runs=runs, warmup=warmup, threads=threads)
         card = update_card(store, chosen, out_dir)
     print_latency(result)
     out = console()
