@@ -133,31 +133,19 @@ def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, im
 
 def summarize(repeats: list[list[dict]]) -> dict:
     """Per backend: the median of the repeats' medians (and p90s) and of their speedups vs PyTorch."""
-    keys = {(r["backend"], r["device"]) for rows in repeats for r in rows}
+    grouped: dict[str, list[dict]] = {}
+    for rows in repeats:
+        for row in rows:
+            grouped.setdefault(f"{row['backend']}@{row['device']}", []).append(row)
     summary = {}
-    for backend, device in sorted(keys):
-        medians = [
-            r["median_ms"]
-            for rows in repeats
-            for r in rows
-            if (r["backend"], r["device"]) == (backend, device)
-        ]
-        p90s = [
-            r["p90_ms"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)
-        ]
-        speedups = [
-            r["speedup"] for rows in repeats for r in rows if (r["backend"], r["device"]) == (backend, device)
-        ]
-        summary[f"{backend}@{device}"] = {
-            "median_ms": statistics.median(medians),
-            "p90_ms": statistics.median(p90s),
-            "medians_ms": [round(m, 2) for m in medians],
-            "speedup_vs_pytorch_eager": (
-                statistics.median(s for s in speedups if s is not None)
-                if any(s is not None for s in speedups)
-                else None
-            ),
-            "speedups": [None if s is None else round(s, 2) for s in speedups],
+    for key, rows in sorted(grouped.items()):
+        speedups = [r["speedup"] for r in rows if r["speedup"] is not None]
+        summary[key] = {
+            "median_ms": statistics.median(r["median_ms"] for r in rows),
+            "p90_ms": statistics.median(r["p90_ms"] for r in rows),
+            "medians_ms": [round(r["median_ms"], 2) for r in rows],
+            "speedup_vs_pytorch_eager": statistics.median(speedups) if speedups else None,
+            "speedups": [round(s, 2) for s in speedups],
         }
     return summary
 
