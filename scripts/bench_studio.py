@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -105,7 +106,8 @@ def main() -> None:
     parser.add_argument("--baseline-n", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--url")
-    parser.add_argument("--token")
+    parser.add_argument("--token", default=os.environ.get("LABEL_STUDIO_API_KEY"),
+                        help="Default: $LABEL_STUDIO_API_KEY (keeps the token out of the process list).")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="Write the results here too.")
     args = parser.parse_args()

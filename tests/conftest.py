@@ -25,6 +25,10 @@ os.environ.setdefault("XDG_CACHE_HOME", str(_CACHE / "xdg-cache"))
 os.environ.setdefault("TORCH_HOME", str(_CACHE / "torch"))
 
 
+# One real Label Studio per test session, shared by every tests/test_studio_*.py module.
+from tests.conftest_studio import studio_server  # noqa: E402,F401
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     return _CACHE

@@ -151,7 +151,7 @@ def make_workspace(studio: StudioServer, tmp_path: Path, n_images: int, *, seed:
         truth[f"{stem}.jpg"] = (det.xyxy.copy(), det.class_id.copy())
     (gt / "data.yaml").write_text(yolo.data_yaml(CLASSES, "images", "images"))
     root = tmp_path / "workspace"
-    title = f"autolabel test {name}"
+    title = f"t{next(_counter)} {name}"[:50]  # Label Studio allows 50 characters
     config = WorkspaceConfig(images=str(images), studio={"url": studio.url, "project_title": title})
     ws = Workspace.create(root, config)
     with ws.open_store() as store:

@@ -96,3 +96,22 @@ def test_personal_access_token_is_exchanged_for_bearer_tokens():
     with _client(handler, token=refresh) as client:
         assert client.request("GET", "/api/current-user/whoami") == {"id": 1}
     assert seen == ["Bearer access-0", "Bearer access-1"]
+
+
+@pytest.mark.parametrize("total", [0, 3, 4, 5])
+def test_task_listing_stops_at_the_last_page(total):
+    # Label Studio answers 404 for a page past the end (e.g. page 3 of 4 tasks at 2 per page).
+    pages = []
+
+    def handler(request):
+        page = int(request.url.params["page"])
+        pages.append(page)
+        start = (page - 1) * 2
+        if start >= total and page > 1:
+            return httpx.Response(404, json={"detail": "Invalid page."})
+        ids = list(range(start, min(start + 2, total)))
+        return httpx.Response(200, json={"total": total, "tasks": [{"id": i} for i in ids]})
+
+    with _client(handler) as client:
+        assert [t["id"] for t in client.iter_tasks(1, page_size=2)] == list(range(total))
+    assert len(pages) == max(1, -(-total // 2))

@@ -13,7 +13,7 @@ from autolabel.cli.app import app
 from autolabel.errors import AutolabelError
 from autolabel.studio import server
 from autolabel.studio.client import StudioClient
-from tests.conftest_studio import client_for, make_workspace, studio_server  # noqa: F401
+from tests.conftest_studio import client_for, make_workspace
 
 
 def test_server_environment_drops_variables_label_studio_would_misread(tmp_path):

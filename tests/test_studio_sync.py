@@ -17,7 +17,7 @@ from autolabel import detections as dets
 from autolabel.errors import AutolabelError
 from autolabel.formats import labelstudio as lsfmt
 from autolabel.studio import diff, replay, server, sync
-from tests.conftest_studio import CLASSES, client_for, make_workspace, stored_labels, studio_server  # noqa: F401
+from tests.conftest_studio import CLASSES, client_for, make_workspace, stored_labels  # noqa: F401
 
 pytestmark = pytest.mark.studio
 
@@ -313,3 +313,22 @@ def test_image_paths_that_escape_the_root_are_refused(tmp_path):
             sync.local_files_url(root, tmp_path, bad)
     with pytest.raises(AutolabelError):
         replay.task_stem({"id": 1, "data": {"image": "/data/local-files/?d=../../etc/passwd"}})
+
+
+def test_upload_mode_for_servers_that_cannot_see_the_images(studio_server, tmp_path):  # noqa: F811
+    sw = make_workspace(studio_server, tmp_path, 7)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        summary = _push(sw, client, store, image_mode="upload", batch_size=4)
+        assert summary.created == 7
+        project = _project(sw, client, store)
+        tasks = list(client.iter_tasks(project.project_id, fields="task_only"))
+        paths = {im.id: im.path for im in store.images()}
+        for task in tasks:
+            url = task["data"]["image"]
+            assert url.startswith("/data/upload/")
+            original = (sw.ws.image_root / paths[task["data"]["autolabel_image_id"]]).read_bytes()
+            assert client.fetch_bytes(url) == original
+        assert _push(sw, client, store, image_mode="upload").created == 0
+        replay.replay(client, project.project_id, sw.gt_dir)
+        assert sync.pull(store, client, title=sw.title).labeled == 7
+        _assert_matches_truth(stored_labels(store), sw.truth)

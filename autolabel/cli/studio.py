@@ -112,9 +112,12 @@ def push(
     url: UrlOption = None,
     token: TokenOption = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tasks per import call.")] = None,
-    no_storage: Annotated[
-        bool, typer.Option("--no-storage", help="Do not create a local-files storage (remote server serves images).")
-    ] = False,
+    images: Annotated[
+        str,
+        typer.Option(
+            "--images", help="local: the server reads the image folder (local-files storage); upload: send copies."
+        ),
+    ] = "local",
 ) -> None:
     """Proposed images -> Label Studio tasks with pre-labels (idempotent; rerun after any interruption)."""
     from autolabel.progress import progress_bar
@@ -129,7 +132,7 @@ def push(
         with progress_bar("pushing", total=None, unit="task") as advance:
             summary = sync.push(
                 store, client, image_root=ws.image_root, document_root=document_root, title=cfg.project_title,
-                batch_size=batch_size or cfg.batch_size, advance=advance, storage=not no_storage,
+                batch_size=batch_size or cfg.batch_size, advance=advance, image_mode=images,
             )
     out = console()
     out.print(

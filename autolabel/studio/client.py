@@ -251,6 +251,27 @@ class StudioClient:
             raise UncertainWrite(f"import returned {len(ids)} task ids for {len(tasks)} tasks")
         return [int(i) for i in ids]
 
+    def upload_files(self, project_id: int, files: list[tuple[str, bytes]]) -> dict[str, str]:
+        """Upload image files without creating tasks; file name -> URL the server serves it at.
+
+        Never retried blindly: a lost answer leaves orphan uploads (harmless) and the caller
+        uploads again."""
+        parts = [(f"file{i}", (name, data, "application/octet-stream")) for i, (name, data) in enumerate(files)]
+        answer = self.request(
+            "POST", f"/api/projects/{project_id}/import", params={"commit_to_project": "false"},
+            files=parts, idempotent=False,
+        )
+        ids = answer.get("file_upload_ids") or []
+        listed = self.request(
+            "GET", f"/api/projects/{project_id}/file-uploads", params={"ids": json.dumps(ids)}
+        )
+        urls = {}
+        for item in listed or []:
+            path = "/data/" + str(item["file"]).lstrip("/")
+            # Stored as upload/<project>/<uuid>-<name>; the name is ours (unique per image).
+            urls[path.rsplit("/", 1)[1].split("-", 1)[1]] = path
+        return urls
+
     def import_predictions(self, project_id: int, predictions: list[dict]) -> None:
         self.request("POST", f"/api/projects/{project_id}/import/predictions", json=predictions, idempotent=False)
 
@@ -273,12 +294,19 @@ class StudioClient:
                  "value": updated_after},
             ]}, "ordering": ["tasks:id"]}
             params["query"] = json.dumps(query)
-        page = 1
+        page, seen = 1, 0
         while True:
-            answer = self.request("GET", "/api/tasks/", params={**params, "page": page})
+            try:
+                answer = self.request("GET", "/api/tasks/", params={**params, "page": page})
+            except NotFound:
+                if page == 1:
+                    raise
+                return  # Label Studio answers 404 for a page past the end
             tasks = answer.get("tasks", []) if isinstance(answer, dict) else answer
+            total = answer.get("total") if isinstance(answer, dict) else None
             yield from tasks
-            if len(tasks) < page_size:
+            seen += len(tasks)
+            if len(tasks) < page_size or (total is not None and seen >= total):
                 return
             page += 1
 

@@ -136,12 +136,13 @@ def diff(shown: sv.Detections, human: sv.Detections, *, moved_iou: float = MOVED
     )
 
 
-def round_summaries(store) -> list[dict]:
+def round_summaries(store, costs: CostModel | None = None) -> list[dict]:
     """One dict per round (meta 'round' at push time) over every pulled image of that round.
 
     Keys: round, images, empty, boxes_shown, boxes_human, kept, moved, relabeled, deleted, added,
     precision, recall (proposer vs human; None when undefined), seconds (estimated human time),
-    seconds_from_scratch (the same boxes all drawn by extreme clicking), seconds_per_image.
+    seconds_from_scratch (the same boxes all drawn, ``costs.draw`` each), seconds_per_image.
+    ``seconds`` was computed with the cost model in force at pull time.
     """
     from autolabel.studio import sync
 
@@ -151,7 +152,7 @@ def round_summaries(store) -> list[dict]:
         " SUM(deleted), SUM(added), SUM(true_positives), SUM(seconds) FROM studio_corrections"
         " GROUP BY round ORDER BY round"
     ).fetchall()
-    cost = CostModel()
+    cost = costs or CostModel()
     out = []
     for rnd, images, empty, shown, human, kept, moved, relabeled, deleted, added, tp, seconds in rows:
         out.append(

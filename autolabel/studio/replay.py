@@ -64,11 +64,12 @@ def class_names_from(folder: Path) -> list[str] | None:
 
 def task_stem(task: dict) -> str:
     """The image file stem of a task; refuses image references that try to leave their root."""
-    ref = str((task.get("data") or {}).get(lsfmt.IMAGE_KEY) or "")
-    if "?d=" in ref:
-        ref = parse_qs(urlparse(ref).query).get("d", [""])[0]
-    else:
-        ref = urlparse(ref).path
+    data = task.get("data") or {}
+    # autolabel's tasks carry the image's path below the image root (uploaded copies are renamed).
+    ref = str(data.get("autolabel_path") or "")
+    if not ref:
+        ref = str(data.get(lsfmt.IMAGE_KEY) or "")
+        ref = parse_qs(urlparse(ref).query).get("d", [""])[0] if "?d=" in ref else urlparse(ref).path
     path = PurePosixPath(ref)
     if ".." in path.parts:
         raise AutolabelError(f"task {task.get('id')}: image path {ref!r} leaves its root")

@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS studio_annotations (
     pulled_at TEXT NOT NULL DEFAULT (datetime('now')),
     PRIMARY KEY (project, task_id)
 );
+CREATE TABLE IF NOT EXISTS studio_uploads (
+    project INTEGER NOT NULL REFERENCES studio_projects(id),
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    url TEXT NOT NULL,                 -- where the server serves the uploaded copy
+    PRIMARY KEY (project, image_id)
+);
 CREATE TABLE IF NOT EXISTS studio_corrections (
     project INTEGER NOT NULL REFERENCES studio_projects(id),
     image_id INTEGER NOT NULL REFERENCES images(id),
@@ -186,6 +192,8 @@ def find_project(store, url: str, title: str) -> Project | None:
 
 def ensure_project(store, client, title: str, class_names: list[str], image_root: Path | None) -> tuple[Project, list[str]]:
     """The project for this workspace (created or found) with every class as a label, in id order."""
+    if not 3 <= len(title) <= 50:
+        raise AutolabelError(f"studio.project_title must have 3 to 50 characters (Label Studio's limit): {title!r}")
     ensure_schema(store)
     row = _project_row(store, client.url, title)
     if row is not None:
@@ -269,12 +277,23 @@ def push(
     batch_size: int = 500,
     image_ids: Iterable[int] | None = None,
     advance: Callable[[int], None] | None = None,
-    storage: bool = True,
+    image_mode: str = "local",
 ) -> PushSummary:
+    """Create one task per candidate image (with its newest pre-label) and replace stale pre-labels.
+
+    ``image_mode`` "local": tasks point at ``/data/local-files/`` URLs below ``document_root`` and
+    the project gets a local-files storage on ``image_root`` (the server must see the files);
+    "upload": the images are uploaded to the server first (remote servers).
+    """
+    if image_mode not in ("local", "upload"):
+        raise AutolabelError(f"image mode must be 'local' or 'upload', not {image_mode!r}")
     class_names = store.class_names()
     if not class_names:
         raise AutolabelError("the workspace has no classes yet: run 'autolabel propose' first")
-    project, added = ensure_project(store, client, title, class_names, image_root if storage else None)
+    ensure_schema(store)
+    project, added = ensure_project(
+        store, client, title, class_names, image_root if image_mode == "local" else None
+    )
     summary = PushSummary(project_id=project.project_id, labels_added=added)
     summary.recovered += reconcile(store, client, project)
     advance = advance or (lambda n=1: None)
@@ -298,7 +317,9 @@ def push(
         pred = predictions.get(image.id)
         if row is None:
             try:
-                url = local_files_url(image_root, document_root, image.path)
+                url = local_files_url(image_root, document_root, image.path) if image_mode == "local" else None
+                if url is None:
+                    safe_relative_path(image_root, image.path)
             except AutolabelError as exc:
                 summary.refused.append((image.path, str(exc)))
                 continue
@@ -311,6 +332,8 @@ def push(
 
     for start in range(0, len(new), batch_size):
         batch = new[start : start + batch_size]
+        if image_mode == "upload":
+            batch = _with_uploaded_urls(store, client, project, image_root, batch)
         summary.created += _import_batch(store, client, project, batch, class_names, round_index, summary)
         advance(len(batch))
     for start in range(0, len(replace), batch_size):
@@ -323,8 +346,37 @@ def push(
     return summary
 
 
+UPLOAD_CHUNK = 50
+
+
+def _with_uploaded_urls(store, client, project: Project, image_root: Path, batch):
+    """Upload the batch's images that have no uploaded copy yet; the batch with their URLs."""
+    known = {
+        r[0]: r[1]
+        for r in store.conn.execute("SELECT image_id, url FROM studio_uploads WHERE project = ?", (project.key,))
+    }
+    missing = [image for image, _, _ in batch if image.id not in known]
+    for start in range(0, len(missing), UPLOAD_CHUNK):
+        chunk = missing[start : start + UPLOAD_CHUNK]
+        names = {f"{image.id}_{image.sha256[:12]}{Path(image.path).suffix.lower()}": image for image in chunk}
+        files = [(name, safe_relative_path(image_root, image.path).read_bytes()) for name, image in names.items()]
+        urls = client.upload_files(project.project_id, files)
+        lost = sorted(set(names) - set(urls))
+        if lost:
+            raise AutolabelError(f"Label Studio did not keep {len(lost)} uploaded images (e.g. {lost[0]}); rerun push")
+        with store.transaction():
+            for name, image in names.items():
+                store.conn.execute(
+                    "INSERT OR REPLACE INTO studio_uploads(project, image_id, url) VALUES (?, ?, ?)",
+                    (project.key, image.id, urls[name]),
+                )
+                known[image.id] = urls[name]
+    return [(image, known[image.id], pred) for image, _, pred in batch]
+
+
 def _task_payload(image, url: str, pred, class_names: list[str]) -> dict:
-    task = {"data": {lsfmt.IMAGE_KEY: url, "autolabel_image_id": image.id, "autolabel_sha256": image.sha256}}
+    task = {"data": {lsfmt.IMAGE_KEY: url, "autolabel_image_id": image.id, "autolabel_sha256": image.sha256,
+                     "autolabel_path": image.path}}
     if pred is not None and image.width and image.height:
         model_version, det_json = pred
         det = dets.from_json(det_json)
