@@ -130,3 +130,13 @@ def test_cli_push_replay_pull_and_no_token_in_logs(studio_server, tmp_path, monk
     with sw.ws.open_store() as store:
         dump = "\n".join(store.conn.iterdump())
     assert studio_server.token not in dump
+
+
+def test_status_and_stop_without_a_server(tmp_path):
+    (tmp_path / "images").mkdir()
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", "--images", str(tmp_path / "images"), "-w", str(tmp_path / "ws")]).exit_code == 0
+    status = runner.invoke(app, ["studio", "status", "-w", str(tmp_path / "ws")])
+    assert status.exit_code == 1 and "not running" in status.output
+    stopped = runner.invoke(app, ["studio", "stop", "-w", str(tmp_path / "ws")])
+    assert stopped.exit_code == 0 and "was not running" in stopped.output
