@@ -2,6 +2,9 @@
 
     nice -n 10 .venv/bin/python scripts/bench_train.py --workspace /tmp/bench-bccd --epochs 25
     .venv/bin/python scripts/bench_train.py --workspace /tmp/bench-bccd --eval-only 1
+    autolabel synth --out /tmp/synth60 --n 60 --imgsz 256 --groups 10
+    nice -n 10 .venv/bin/python scripts/bench_train.py --data /tmp/synth60 --val-folders g08,g09 \
+        --workspace /tmp/bench-synth --epochs 40 --imgsz 256
 
 Builds a workspace over ``../shared/datasets/bccd`` (its train split = status 'labeled', its val
 split = the frozen 'validation' set, boxes from its YOLO txt as verified labels), trains through
@@ -23,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bccd"
 
 
-def build_workspace(root: Path, data: Path):
+def build_workspace(root: Path, data: Path, val_folders: set[str]):
+    """Images under ``data/images/<folder>/``; those in ``val_folders`` become the frozen val set."""
     from autolabel import detections as dets
     from autolabel.config import WorkspaceConfig
     from autolabel.formats import yolo
@@ -47,11 +51,11 @@ def build_workspace(root: Path, data: Path):
         for image in store.images():
             if image.id in labeled:
                 continue
-            split = image.path.split("/")[0]
-            label_file = data / "labels" / split / Path(image.path).with_suffix(".txt").name
+            folder = image.path.split("/")[0]
+            label_file = data / "labels" / Path(image.path).with_suffix(".txt")
             lines = label_file.read_text().splitlines() if label_file.is_file() else []
             det = yolo.from_lines(lines, image.width, image.height)
-            status = "validation" if split == "val" else "labeled"
+            status = "validation" if folder in val_folders else "labeled"
             store.set_labels(image.id, "import", dets.to_json(det), status=status)
     return ws
 
@@ -77,13 +81,14 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=None)
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--val-folders", default="val", help="comma list of image folders frozen as val")
     parser.add_argument("--eval-only", type=int, default=None, metavar="RUN", help="evaluate a finished run")
     args = parser.parse_args()
 
     from autolabel.runtime import resolve_device
     from autolabel.train import TrainSettings, run_directory, train_student
 
-    ws = build_workspace(args.workspace.resolve(), args.data)
+    ws = build_workspace(args.workspace.resolve(), args.data, set(args.val_folders.split(",")))
     with ws.open_store() as store:
         if args.eval_only is None:
             settings = TrainSettings.from_config(
