@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autolabel.cli.app import app
-from tests.conftest_studio import client_for, studio_server  # noqa: F401
+from tests.conftest_studio import client_for
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.studio
