@@ -2,6 +2,7 @@
 
     nice -n 10 .venv/bin/python scripts/bench_train.py --workspace /tmp/bench-bccd --epochs 25
     .venv/bin/python scripts/bench_train.py --workspace /tmp/bench-bccd --eval-only 1
+    .venv/bin/python scripts/bench_train.py --workspace /tmp/bench-bccd --stopped 1 12   # after a kill
     autolabel synth --out /tmp/synth60 --n 60 --imgsz 256 --groups 10
     nice -n 10 .venv/bin/python scripts/bench_train.py --data /tmp/synth60 --val-folders g08,g09 \
         --workspace /tmp/bench-synth --epochs 40 --imgsz 256
@@ -60,16 +61,51 @@ def build_workspace(root: Path, data: Path, val_folders: set[str]):
     return ws
 
 
-def ultralytics_val(weights: str, data_yaml: str, imgsz: int, device: str) -> dict:
+def ultralytics_val(weights: str, data_yaml: str, imgsz: int, device: str, single_label: bool = False) -> dict:
+    """ultralytics' own validator; ``single_label`` patches its NMS to one class per box, as predict does."""
     from ultralytics import YOLO
+    import ultralytics.models.yolo.detect.val as detect_val
 
-    from autolabel.runtime import configure_ultralytics
+    from autolabel.train import prepare_ultralytics
 
-    configure_ultralytics()
-    metrics = YOLO(weights).val(data=data_yaml, imgsz=imgsz, device=device, batch=8, plots=False, verbose=False)
+    prepare_ultralytics()
+    original = detect_val.nms.non_max_suppression
+
+    def one_label(*args, **kwargs):
+        return original(*args, **{**kwargs, "multi_label": False})
+
+    if single_label:
+        detect_val.nms.non_max_suppression = one_label
+    try:
+        metrics = YOLO(weights).val(data=data_yaml, imgsz=imgsz, device=device, batch=8, plots=False, verbose=False)
+    finally:
+        detect_val.nms.non_max_suppression = original
     box = metrics.box
     return {"map50": round(float(box.map50), 5), "map50_95": round(float(box.map), 5),
             "precision": round(float(box.mp), 5), "recall": round(float(box.mr), 5)}
+
+
+def record_stopped_run(ws, run_id: int, planned_epochs: int) -> None:
+    """A training stopped by hand (time budget): record its last.pt and the epochs it reached."""
+    import csv
+
+    from autolabel.train import run_directory
+
+    run_dir = run_directory(ws, run_id)
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    cumulative = [float(r["time"]) for r in rows]
+    per_epoch = [b - a for a, b in zip([0.0, *cumulative], cumulative)]
+    last = rows[-1]
+    metrics = {
+        "stopped": f"stopped by hand after {len(rows)} of {planned_epochs} epochs (time budget)",
+        "train": {"seconds": cumulative[-1], "epochs_run": len(rows),
+                  "seconds_per_epoch": round(sum(per_epoch) / len(per_epoch), 1),
+                  "epoch_seconds": [round(x, 1) for x in per_epoch]},
+        "ultralytics": {"map50": float(last["metrics/mAP50(B)"]), "map50_95": float(last["metrics/mAP50-95(B)"]),
+                        "precision": float(last["metrics/precision(B)"]), "recall": float(last["metrics/recall(B)"])},
+    }
+    with ws.open_store() as store:
+        store.finish_run(run_id, "failed", str(run_dir / "weights" / "last.pt"), json.dumps(metrics))
 
 
 def main() -> int:
@@ -82,6 +118,8 @@ def main() -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--val-folders", default="val", help="comma list of image folders frozen as val")
+    parser.add_argument("--stopped", type=int, nargs=2, metavar=("RUN", "PLANNED_EPOCHS"),
+                        help="record a run killed mid-training (its last.pt), then evaluate it")
     parser.add_argument("--eval-only", type=int, default=None, metavar="RUN", help="evaluate a finished run")
     args = parser.parse_args()
 
@@ -89,6 +127,9 @@ def main() -> int:
     from autolabel.train import TrainSettings, run_directory, train_student
 
     ws = build_workspace(args.workspace.resolve(), args.data, set(args.val_folders.split(",")))
+    if args.stopped:
+        record_stopped_run(ws, *args.stopped)
+        args.eval_only = args.stopped[0]
     with ws.open_store() as store:
         if args.eval_only is None:
             settings = TrainSettings.from_config(
@@ -108,8 +149,10 @@ def main() -> int:
         metrics = json.loads(run["metrics"])
     ours = {k: report.metrics[k] for k in ("map50", "map50_95", "ap_small", "ap_medium", "ap_large",
                                            "precision", "recall", "f1", "conf", "iou")}
-    theirs = ultralytics_val(run["weights_path"], str(run_directory(ws, run_id) / "data" / "data.yaml"),
-                             params["imgsz"], resolve_device(params["device"]))
+    data_yaml = str(run_directory(ws, run_id) / "data" / "data.yaml")
+    device = resolve_device("auto")
+    theirs = ultralytics_val(run["weights_path"], data_yaml, params["imgsz"], device)
+    theirs_single = ultralytics_val(run["weights_path"], data_yaml, params["imgsz"], device, single_label=True)
     print(json.dumps({
         "run": run_id,
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
@@ -118,7 +161,8 @@ def main() -> int:
         "ultralytics_during_training": metrics.get("ultralytics"),
         "ours": ours,
         "per_class_ap": report.metrics["per_class_ap"],
-        "ultralytics_val": theirs,
+        "ultralytics_val": theirs,  # multi_label NMS, its default in val
+        "ultralytics_val_single_label": theirs_single,  # one class per box, as model.predict and ours
         "eval_seconds": round(eval_seconds, 1),
     }, indent=2))
     return 0
