@@ -100,6 +100,39 @@ def naive_pull(client, task_ids: list[int]) -> float:
     return time.perf_counter() - start
 
 
+def repull(args) -> None:
+    from autolabel.studio import sync
+    from autolabel.studio.client import StudioClient
+    from autolabel.workspace import Workspace
+
+    ws = Workspace.load(args.workdir / "data" / "workspace")
+    results: dict = {"n": args.n, "baseline_n": args.baseline_n, "mode": "repull"}
+    with StudioClient(args.url, args.token) as client, ws.open_store() as store:
+        sync.ensure_schema(store)
+        (key, title) = store.conn.execute(
+            "SELECT id, title FROM studio_projects WHERE title NOT LIKE '%naive%' ORDER BY id LIMIT 1").fetchone()
+        with store.transaction():
+            for table in ("studio_annotations", "studio_corrections", "labels"):
+                store.conn.execute(f"DELETE FROM {table}")
+            store.conn.execute("UPDATE studio_projects SET pulled_until = NULL")
+            store.conn.execute("UPDATE images SET status = 'in_review' WHERE status = 'labeled'")
+        start = time.perf_counter()
+        pulled = sync.pull(store, client, title=title)
+        results["pull_s"] = time.perf_counter() - start
+        assert pulled.labeled == args.n, pulled
+        start = time.perf_counter()
+        sync.pull(store, client, title=title)
+        results["repull_noop_s"] = time.perf_counter() - start
+        task_ids = [r[0] for r in store.conn.execute(
+            "SELECT task_id FROM studio_tasks WHERE project = ? ORDER BY task_id LIMIT ?", (key, args.baseline_n))]
+        results["naive_pull_sample_s"] = naive_pull(client, task_ids)
+    results["naive_pull_extrapolated_s"] = results["naive_pull_sample_s"] * args.n / args.baseline_n
+    results["pull_speedup"] = results["naive_pull_extrapolated_s"] / results["pull_s"]
+    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in results.items()}, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
@@ -110,7 +143,12 @@ def main() -> None:
                         help="Default: $LABEL_STUDIO_API_KEY (keeps the token out of the process list).")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="Write the results here too.")
+    parser.add_argument("--repull", action="store_true",
+                        help="Reuse --workdir from an earlier run (pushed and annotated): forget what was pulled, "
+                             "then time the pull again (skips the slow replay of N annotations).")
     args = parser.parse_args()
+    if args.repull:
+        return repull(args)
 
     from autolabel.progress import progress_bar
     from autolabel.studio import replay, server, sync

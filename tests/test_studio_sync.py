@@ -144,7 +144,10 @@ def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):
         assert len(dets.from_json(store.labels()[image_id])) == 0
 
 
-def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("via_export", [False, True], ids=["paged", "export"])
+def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path, monkeypatch, via_export):  # noqa: F811
+    if via_export:
+        monkeypatch.setattr(sync, "EXPORT_THRESHOLD", 1)
     sw = make_workspace(studio_server, tmp_path, 5, predict=True)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
@@ -257,7 +260,8 @@ with StudioClient(sys.argv[2], sys.argv[3]) as client, ws.open_store() as store:
 """
 
 
-def test_kill_during_push_then_rerun(studio_server, tmp_path):  # noqa: F811
+def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(sync, "EXPORT_THRESHOLD", 30)  # the 60-task pull goes through the export call
     sw = make_workspace(studio_server, tmp_path, 60)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(

@@ -284,15 +284,31 @@ class StudioClient:
             )
 
     def iter_tasks(
-        self, project_id: int, *, fields: str = "all", updated_after: str | None = None, page_size: int = 1000
+        self,
+        project_id: int,
+        *,
+        fields: str = "all",
+        updated_after: str | None = None,
+        task_ids: list[int] | None = None,
+        include: str | None = None,
+        page_size: int = 1000,
     ) -> Iterator[dict]:
-        """Every task of the project (optionally only those updated after an ISO time), page by page."""
+        """The project's tasks (optionally only those updated after an ISO time, or these ids), paged."""
         params: dict[str, Any] = {"project": project_id, "fields": fields, "page_size": page_size}
+        if include:
+            params["include"] = include
+        query: dict[str, Any] = {}
         if updated_after:
-            query = {"filters": {"conjunction": "and", "items": [
+            query["filters"] = {"conjunction": "and", "items": [
                 {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
                  "value": updated_after},
-            ]}, "ordering": ["tasks:id"]}
+            ]}
+        if task_ids is not None:
+            if not task_ids:
+                return
+            query["selectedItems"] = {"all": False, "included": [int(t) for t in task_ids]}
+        if query:
+            query["ordering"] = ["tasks:id"]
             params["query"] = json.dumps(query)
         page, seen = 1, 0
         while True:
@@ -311,7 +327,21 @@ class StudioClient:
             page += 1
 
     def task_ids(self, project_id: int) -> set[int]:
-        return {int(t["id"]) for t in self.iter_tasks(project_id, fields="task_only")}
+        return {int(t["id"]) for t in self.iter_tasks(project_id, fields="task_only", include="id", page_size=5000)}
+
+    def iter_task_stamps(self, project_id: int, *, updated_after: str | None = None) -> Iterator[dict]:
+        """Cheap change detection: task id, updated_at and its annotations' ids and updated_at only."""
+        return self.iter_tasks(
+            project_id, fields="all", updated_after=updated_after, include="id,annotations,updated_at",
+            page_size=5000,
+        )
+
+    def export_annotated(self, project_id: int) -> list[dict]:
+        """Every task with annotations, full annotation JSON included, in one export call."""
+        answer = self.request(
+            "GET", f"/api/projects/{project_id}/export", params={"exportType": "JSON", "download_all_tasks": "false"}
+        )
+        return answer or []
 
     def create_annotation(self, task_id: int, result: list[dict], *, was_cancelled: bool = False) -> int:
         answer = self.request(

@@ -96,6 +96,9 @@ CREATE TABLE IF NOT EXISTS studio_corrections (
 # updates committed while the previous pull was paging); unchanged annotations are skipped.
 PULL_OVERLAP = timedelta(seconds=120)
 MAX_IMPORT_ATTEMPTS = 5
+# From this many changed tasks on, pull reads them through one JSON export call (about 3x faster
+# per task than the paged task listing with annotations).
+EXPORT_THRESHOLD = 200
 
 
 @dataclass(frozen=True)
@@ -573,26 +576,70 @@ def pull(
         advance(len(page))
         page.clear()
 
-    for task in client.iter_tasks(project.project_id, fields="all", updated_after=since):
+    # 1a. Which tasks changed: a cheap listing (task id, update time, annotation ids and times).
+    # Many tasks never pulled: start the export call now, in parallel with the change listing.
+    export_future = None
+    if len(tasks) - len(known) >= EXPORT_THRESHOLD:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=1)
+        export_future = pool.submit(client.export_annotated, project.project_id)
+        pool.shutdown(wait=False)
+    changed: list[int] = []
+    listed: set[int] = set()
+    for task in client.iter_task_stamps(project.project_id, updated_after=since):
         summary.fetched += 1
+        listed.add(int(task["id"]))
         updated = task.get("updated_at")
         if updated and (newest is None or _parse_time(updated) > _parse_time(newest)):
             newest = updated
         task_id = int(task["id"])
-        image_id = tasks.get(task_id)
-        if image_id is None:
+        if task_id not in tasks:
             summary.foreign += 1
             continue
-        annotation, cancelled = _latest_annotation(task.get("annotations") or [])
+        stamps = task.get("annotations") or []
+        if not stamps:
+            continue
+        latest = max(_parse_time(a["updated_at"]) for a in stamps if a.get("updated_at"))
+        seen = known.get(task_id)
+        if (
+            seen is not None
+            and seen[1]
+            and latest <= _parse_time(seen[1])
+            and (seen[0] == -1 or seen[0] in {int(a["id"]) for a in stamps})
+        ):
+            summary.unchanged += 1
+            continue
+        changed.append(task_id)
+
+    # 1b. Full annotations of the changed tasks: one export call for big pulls, else filtered pages.
+    full: dict[int, dict] = {}
+    wanted = set(changed)
+    if export_future is not None or len(changed) >= EXPORT_THRESHOLD:
+        exported = export_future.result() if export_future is not None else client.export_annotated(project.project_id)
+        for task in exported:
+            if int(task["id"]) in wanted:
+                full[int(task["id"])] = task
+    rest = [t for t in changed if t not in full]
+    for start in range(0, len(rest), 500):
+        for task in client.iter_tasks(project.project_id, fields="all", task_ids=rest[start : start + 500]):
+            full[int(task["id"])] = task
+
+    # 1c. Raw annotations into SQLite, before any conversion.
+    for task_id in changed:
+        task = full.get(task_id)
+        if task is None:  # deleted meanwhile; step 3 notices
+            continue
+        image_id = tasks[task_id]
+        annotations = task.get("annotations") or []
+        annotation, cancelled = _latest_annotation(annotations)
         if annotation is None:
-            if cancelled and known.get(task_id, (None, None))[0] != -1:
-                page.append((project.key, task_id, image_id, -1, updated or "", json.dumps(task.get("annotations")), "skipped"))
+            if cancelled:
+                stamp = max(a.get("updated_at") or "" for a in annotations)
+                page.append((project.key, task_id, image_id, -1, stamp, json.dumps(annotations), "skipped"))
                 summary.skipped += 1
             continue
         stamp = annotation.get("updated_at") or annotation.get("created_at") or ""
-        if known.get(task_id) == (int(annotation["id"]), stamp):
-            summary.unchanged += 1
-            continue
         page.append((project.key, task_id, image_id, int(annotation["id"]), stamp, json.dumps(annotation), "pending"))
         if len(page) >= 500:
             flush()
@@ -650,7 +697,8 @@ def pull(
 
     # 3. Tasks deleted in Label Studio: remember it, and free unlabeled images for a later push.
     if check_deleted and tasks:
-        alive = client.task_ids(project.project_id)
+        # A first pull listed every task already; later ones list ids (deletions are not updates).
+        alive = listed if since is None else client.task_ids(project.project_id)
         gone = [t for t in tasks if t not in alive]
         if gone:
             with store.transaction():
