@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autolabel.errors import AutolabelError
+from autolabel.runtime import configure_ultralytics
 
 if TYPE_CHECKING:
     import sqlite3
@@ -177,15 +178,6 @@ def check_exporter(fmt: str, *, cuda_available: bool | None = None) -> None:
         raise AutolabelError("--format onnx: the package 'onnx' is not installed: pip install onnx onnxslim")
 
 
-def prepare_ultralytics() -> None:
-    """Offline, no auto-install; must run before ultralytics is first imported to take effect."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    from autolabel.runtime import configure_ultralytics
-
-    configure_ultralytics()
-
-
 def export_device(fmt: str) -> str:
     # ONNX and OpenVINO export on the CPU: on a GPU ultralytics would ask for onnxruntime-gpu.
     return "0" if fmt == "engine" else "cpu"
@@ -194,7 +186,7 @@ def export_device(fmt: str) -> str:
 def export_weights(weights: Path, out_dir: Path, options: ExportOptions) -> Path:
     """Copy ``weights`` to ``out_dir/model.pt`` and export it; returns the exported file or folder."""
     check_exporter(options.format)
-    prepare_ultralytics()
+    configure_ultralytics()
     from ultralytics import YOLO
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -403,7 +395,7 @@ def check_parity(
     """Compare ``exported`` with the PyTorch ``reference`` on ``images`` (see the module docstring)."""
     from autolabel.images import ImageDecodeError
 
-    prepare_ultralytics()
+    configure_ultralytics()
     device = "0" if options.format == "engine" else "cpu"
     torch_device = "cuda:0" if options.format == "engine" else "cpu"
     notes = []

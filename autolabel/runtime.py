@@ -33,15 +33,20 @@ def configure_environment(cache_root: Path) -> None:
 
 
 def configure_ultralytics() -> None:
-    """Call right before using ultralytics: local font, no settings sync, no hub calls."""
-    config_dir = Path(os.environ.get("YOLO_CONFIG_DIR") or ".")
-    ensure_font(config_dir)
-    from ultralytics import settings
+    """Call right before using ultralytics: local font, no settings sync, no hub calls.
 
-    # Setting names vary across ultralytics versions ('hub' is gone in 8.4); unknown keys raise.
-    wanted = {k: v for k, v in {"sync": False, "hub": False}.items() if k in settings.defaults}
-    if any(settings.get(k) != v for k, v in wanted.items()):
-        settings.update(wanted)
+    Ultralytics looks for Arial.ttf in its ``USER_CONFIG_DIR`` (``$YOLO_CONFIG_DIR/Ultralytics``);
+    without it there, ``check_font`` sends a request to github.com before every training, even with
+    YOLO_OFFLINE=1. Setting names vary across versions ('hub' is gone in 8.4); unknown keys raise.
+    """
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # read when ultralytics is first imported
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+
+    ensure_font(Path(USER_CONFIG_DIR))
+    wanted = {k: v for k, v in {"sync": False, "hub": False}.items() if k in SETTINGS.defaults}
+    if any(SETTINGS.get(k) != v for k, v in wanted.items()):
+        SETTINGS.update(wanted)
 
 
 def ensure_font(config_dir: Path) -> None:

@@ -225,7 +225,7 @@ def train_student(
     ``autolabel.evaluate`` (``map50_95``, ``f1``, ...) plus ultralytics' own val numbers under
     ``"ultralytics"`` and the timing under ``"train"``.
     """
-    from autolabel.runtime import configure_environment, resolve_device
+    from autolabel.runtime import configure_environment, configure_ultralytics, resolve_device
 
     settings = settings or TrainSettings.from_config(workspace.config.train)
     warn = warn or (lambda message: None)
@@ -236,7 +236,7 @@ def train_student(
         warn(f"... and {len(snapshot.skipped) - 5} more skipped")
 
     configure_environment(workspace.cache_dir)
-    prepare_ultralytics()
+    configure_ultralytics()
     from ultralytics.utils import SETTINGS
 
     device = resolve_device(settings.device)
@@ -284,27 +284,6 @@ def train_student(
 
         evaluate_run(workspace, store, run_id, conf=settings.conf, iou=settings.iou)
     return run_id
-
-
-def prepare_ultralytics() -> None:
-    """``runtime.configure_ultralytics`` plus two fixes for ultralytics 8.4, where it falls short.
-
-    ultralytics 8.4 has no 'hub' setting (the settings update raises KeyError), and it looks for
-    Arial.ttf in ``USER_CONFIG_DIR`` = ``$YOLO_CONFIG_DIR/Ultralytics``, one folder below where
-    ``ensure_font`` puts it; without the font there, ``check_font`` sends a HEAD request to
-    github.com (even with YOLO_OFFLINE=1) before every training.
-    """
-    from autolabel.runtime import configure_ultralytics, ensure_font
-
-    try:
-        configure_ultralytics()
-    except KeyError:
-        pass
-    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
-
-    ensure_font(Path(USER_CONFIG_DIR))
-    if SETTINGS.get("sync") is not False:
-        SETTINGS.update({"sync": False})
 
 
 def run_directory(workspace: Workspace, run_id: int) -> Path:

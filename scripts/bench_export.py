@@ -49,9 +49,10 @@ def main() -> None:
     from autolabel.runtime import configure_environment
 
     configure_environment(out / "cache")
-    from autolabel.export import ExportOptions, export_weights, prepare_ultralytics
+    from autolabel.export import ExportOptions, export_weights
+    from autolabel.runtime import configure_ultralytics
 
-    prepare_ultralytics()
+    configure_ultralytics()
     from ultralytics import YOLO
 
     weights = out / "yolo11n-random.pt"

@@ -66,9 +66,9 @@ def ultralytics_val(weights: str, data_yaml: str, imgsz: int, device: str, singl
     from ultralytics import YOLO
     import ultralytics.models.yolo.detect.val as detect_val
 
-    from autolabel.train import prepare_ultralytics
+    from autolabel.runtime import configure_ultralytics
 
-    prepare_ultralytics()
+    configure_ultralytics()
     original = detect_val.nms.non_max_suppression
 
     def one_label(*args, **kwargs):

@@ -35,9 +35,9 @@ def test_postprocess_table(rows, conf, max_det, expected):
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory):
     """yolo11n with random weights, 3 classes, saved the way a training run saves it."""
-    from autolabel.train import prepare_ultralytics
+    from autolabel.runtime import configure_ultralytics
 
-    prepare_ultralytics()
+    configure_ultralytics()
     from ultralytics import YOLO
 
     path = tmp_path_factory.mktemp("student") / "random.pt"

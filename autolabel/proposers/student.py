@@ -49,12 +49,12 @@ class StudentProposer(StagedProposer):
         batch_size: int = 8,
     ):
         from autolabel.runtime import resolve_device
-        from autolabel.train import prepare_ultralytics
+        from autolabel.runtime import configure_ultralytics
 
         weights = Path(weights)
         if not weights.is_file():
             raise AutolabelError(f"student weights not found: {weights}")
-        prepare_ultralytics()
+        configure_ultralytics()
         from ultralytics import YOLO
 
         self.weights = weights
