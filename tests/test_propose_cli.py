@@ -61,7 +61,7 @@ def test_propose_end_to_end_and_resume(workspace, backend, fixture, request):
 
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
-    assert f"proposed 0 images" in again.output and f"{good} already done" in again.output
+    assert "proposed 0 images" in again.output and f"{good} already done" in again.output
 
     # a threshold no box can reach: a different model key, so everything is proposed again, empty
     strict = runner.invoke(app, args[:-6] + ["--box-threshold", "1.0", "--batch-size", "3"])

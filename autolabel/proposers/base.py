@@ -23,8 +23,6 @@ from autolabel.images import ImageDecodeError, decode
 if TYPE_CHECKING:
     import supervision as sv
 
-    from autolabel.ontology import Ontology
-
 
 @dataclass(frozen=True, kw_only=True)
 class ProposerSettings:

@@ -182,33 +182,14 @@ class GroundingDinoProposer(StagedProposer):
     """Grounding DINO zero-shot detector; see the module docstring for the class-mapping rule."""
 
     def __init__(self, settings: ProposerSettings, ontology: Ontology):
-        import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        from autolabel.runtime import resolve_device
-
+        loaded = hf_weights.ZeroShotDetector(
+            settings, name=NAME, model_id=DEFAULT_MODEL_ID, model_type="grounding-dino"
+        )
         self.settings = settings
         self.ontology = ontology
-        self.device = resolve_device(settings.device)
-        self.dtype = torch.float16 if (self.device.startswith("cuda") and settings.fp16) else torch.float32
-
-        def load(source: str, local_files_only: bool) -> tuple[Any, Any]:
-            processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
-            model = AutoModelForZeroShotObjectDetection.from_pretrained(
-                source, local_files_only=local_files_only, dtype=self.dtype
-            )
-            return processor, model
-
-        (processor, model), weights_name = hf_weights.load_pretrained(
-            load, model_id=DEFAULT_MODEL_ID, model_path=settings.model_path
-        )
-        if getattr(model.config, "model_type", None) != "grounding-dino":
-            raise AutolabelError(
-                f"--model {NAME}: the weights are a '{model.config.model_type}' model, not grounding-dino"
-            )
-        self.processor = processor
-        self.model = model.to(self.device).eval()
-        self.model_version = f"{NAME}:{weights_name}"
+        self.device, self.dtype = loaded.device, loaded.dtype
+        self.processor, self.model = processor, model = loaded.processor, loaded.model
+        self.model_version = loaded.model_version
         self.thresholds = ontology.thresholds(settings.box_threshold)
         self.captions = build_captions(
             ontology.prompt_table(), processor.tokenizer, model.config.max_text_len

@@ -111,3 +111,32 @@ def _load(loader: Loader[T], source: str, local_files_only: bool, what: str) -> 
     except (OSError, ValueError, KeyError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise AutolabelError(f"{what}: {first_line}") from None
+
+
+class ZeroShotDetector:
+    """A transformers zero-shot detector loaded once: processor, model, device, dtype, version."""
+
+    def __init__(self, settings, *, name: str, model_id: str, model_type: str):
+        import torch
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        from autolabel.runtime import resolve_device
+
+        self.device = resolve_device(settings.device)
+        self.dtype = torch.float16 if (self.device.startswith("cuda") and settings.fp16) else torch.float32
+
+        def load(source: str, local_files_only: bool):
+            processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
+            model = AutoModelForZeroShotObjectDetection.from_pretrained(
+                source, local_files_only=local_files_only, dtype=self.dtype
+            )
+            return processor, model
+
+        (processor, model), weights_name = load_pretrained(load, model_id=model_id, model_path=settings.model_path)
+        if getattr(model.config, "model_type", None) != model_type:
+            raise AutolabelError(
+                f"--model {name}: the weights are a '{model.config.model_type}' model, not {model_type}"
+            )
+        self.processor = processor
+        self.model = model.to(self.device).eval()
+        self.model_version = f"{name}:{weights_name}"

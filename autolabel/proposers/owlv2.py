@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from autolabel.errors import AutolabelError
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import ProposerSettings, StagedProposer, finalize
 
@@ -94,33 +93,12 @@ class Owlv2Proposer(StagedProposer):
     """OWLv2 zero-shot detector; see the module docstring for the class and box rules."""
 
     def __init__(self, settings: ProposerSettings, ontology: Ontology):
-        import torch
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
-
-        from autolabel.runtime import resolve_device
-
+        loaded = hf_weights.ZeroShotDetector(settings, name=NAME, model_id=DEFAULT_MODEL_ID, model_type="owlv2")
         self.settings = settings
         self.ontology = ontology
-        self.device = resolve_device(settings.device)
-        self.dtype = torch.float16 if (self.device.startswith("cuda") and settings.fp16) else torch.float32
-
-        def load(source: str, local_files_only: bool) -> tuple[Any, Any]:
-            processor = AutoProcessor.from_pretrained(source, local_files_only=local_files_only)
-            model = AutoModelForZeroShotObjectDetection.from_pretrained(
-                source, local_files_only=local_files_only, dtype=self.dtype
-            )
-            return processor, model
-
-        (processor, model), weights_name = hf_weights.load_pretrained(
-            load, model_id=DEFAULT_MODEL_ID, model_path=settings.model_path
-        )
-        if getattr(model.config, "model_type", None) != "owlv2":
-            raise AutolabelError(
-                f"--model {NAME}: the weights are a '{model.config.model_type}' model, not owlv2"
-            )
-        self.processor = processor
-        self.model = model.to(self.device).eval()
-        self.model_version = f"{NAME}:{weights_name}"
+        self.device, self.dtype = loaded.device, loaded.dtype
+        self.processor, self.model = processor, model = loaded.processor, loaded.model
+        self.model_version = loaded.model_version
         self.thresholds = ontology.thresholds(settings.box_threshold)
         table = ontology.prompt_table()
         self.prompt_classes = [class_index for _, class_index in table]
