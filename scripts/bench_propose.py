@@ -171,6 +171,9 @@ def memory(args) -> dict:
 
 
 def main() -> None:
+    from autolabel.runtime import configure_environment
+
+    configure_environment(Path(tempfile.mkdtemp(prefix="bench-propose-cache-")))  # nothing into $HOME
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("speed")

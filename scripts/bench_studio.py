@@ -134,6 +134,9 @@ def repull(args) -> None:
 
 
 def main() -> None:
+    from autolabel.runtime import configure_environment
+
+    configure_environment(Path(tempfile.mkdtemp(prefix="bench-studio-cache-")))  # nothing into $HOME
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--baseline-n", type=int, default=200)

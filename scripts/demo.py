@@ -48,6 +48,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     root = args.dir.resolve()
+    from autolabel.runtime import configure_environment
+
+    configure_environment(root / ".cache")  # library caches inside the demo folder, never in $HOME
     scenes, ws, model_dir = root / "scenes", root / "ws", root / "models" / "tiny-grounding-dino"
 
     if not (scenes / "data.yaml").exists():
