@@ -277,8 +277,10 @@ def step_train(ctx: LoopContext, round_index: int) -> dict:
 def step_eval(ctx: LoopContext, round_index: int) -> dict:
     import json
 
+    from autolabel.loop import step_status
+
     store = ctx.store
-    _, train_result = _step_result(store, round_index, "train")
+    _, train_result = step_status(store, round_index, "train")
     run = next(r for r in store.runs() if r["id"] == train_result["run_id"])
     metrics = json.loads(run["metrics"] or "{}")
     if "map50_95" not in metrics:
@@ -292,12 +294,6 @@ def step_eval(ctx: LoopContext, round_index: int) -> dict:
         "human_seconds": _human_seconds(store),
         **{k: metrics.get(k) for k in ("map50", "map50_95", "precision", "recall", "f1", "ap_small", "ap_medium", "ap_large")},
     }
-
-
-def _step_result(store: Store, round_index: int, step: str):
-    from autolabel.loop import step_status
-
-    return step_status(store, round_index, step)
 
 
 def _human_seconds(store: Store) -> float:

@@ -24,7 +24,6 @@ def collect_status(store: Store) -> dict:
         "proposals": proposals,
         "labeled_images": len(labeled),
         "labeled_boxes": sum(len(json.loads(v).get("xyxy", [])) for v in labeled.values()),
-        "sections": [],
     }
 
 

@@ -32,8 +32,6 @@ def status(workspace: WorkspaceOption = Path(".")) -> None:
             proposals.add_row(row["model_version"], str(row["images"]), str(row["boxes"]), str(row["errors"]))
         out.print(proposals)
     out.print(f"human-verified images: {report['labeled_images']} ({report['labeled_boxes']} boxes)")
-    for section in report["sections"]:
-        out.print(section)
     with ws.open_store() as store:
         rounds = round_table(store)
     if rounds:
