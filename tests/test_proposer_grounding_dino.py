@@ -8,7 +8,7 @@ import pytest
 from autolabel.errors import AutolabelError
 from autolabel.ontology import Ontology
 from autolabel.proposers import build_proposer
-from autolabel.proposers.base import ProposerSettings
+from autolabel.proposers.base import FinalizeOptions, ProposerSettings
 from autolabel.proposers.grounding_dino import (
     Caption,
     ChunkOutput,
@@ -111,11 +111,10 @@ def test_hand_built_logits_map_to_classes_not_phrases(tokenizer):
     det = detections_from_outputs(
         [ChunkOutput(logits=logits, boxes=boxes)],
         [caption],
+        FinalizeOptions(thresholds=(0.5, 0.5, 0.5), max_det=100),
         size=(100, 200),
         num_classes=3,
-        thresholds=[0.5, 0.5, 0.5],
         text_threshold=0.25,
-        max_det=100,
     )
     assert det.class_id.tolist() == [0, 1, 0, 1, 2, 2]  # query 5 (nothing hot) is dropped
     np.testing.assert_allclose(det.confidence, 1 / (1 + np.exp(-HIGH)), rtol=1e-6)
@@ -139,11 +138,10 @@ def test_box_and_text_thresholds(tokenizer, score, thresholds, text_threshold, k
     det = detections_from_outputs(
         [ChunkOutput(logits=logits, boxes=np.array([[0.5, 0.5, 0.5, 0.5]]))],
         [caption],
+        FinalizeOptions(thresholds=tuple(thresholds), max_det=10),
         size=(64, 64),
         num_classes=2,
-        thresholds=thresholds,
         text_threshold=text_threshold,
-        max_det=10,
     )
     assert len(det) == int(kept)
     if kept:
@@ -182,7 +180,12 @@ def test_detections_of_several_captions_are_merged(tokenizer):
         ChunkOutput(logits=one_hot_logits(5, [[2], [2]]), boxes=np.array([[0.75, 0.75, 0.1, 0.1]] * 2)),
     ]
     det = detections_from_outputs(
-        chunks, captions, size=(100, 100), num_classes=3, thresholds=[0.3] * 3, text_threshold=0.3, max_det=10
+        chunks,
+        captions,
+        FinalizeOptions(thresholds=(0.3,) * 3, max_det=10),
+        size=(100, 100),
+        num_classes=3,
+        text_threshold=0.3,
     )
     assert det.class_id.tolist() == [0, 1, 2, 2]
     np.testing.assert_allclose(det.xyxy[:, 0], [20, 45, 70, 70], atol=1e-4)

@@ -11,7 +11,7 @@ import pytest
 from autolabel.errors import AutolabelError
 from autolabel.ontology import Ontology, OntologyClass
 from autolabel.proposers import build_proposer
-from autolabel.proposers.base import ProposerSettings
+from autolabel.proposers.base import FinalizeOptions, ProposerSettings
 from autolabel.proposers.groundingdino_py import RawPhrases, caption_for, phrase_to_class, raw_to_detections
 
 ONTOLOGY = Ontology(
@@ -65,9 +65,8 @@ def test_phrase_to_class(phrase, expected):
 
 def post(boxes, scores, phrases, *, default=0.3, max_det=100, size=(200, 100), nms_iou=None):
     raw = RawPhrases(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(scores, dtype=np.float32), tuple(phrases))
-    return raw_to_detections(
-        raw, TABLE, thresholds=ONTOLOGY.thresholds(default), width=size[0], height=size[1], max_det=max_det, nms_iou=nms_iou
-    )
+    options = FinalizeOptions(thresholds=tuple(ONTOLOGY.thresholds(default)), max_det=max_det, nms_iou=nms_iou)
+    return raw_to_detections(raw, TABLE, options, width=size[0], height=size[1])
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from autolabel.errors import AutolabelError
 from autolabel.ontology import Ontology
 from autolabel.proposers import build_proposer
-from autolabel.proposers.base import ProposerSettings
+from autolabel.proposers.base import FinalizeOptions, ProposerSettings
 from autolabel.proposers.owlv2 import (
     Owlv2Output,
     class_scores,
@@ -75,7 +75,11 @@ def test_hand_built_outputs_of_a_non_square_image():
         ),
     )
     det = detections_from_output(
-        output, prompt_classes, size=(120, 240), num_classes=2, thresholds=[0.3, 0.4], max_det=10
+        output,
+        prompt_classes,
+        FinalizeOptions(thresholds=(0.3, 0.4), max_det=10),
+        size=(120, 240),
+        num_classes=2,
     )
     assert det.class_id.tolist() == [0, 1, 1]
     np.testing.assert_allclose(
@@ -90,10 +94,9 @@ def test_max_det_keeps_the_best():
     det = detections_from_output(
         Owlv2Output(logits=logits, boxes=boxes),
         [0],
+        FinalizeOptions(thresholds=(0.0,), max_det=2),
         size=(50, 50),
         num_classes=1,
-        thresholds=[0.0],
-        max_det=2,
     )
     np.testing.assert_allclose(det.confidence, 1 / (1 + np.exp(-np.array([3.0, 2.0]))), rtol=1e-6)
 

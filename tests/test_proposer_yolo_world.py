@@ -3,6 +3,7 @@ their Ultralytics configs (random weights) with random prompt embeddings as inpu
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from autolabel.errors import AutolabelError
 from autolabel.ontology import Ontology, OntologyClass
 from autolabel.proposers import build_proposer
-from autolabel.proposers.base import ProposerSettings
+from autolabel.proposers.base import FinalizeOptions, ProposerSettings
 from autolabel.proposers.yolo_world import (
     RawDetections,
     embeddings_path_for,
@@ -40,12 +41,14 @@ def post(rows, *, default=0.3, max_det=100, nms_iou=None, agnostic=False, size=(
     return raw_to_detections(
         raw(rows),
         PROMPT_CLASSES,
-        thresholds=ONTOLOGY.thresholds(default),
+        FinalizeOptions(
+            thresholds=tuple(ONTOLOGY.thresholds(default)),
+            max_det=max_det,
+            nms_iou=nms_iou,
+            class_agnostic_nms=agnostic,
+        ),
         width=size[0],
         height=size[1],
-        max_det=max_det,
-        nms_iou=nms_iou,
-        class_agnostic_nms=agnostic,
     )
 
 
@@ -161,7 +164,9 @@ def test_real_forward_from_config_with_given_embeddings(tmp_path, config):
     # thresholds act on the real scores: a threshold just above the best score keeps nothing
     best = max(float(det.confidence.max()) for det in results if len(det))
     strict = ProposerSettings(model="yolo-world", model_path=config, device="cpu", box_threshold=min(best + 1e-4, 1.0))
-    proposer.thresholds = ONTOLOGY.thresholds(strict.box_threshold)
+    proposer.finalize_options = replace(
+        proposer.finalize_options, thresholds=tuple(ONTOLOGY.thresholds(strict.box_threshold))
+    )
     assert all(len(det) == 0 for det in proposer.predict(batch))
 
 

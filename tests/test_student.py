@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from autolabel.errors import AutolabelError
+from autolabel.proposers.base import FinalizeOptions
 from autolabel.proposers.student import RawBoxes, StudentProposer, raw_to_detections
 
 
@@ -27,7 +28,8 @@ def raw(rows):
     ],
 )
 def test_postprocess_table(rows, conf, max_det, expected):
-    det = raw_to_detections(raw(rows), height=48, width=64, conf=conf, max_det=max_det, n_classes=2)
+    options = FinalizeOptions(thresholds=(conf, conf), max_det=max_det)  # two classes
+    det = raw_to_detections(raw(rows), options, height=48, width=64)
     got = [(*[round(float(v), 3) for v in box], int(c)) for box, c in zip(det.xyxy, det.class_id)]
     assert sorted(got) == sorted(expected)
 

@@ -23,6 +23,8 @@ from autolabel.images import ImageDecodeError, decode
 if TYPE_CHECKING:
     import supervision as sv
 
+    from autolabel.ontology import Ontology
+
 
 @dataclass(frozen=True, kw_only=True)
 class ProposerSettings:
@@ -37,6 +39,26 @@ class ProposerSettings:
     batch_size: int = 2
     fp16: bool = True  # only ever used on CUDA
     max_side: int | None = None  # resize limit for the model input (None: the processor's default)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalizeOptions:
+    """What ``finalize`` applies after a backend's own decoding: built once per proposer."""
+
+    thresholds: tuple[float, ...]  # box threshold per class id
+    max_det: int
+    nms_iou: float | None = None  # None: no NMS beyond what the backend does itself
+    class_agnostic_nms: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: ProposerSettings, ontology: Ontology) -> FinalizeOptions:
+        """Each ontology class's own box threshold (``settings.box_threshold`` where it has none)."""
+        return cls(
+            thresholds=tuple(ontology.thresholds(settings.box_threshold)),
+            max_det=settings.max_det,
+            nms_iou=settings.nms_iou,
+            class_agnostic_nms=settings.class_agnostic_nms,
+        )
 
 
 class Proposer(Protocol):
@@ -70,23 +92,14 @@ class StagedProposer:
         return self.postprocess(self.forward(self.preprocess(images)), sizes)
 
 
-def finalize(
-    det: sv.Detections,
-    *,
-    thresholds: Sequence[float],
-    width: int,
-    height: int,
-    max_det: int,
-    nms_iou: float | None = None,
-    class_agnostic_nms: bool = False,
-) -> sv.Detections:
+def finalize(det: sv.Detections, options: FinalizeOptions, *, width: int, height: int) -> sv.Detections:
     """The common tail of every postprocess: per-class thresholds, clip, NMS, top-k by score."""
-    det = dets.apply_class_thresholds(det, list(thresholds))
+    det = dets.apply_class_thresholds(det, list(options.thresholds))
     det = dets.clip_to_image(det, width, height)
-    if nms_iou is not None and len(det) > 1:
-        det = det.with_nms(threshold=nms_iou, class_agnostic=class_agnostic_nms)
-    if len(det) > max_det:
-        det = det[np.argsort(-det.confidence, kind="stable")[:max_det]]
+    if options.nms_iou is not None and len(det) > 1:
+        det = det.with_nms(threshold=options.nms_iou, class_agnostic=options.class_agnostic_nms)
+    if len(det) > options.max_det:
+        det = det[np.argsort(-det.confidence, kind="stable")[: options.max_det]]
     return det
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from autolabel.errors import AutolabelError
 from autolabel.proposers import hf_weights
-from autolabel.proposers.base import ProposerSettings, StagedProposer, finalize
+from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -128,14 +128,11 @@ def class_scores(logits: np.ndarray, token_classes: np.ndarray, num_classes: int
 def detections_from_outputs(
     chunks: Sequence[ChunkOutput],
     captions: Sequence[Caption],
+    options: FinalizeOptions,
     *,
     size: tuple[int, int],
     num_classes: int,
-    thresholds: Sequence[float],
     text_threshold: float,
-    max_det: int,
-    nms_iou: float | None = None,
-    class_agnostic_nms: bool = False,
 ) -> sv.Detections:
     """One image's raw outputs (one per caption) -> detections in its pixels. Pure."""
     from autolabel import detections as dets
@@ -153,15 +150,7 @@ def detections_from_outputs(
     if not xyxy_parts:
         return dets.empty()
     det = dets.make(np.concatenate(xyxy_parts), np.concatenate(class_parts), np.concatenate(score_parts))
-    return finalize(
-        det,
-        thresholds=thresholds,
-        width=width,
-        height=height,
-        max_det=max_det,
-        nms_iou=nms_iou,
-        class_agnostic_nms=class_agnostic_nms,
-    )
+    return finalize(det, options, width=width, height=height)
 
 
 def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
@@ -190,7 +179,7 @@ class GroundingDinoProposer(StagedProposer):
         self.device, self.dtype = loaded.device, loaded.dtype
         self.processor, self.model = processor, model = loaded.processor, loaded.model
         self.model_version = loaded.model_version
-        self.thresholds = ontology.thresholds(settings.box_threshold)
+        self.finalize_options = FinalizeOptions.from_settings(settings, ontology)
         self.captions = build_captions(
             ontology.prompt_table(), processor.tokenizer, model.config.max_text_len
         )
@@ -252,13 +241,10 @@ class GroundingDinoProposer(StagedProposer):
             detections_from_outputs(
                 chunks,
                 self.captions,
+                self.finalize_options,
                 size=size,
                 num_classes=len(self.ontology.classes),
-                thresholds=self.thresholds,
                 text_threshold=self.settings.text_threshold,
-                max_det=self.settings.max_det,
-                nms_iou=self.settings.nms_iou,
-                class_agnostic_nms=self.settings.class_agnostic_nms,
             )
             for chunks, size in zip(outputs, sizes)
         ]

@@ -26,7 +26,7 @@ import numpy as np
 
 from autolabel.errors import AutolabelError
 from autolabel.ontology import normalize_prompt
-from autolabel.proposers.base import StagedProposer, finalize
+from autolabel.proposers.base import FinalizeOptions, StagedProposer, finalize
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -106,13 +106,10 @@ def _is_sublist(part: list[str], whole: list[str]) -> bool:
 def raw_to_detections(
     raw: RawPhrases,
     prompt_table: Sequence[tuple[str, int]],
+    options: FinalizeOptions,
     *,
-    thresholds: Sequence[float],
     width: int,
     height: int,
-    max_det: int,
-    nms_iou: float | None = None,
-    class_agnostic_nms: bool = False,
 ) -> sv.Detections:
     """Pure: normalized cxcywh -> pixel xyxy, phrase -> class (unmapped phrases dropped), common tail."""
     from autolabel import detections as dets
@@ -125,15 +122,7 @@ def raw_to_detections(
     cx, cy, w, h = np.asarray(raw.boxes_cxcywh, dtype=np.float64)[keep].T * scale
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     det = dets.make(xyxy, [classes[i] for i in keep], np.asarray(raw.scores)[keep])
-    return finalize(
-        det,
-        thresholds=thresholds,
-        width=width,
-        height=height,
-        max_det=max_det,
-        nms_iou=nms_iou,
-        class_agnostic_nms=class_agnostic_nms,
-    )
+    return finalize(det, options, width=width, height=height)
 
 
 def resolve_weights(model_path: str | None, package_dir: Path) -> tuple[Path, Path]:
@@ -171,7 +160,7 @@ class GroundingDinoPyProposer(StagedProposer):
         self.settings = settings
         self.prompt_table = ontology.prompt_table()
         self.caption = caption_for([p for p, _ in self.prompt_table])
-        self.thresholds = ontology.thresholds(settings.box_threshold)
+        self.finalize_options = FinalizeOptions.from_settings(settings, ontology)
         self.device = resolve_device(settings.device)
         config, checkpoint = resolve_weights(settings.model_path, Path(groundingdino.__file__).parent)
         self.model = _call_with_device(inference.load_model, self.device, str(config), str(checkpoint))
@@ -200,7 +189,7 @@ class GroundingDinoPyProposer(StagedProposer):
                 model=self.model,
                 image=tensor,
                 caption=self.caption,
-                box_threshold=float(min(self.thresholds)),
+                box_threshold=float(min(self.finalize_options.thresholds)),
                 text_threshold=self.settings.text_threshold,
             )
             out.append(
@@ -219,12 +208,9 @@ class GroundingDinoPyProposer(StagedProposer):
             raw_to_detections(
                 raw,
                 self.prompt_table,
-                thresholds=self.thresholds,
+                self.finalize_options,
                 width=width,
                 height=height,
-                max_det=self.settings.max_det,
-                nms_iou=self.settings.nms_iou,
-                class_agnostic_nms=self.settings.class_agnostic_nms,
             )
             for raw, (height, width) in zip(outputs, sizes)
         ]

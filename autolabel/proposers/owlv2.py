@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autolabel.proposers import hf_weights
-from autolabel.proposers.base import ProposerSettings, StagedProposer, finalize
+from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -61,13 +61,10 @@ def padded_square_to_pixels(boxes: np.ndarray, size: tuple[int, int]) -> np.ndar
 def detections_from_output(
     output: Owlv2Output,
     prompt_classes: Sequence[int],
+    options: FinalizeOptions,
     *,
     size: tuple[int, int],
     num_classes: int,
-    thresholds: Sequence[float],
-    max_det: int,
-    nms_iou: float | None = None,
-    class_agnostic_nms: bool = False,
 ) -> sv.Detections:
     """One image's raw output -> detections in its pixels. Pure."""
     from autolabel import detections as dets
@@ -75,18 +72,10 @@ def detections_from_output(
     scores = class_scores(output.logits, prompt_classes, num_classes)
     best = scores.argmax(axis=1)
     confidence = scores[np.arange(len(best)), best]
-    keep = confidence >= min(thresholds)  # cheap pre-filter; finalize applies each class's own
+    keep = confidence >= min(options.thresholds)  # cheap pre-filter; finalize applies each class's own
     det = dets.make(padded_square_to_pixels(output.boxes[keep], size), best[keep], confidence[keep])
     height, width = size
-    return finalize(
-        det,
-        thresholds=thresholds,
-        width=width,
-        height=height,
-        max_det=max_det,
-        nms_iou=nms_iou,
-        class_agnostic_nms=class_agnostic_nms,
-    )
+    return finalize(det, options, width=width, height=height)
 
 
 class Owlv2Proposer(StagedProposer):
@@ -99,7 +88,7 @@ class Owlv2Proposer(StagedProposer):
         self.device, self.dtype = loaded.device, loaded.dtype
         self.processor, self.model = processor, model = loaded.processor, loaded.model
         self.model_version = loaded.model_version
-        self.thresholds = ontology.thresholds(settings.box_threshold)
+        self.finalize_options = FinalizeOptions.from_settings(settings, ontology)
         table = ontology.prompt_table()
         self.prompt_classes = [class_index for _, class_index in table]
         self.text_inputs = processor.tokenizer(
@@ -142,12 +131,9 @@ class Owlv2Proposer(StagedProposer):
             detections_from_output(
                 output,
                 self.prompt_classes,
+                self.finalize_options,
                 size=size,
                 num_classes=len(self.ontology.classes),
-                thresholds=self.thresholds,
-                max_det=self.settings.max_det,
-                nms_iou=self.settings.nms_iou,
-                class_agnostic_nms=self.settings.class_agnostic_nms,
             )
             for output, size in zip(outputs, sizes)
         ]

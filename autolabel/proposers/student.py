@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autolabel.errors import AutolabelError
-from autolabel.proposers.base import StagedProposer, finalize
+from autolabel.proposers.base import FinalizeOptions, StagedProposer, finalize
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -66,6 +66,9 @@ class StudentProposer(StagedProposer):
         self.class_names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:10]
         self.model_version = f"student:{weights.name}:{digest}"
+        self.finalize_options = FinalizeOptions(
+            thresholds=(conf,) * max(len(self.class_names), 1), max_det=max_det
+        )
 
     def preprocess(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         # ultralytics treats numpy input as OpenCV BGR
@@ -96,14 +99,14 @@ class StudentProposer(StagedProposer):
 
     def postprocess(self, outputs: Sequence[RawBoxes], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
         return [
-            raw_to_detections(raw, height=h, width=w, conf=self.conf, max_det=self.max_det, n_classes=len(self.class_names))
+            raw_to_detections(raw, self.finalize_options, height=h, width=w)
             for raw, (h, w) in zip(outputs, sizes)
         ]
 
 
-def raw_to_detections(raw: RawBoxes, *, height: int, width: int, conf: float, max_det: int, n_classes: int):
-    """Pure: threshold, clip to the image, keep the ``max_det`` best."""
+def raw_to_detections(raw: RawBoxes, options: FinalizeOptions, *, height: int, width: int):
+    """Pure: threshold, clip to the image, keep the ``options.max_det`` best."""
     from autolabel import detections as dets
 
     det = dets.make(raw.xyxy, raw.class_id, raw.confidence)
-    return finalize(det, thresholds=[conf] * max(n_classes, 1), width=width, height=height, max_det=max_det)
+    return finalize(det, options, width=width, height=height)

@@ -23,7 +23,7 @@ import numpy as np
 
 from autolabel.errors import AutolabelError
 from autolabel.ontology import normalize_prompt
-from autolabel.proposers.base import StagedProposer, finalize
+from autolabel.proposers.base import FinalizeOptions, StagedProposer, finalize
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -104,7 +104,7 @@ class YoloWorldProposer(StagedProposer):
         table = ontology.prompt_table()
         self.prompts = [prompt for prompt, _ in table]
         self.prompt_classes = np.asarray([class_index for _, class_index in table], dtype=int)
-        self.thresholds = ontology.thresholds(settings.box_threshold)
+        self.finalize_options = FinalizeOptions.from_settings(settings, ontology)
         self.device = resolve_device(settings.device)
         self.half = bool(settings.fp16 and self.device.startswith("cuda"))
         self.imgsz = settings.max_side or DEFAULT_IMGSZ
@@ -127,7 +127,7 @@ class YoloWorldProposer(StagedProposer):
     def forward(self, inputs: list[np.ndarray]) -> list[RawDetections]:
         results = self.model.predict(
             inputs,
-            conf=float(min(self.thresholds)),
+            conf=float(min(self.finalize_options.thresholds)),
             iou=SYNONYM_MERGE_IOU,
             imgsz=self.imgsz,
             max_det=max(self.settings.max_det, 1) * 3,
@@ -154,12 +154,9 @@ class YoloWorldProposer(StagedProposer):
             raw_to_detections(
                 raw,
                 self.prompt_classes,
-                thresholds=self.thresholds,
+                self.finalize_options,
                 width=width,
                 height=height,
-                max_det=self.settings.max_det,
-                nms_iou=self.settings.nms_iou,
-                class_agnostic_nms=self.settings.class_agnostic_nms,
             )
             for raw, (height, width) in zip(outputs, sizes)
         ]
@@ -168,13 +165,10 @@ class YoloWorldProposer(StagedProposer):
 def raw_to_detections(
     raw: RawDetections,
     prompt_classes: np.ndarray,
+    options: FinalizeOptions,
     *,
-    thresholds: Sequence[float],
     width: int,
     height: int,
-    max_det: int,
-    nms_iou: float | None = None,
-    class_agnostic_nms: bool = False,
 ) -> sv.Detections:
     """Pure: prompt indices -> ontology classes, merge synonym duplicates, then the common tail."""
     from autolabel import detections as dets
@@ -184,15 +178,7 @@ def raw_to_detections(
     det = dets.make(raw.xyxy, np.asarray(prompt_classes)[raw.prompt_index], raw.scores)
     if len(det) > 1 and len(set(prompt_classes.tolist())) < len(prompt_classes):
         det = det.with_nms(threshold=SYNONYM_MERGE_IOU, class_agnostic=False)
-    return finalize(
-        det,
-        thresholds=thresholds,
-        width=width,
-        height=height,
-        max_det=max_det,
-        nms_iou=nms_iou,
-        class_agnostic_nms=class_agnostic_nms,
-    )
+    return finalize(det, options, width=width, height=height)
 
 
 def _load_model(weights: str):
