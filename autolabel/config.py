@@ -75,6 +75,7 @@ class TrainConfig(_Section):
     patience: int = 20
     close_mosaic: int = 10
     device: str = "auto"
+    val_each_epoch: bool = True  # false: validate only after the last epoch; best.pt is then the last epoch
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     conf: float = Field(default=0.25, ge=0, le=1)
     eval_iou: float = Field(default=0.5, gt=0, le=1)  # P/R/F1 matching IoU in 'autolabel eval'

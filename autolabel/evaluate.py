@@ -260,10 +260,12 @@ class EvalReport:
 
 
 def latest_run_id(store: Store) -> int:
-    finished = [r for r in store.runs(status="finished") if r["kind"] == "train" and r["weights_path"]]
-    if not finished:
+    from autolabel.train import latest_train_run
+
+    run = latest_train_run(store)
+    if run is None:
         raise AutolabelError("no finished training run: run 'autolabel train' first")
-    return int(finished[-1]["id"])
+    return int(run["id"])
 
 
 def evaluate_run(

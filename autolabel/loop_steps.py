@@ -45,12 +45,10 @@ def batch_ids(store: Store, round_index: int) -> list[int]:
 
 
 def latest_student(store: Store, before_round: int | None = None) -> dict | None:
-    """The newest finished training run (optionally from an earlier round)."""
-    runs = [r for r in store.runs(status="finished") if r["kind"] == "train" and r["weights_path"]]
-    if before_round is not None:
-        runs = [r for r in runs if r["round"] < before_round]
-    runs = [r for r in runs if Path(r["weights_path"]).is_file()]
-    return dict(runs[-1]) if runs else None
+    """The newest finished training run whose weights are on disk (optionally from an earlier round)."""
+    from autolabel.train import latest_train_run
+
+    return latest_train_run(store, before_round=before_round, weights_on_disk=True)
 
 
 def _pool(store: Store):
@@ -265,10 +263,13 @@ def step_train(ctx: LoopContext, round_index: int) -> dict:
         return {"run_id": finished[-1]["id"], "reused": True}
     previous = latest_student(store, before_round=round_index)
     t = recipe.train
+    warm = bool(t.warm_start and previous)
     settings = TrainSettings(
         model=t.model, epochs=t.epochs, imgsz=t.imgsz, batch=t.batch, seed=t.seed, device=t.device,
-        resume_from=previous["weights_path"] if (t.warm_start and previous) else None,
+        resume_from=previous["weights_path"] if warm else None,
         close_mosaic=min(10, max(1, t.epochs // 3)), patience=max(t.epochs, 1),
+        val_each_epoch=t.val_each_epoch,
+        warmup_epochs=0.0 if warm else 3.0,  # a trained student needs no warm-up; a short round would spend most of its steps in it
     )
     run_id = train_student(deps.workspace, store, settings, warn=ctx.log)
     return {"run_id": run_id, "warm_start": settings.resume_from is not None}

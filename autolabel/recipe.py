@@ -27,7 +27,8 @@ class LoopTrain(_Section):
     imgsz: int = Field(default=320, gt=0)
     batch: int = Field(default=16, gt=0)
     model: str = "yolo11n.pt"
-    warm_start: bool = True  # start each round from the previous round's student
+    warm_start: bool = True  # start each round from the previous round's student (no LR warm-up)
+    val_each_epoch: bool = True  # False: the round's student is its last epoch, val is used only to report
     seed: int = 0
     device: str = "auto"
 

@@ -55,6 +55,8 @@ class TrainSettings:
     resume_from: str | None = None  # warm start: previous student's weights (a new run, not resume=True)
     deterministic: bool = True
     plots: bool = True
+    val_each_epoch: bool = True  # False: validate only after the last epoch (best.pt = last epoch)
+    warmup_epochs: float = 3.0  # LR warm-up; 0 for a warm start from an already trained student
     evaluate: bool = True  # run ``autolabel.evaluate`` on the frozen val set after training
     conf: float = 0.25  # operating confidence for the P/R/F1 of that evaluation
     iou: float = 0.5
@@ -63,7 +65,9 @@ class TrainSettings:
     def from_config(cls, config: TrainConfig, **overrides) -> TrainSettings:
         base = {
             name: getattr(config, name)
-            for name in ("model", "epochs", "imgsz", "batch", "seed", "patience", "close_mosaic", "device", "conf")
+            for name in (
+                "model", "epochs", "imgsz", "batch", "seed", "patience", "close_mosaic", "device", "conf", "val_each_epoch"
+            )
             if hasattr(config, name)
         }
         if hasattr(config, "eval_iou"):
@@ -286,6 +290,16 @@ def train_student(
     return run_id
 
 
+def latest_train_run(store: Store, *, before_round: int | None = None, weights_on_disk: bool = False) -> dict | None:
+    """The newest finished training run with weights, optionally from a round before ``before_round``."""
+    runs = [r for r in store.runs(status="finished") if r["kind"] == "train" and r["weights_path"]]
+    if before_round is not None:
+        runs = [r for r in runs if r["round"] < before_round]
+    if weights_on_disk:
+        runs = [r for r in runs if Path(r["weights_path"]).is_file()]
+    return dict(runs[-1]) if runs else None
+
+
 def run_directory(workspace: Workspace, run_id: int) -> Path:
     return workspace.runs_dir / f"run-{run_id}"
 
@@ -311,6 +325,8 @@ def _fit(choice: ModelChoice, settings: TrainSettings, device: str, data_yaml: P
             exist_ok=True,
             pretrained=choice.pretrained,
             plots=settings.plots,
+            val=settings.val_each_epoch,
+            warmup_epochs=settings.warmup_epochs,
             verbose=False,
         )
     trainer_metrics = getattr(model.trainer, "metrics", None) or {}

@@ -7,8 +7,12 @@ replay annotator gives, without the HTTP round trip). Validation is a fixed, fro
 warm-starts from the previous round's student. Round 0 is the same seeded random batch for every
 strategy, so the curves start together.
 
-    python scripts/bench_al.py --dataset scenes --strategies random uncertainty hybrid --seeds 0 1
-    python scripts/bench_al.py --dataset bccd --rounds 5 --budget 20 --epochs 15 --imgsz 320
+    python scripts/bench_al.py --dataset scenes --rounds 5 --initial-budget 40 --budget 40 --epochs 20 --imgsz 160
+    python scripts/bench_al.py --dataset bccd --rounds 5 --initial-budget 20 --budget 20 --epochs 20 --imgsz 224
+
+Per-epoch validation is off by default here (--val-each-epoch turns it on): each round's student is
+its last epoch and the frozen val set is only used to report, never to pick a checkpoint.
+Results are written after every run; rerunning the same command skips the runs already in the JSON.
 
 Writes results JSON and a plot of mAP50-95 against labeled images.
 """
@@ -30,7 +34,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 BCCD = REPO.parent / "shared" / "datasets" / "bccd"
 
 
-def prepare_dataset(name: str, root: Path) -> tuple[Path, list[str]]:
+def prepare_dataset(name: str, root: Path, args) -> tuple[Path, list[str]]:
     """A folder with ``images/{pool,val}/...`` and ``labels/{pool,val}/...`` (YOLO), and class names."""
     import yaml
 
@@ -52,8 +56,8 @@ def prepare_dataset(name: str, root: Path) -> tuple[Path, list[str]]:
         from autolabel.synthetic import CLASS_NAMES, generate_dataset
 
         names = list(CLASS_NAMES)
-        for part, n, seed, groups in (("pool", 240, 1, 24), ("val", 60, 2, 6)):
-            generate_dataset(root / "tmp" / part, n=n, seed=seed, imgsz=256, groups=groups)
+        for part, n, seed in (("pool", args.pool, 1), ("val", args.val, 2)):
+            generate_dataset(root / "tmp" / part, n=n, seed=seed, imgsz=args.imgsz, groups=max(1, n // 10))
             for kind in ("images", "labels"):
                 shutil.move(str(root / "tmp" / part / kind), str(root / kind / part))
         shutil.rmtree(root / "tmp")
@@ -93,10 +97,12 @@ def oracle_step(data: Path):
         from autolabel.loop_steps import batch_ids
 
         store = ctx.store
+        boxes = 0
         for image in store.images(ids=batch_ids(store, round_index)):
             det = yolo.from_lines(_label_lines(data, image.path), image.width, image.height)
             store.set_labels(image.id, "replay", dets.to_json(det))
-        return {"labeled": len(store.labels())}
+            boxes += len(det)
+        return {"labeled": len(store.labels()), "boxes": boxes}
 
     return step
 
@@ -106,14 +112,14 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
     from autolabel.loop_steps import LoopDeps, step_eval, step_select, step_train
     from autolabel.recipe import Recipe
 
-    data, names = prepare_dataset(dataset, data_root)
+    data, names = prepare_dataset(dataset, data_root, args)
     root = Path(tempfile.mkdtemp(prefix=f"bench-al-{dataset}-{strategy}-{seed}-"))
     ws, store = build_workspace(root, data, names)
     recipe = Recipe(
-        rounds=args.rounds, budget=args.budget, initial_budget=args.budget, strategy=strategy, seed=seed,
-        plateau={"patience": args.rounds, "min_delta": 0.0},
+        rounds=args.rounds, budget=args.budget, initial_budget=args.initial_budget or args.budget,
+        strategy=strategy, seed=seed, plateau={"patience": args.rounds, "min_delta": 0.0},
         train={"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "model": "yolo11n.yaml",
-               "warm_start": True, "seed": seed, "device": "auto"},
+               "warm_start": True, "seed": seed, "device": "auto", "val_each_epoch": args.val_each_epoch},
     )
 
     def select(ctx, round_index):
@@ -130,10 +136,21 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
     outcome = run_loop(
         ctx, [("select", select), ("label", oracle_step(data)), ("train", step_train), ("eval", step_eval)]
     )
-    curve = [{"round": h["round"], "labels": h["labels"] - len(store.images(status="validation")),
+    n_val = len(store.images(status="validation"))
+    boxes = _boxes_per_round(store)
+    curve = [{"round": h["round"], "labels": h["labels"] - n_val, "boxes": sum(boxes[: h["round"] + 1]),
               "map50_95": h.get("map50_95") or 0.0, "map50": h.get("map50") or 0.0} for h in outcome.history]
     return {"dataset": dataset, "strategy": strategy, "seed": seed, "curve": curve,
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _boxes_per_round(store) -> list[int]:
+    import json as _json
+
+    rows = store.conn.execute(
+        "SELECT round, result FROM loop_steps WHERE step = 'label' AND status = 'done' ORDER BY round"
+    ).fetchall()
+    return [(_json.loads(r[1]) or {}).get("boxes", 0) for r in rows]
 
 
 def labels_to_reach(curve: list[dict], target: float) -> int | None:
@@ -162,6 +179,9 @@ def summarize(results: list[dict]) -> dict:
             reach = next((labels[i] for i, v in enumerate(curve) if v >= target), None)
             summary[f"{s}_labels_to_reach_random_final"] = reach
             summary[f"{s}_fraction_of_random_labels"] = None if reach is None else round(reach / labels[-1], 3)
+            # equal budget: mean over rounds after round 0 of (strategy - random) mAP50-95
+            diffs = np.asarray(curve[1:]) - np.asarray(mean_curves["random"][1:])
+            summary[f"{s}_minus_random_mean"] = round(float(diffs.mean()), 4) if diffs.size else None
     return summary
 
 
@@ -189,10 +209,14 @@ def main() -> None:
     parser.add_argument("--dataset", choices=["scenes", "bccd"], default="scenes")
     parser.add_argument("--strategies", nargs="+", default=["random", "uncertainty", "hybrid"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--budget", type=int, default=20)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--imgsz", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--initial-budget", type=int, default=None, help="round 0 (default: --budget)")
+    parser.add_argument("--budget", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=20, help="per round, warm-started from the previous round")
+    parser.add_argument("--imgsz", type=int, default=160)
+    parser.add_argument("--pool", type=int, default=600, help="scenes: unlabeled pool size")
+    parser.add_argument("--val", type=int, default=100, help="scenes: frozen validation size")
+    parser.add_argument("--val-each-epoch", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "scripts" / "results")
     args = parser.parse_args()
     from autolabel.runtime import configure_environment
@@ -200,16 +224,24 @@ def main() -> None:
     cache = Path(tempfile.mkdtemp(prefix="bench-al-cache-"))
     configure_environment(cache)
     data_root = cache / "data"
-    results = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"bench_al_{args.dataset}"
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "strategies")}
+    previous = json.loads((args.out / f"{stem}.json").read_text()) if (args.out / f"{stem}.json").exists() else {}
+    results = [r for r in previous.get("runs", []) if previous.get("settings") == settings]
+    done = {(r["strategy"], r["seed"]) for r in results}
     for seed in args.seeds:
         for strategy in args.strategies:
+            if (strategy, seed) in done:
+                continue
             result = run_one(args.dataset, strategy, seed, args, data_root)
             print(json.dumps(result), flush=True)
             results.append(result)
+            report = {"command": " ".join(sys.argv), "settings": settings, "runs": results}
+            (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     summary = summarize(results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"bench_al_{args.dataset}"
-    (args.out / f"{stem}.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": results, "summary": summary}, indent=2))
+    report = {"command": " ".join(sys.argv), "settings": settings, "runs": results, "summary": summary}
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     plot(results, summary, args.out / f"{stem}.png")
     print(json.dumps(summary, indent=2))
 

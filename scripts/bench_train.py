@@ -77,7 +77,8 @@ def ultralytics_val(weights: str, data_yaml: str, imgsz: int, device: str, singl
     if single_label:
         detect_val.nms.non_max_suppression = one_label
     try:
-        metrics = YOLO(weights).val(data=data_yaml, imgsz=imgsz, device=device, batch=8, plots=False, verbose=False)
+        metrics = YOLO(weights).val(data=data_yaml, imgsz=imgsz, device=device, batch=8, plots=False, verbose=False,
+                                    project=str(Path(weights).parents[2] / "ultralytics-val"), exist_ok=True)
     finally:
         detect_val.nms.non_max_suppression = original
     box = metrics.box

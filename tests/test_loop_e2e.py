@@ -88,6 +88,7 @@ def test_two_round_loop_with_replay_annotator(studio_server, tmp_path, monkeypat
     db = sqlite3.connect(ws.db_path)
     params = [json.loads(p) for (p,) in db.execute("SELECT params FROM runs WHERE status = 'finished' ORDER BY id")]
     assert params[0].get("resume_from") is None and params[1].get("resume_from")  # round 1 warm-starts
+    assert (params[0]["warmup_epochs"], params[1]["warmup_epochs"]) == (3.0, 0.0)  # ... without LR warm-up
     status = CliRunner().invoke(app, ["status", "-w", str(ws.root)])
     assert status.exit_code == 0, status.output
     assert "active-learning rounds" in status.output

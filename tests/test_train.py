@@ -155,8 +155,8 @@ def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trai
     store.set_meta("round", "1")
     try:
         settings = TrainSettings(
-            epochs=1, imgsz=IMGSZ, batch=4, workers=0, device="cpu", resume_from=first["weights_path"],
-            evaluate=False, plots=False, deterministic=False,
+            epochs=2, imgsz=IMGSZ, batch=4, workers=0, device="cpu", resume_from=first["weights_path"],
+            evaluate=False, plots=False, deterministic=False, val_each_epoch=False, warmup_epochs=0.0,
         )
         run_id = train_student(trained["ws"], store, settings)
     finally:
@@ -165,6 +165,12 @@ def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trai
     assert run_id != trained["run_id"] and run["round"] == 1 and run["status"] == "finished"
     assert json.loads(run["params"])["model_source"] == str(Path(first["weights_path"]).resolve())
     assert Path(run["weights_path"]).is_file()
+    # no per-epoch validation: nothing picks a checkpoint on val, the student is the last epoch
+    weights = Path(run["weights_path"]).parent
+    import torch
+
+    best, last = (torch.load(weights / name, weights_only=False)["model"].state_dict() for name in ("best.pt", "last.pt"))
+    assert best.keys() == last.keys() and all(torch.equal(best[k], last[k]) for k in best)
 
 
 # -- pure pieces ------------------------------------------------------------------------------
