@@ -39,6 +39,7 @@ REFERENCE_WEIGHTS = "model.pt"
 MANIFEST = "exports.json"
 MATCH_IOU = 0.9
 MAP_TOLERANCE_POINTS = 0.3  # fp32 target; fp16/int8 exports are reported, not held to it
+INT8_FORMATS = ("onnx", "engine")
 EVAL_CONF = 0.001  # COCO-style evaluation keeps (almost) every box
 
 
@@ -48,11 +49,18 @@ class ExportOptions:
     imgsz: int = 640
     dynamic: bool = False
     half: bool = False
+    int8: bool = False  # static INT8, calibrated on the student's training images (ONNX Runtime / TensorRT)
     nms: bool = False
+
+    def __post_init__(self):
+        if self.half and self.int8:
+            raise AutolabelError("--half and --int8 exclude each other: choose one precision")
+        if self.int8 and self.format not in INT8_FORMATS:
+            raise AutolabelError(f"--int8: supported for {', '.join(INT8_FORMATS)}, not {self.format}")
 
     @property
     def precision(self) -> str:
-        return "fp16" if self.half else "fp32"
+        return "int8" if self.int8 else "fp16" if self.half else "fp32"
 
     @property
     def stem(self) -> str:
@@ -183,9 +191,18 @@ def export_device(fmt: str) -> str:
     return "0" if fmt == "engine" else "cpu"
 
 
-def export_weights(weights: Path, out_dir: Path, options: ExportOptions) -> Path:
-    """Copy ``weights`` to ``out_dir/model.pt`` and export it; returns the exported file or folder."""
+def export_weights(
+    weights: Path, out_dir: Path, options: ExportOptions, *, calibration: Path | None = None
+) -> Path:
+    """Copy ``weights`` to ``out_dir/model.pt`` and export it; returns the exported file or folder.
+
+    ``calibration``: a YOLO data.yaml whose *train* split calibrates an ``int8`` export (ultralytics
+    runs ONNX Runtime's static quantization over it; only convolutions and matmuls are quantized,
+    so the box decode stays float).
+    """
     check_exporter(options.format)
+    if options.int8 and calibration is None:
+        raise AutolabelError("--int8 needs calibration images: the student's training set was not found")
     configure_ultralytics()
     from ultralytics import YOLO
 
@@ -206,8 +223,9 @@ def export_weights(weights: Path, out_dir: Path, options: ExportOptions) -> Path
             format=options.format,
             imgsz=options.imgsz,
             dynamic=options.dynamic,
-            quantize=16 if options.half else None,
+            quantize=8 if options.int8 else 16 if options.half else None,
             nms=options.nms,
+            **({"data": str(calibration), "split": "train"} if options.int8 else {}),
             device=export_device(options.format),
             verbose=False,
         )
@@ -217,7 +235,10 @@ def export_weights(weights: Path, out_dir: Path, options: ExportOptions) -> Path
         source.unlink(missing_ok=True)
     if not exported or not Path(exported).exists():
         raise AutolabelError(f"{options.format} export produced no file (see the ultralytics log above)")
-    return Path(exported)
+    exported = Path(exported)
+    if options.int8 and exported.is_file() and exported.stem.endswith("_int8"):  # ultralytics' own suffix
+        exported = exported.replace(exported.with_name(f"{options.stem}{exported.suffix}"))
+    return exported
 
 
 # -- the images parity runs on ------------------------------------------------------------------
@@ -465,7 +486,7 @@ def check_parity(
         map50_95_reference=map_ref,
         map50_95_exported=map_exp,
         map_diff_points=abs(map_ref - map_exp) * 100.0,
-        map_tolerance_points=MAP_TOLERANCE_POINTS if not options.half else None,
+        map_tolerance_points=MAP_TOLERANCE_POINTS if options.precision == "fp32" else None,
         names_reference=reference_names,
         names_exported=exported_names,
         names_match=reference_names == exported_names,
@@ -521,6 +542,19 @@ class ExportResult:
     card: Path
 
 
+def calibration_data(store: Store, image_root: Path, weights: Path, out_dir: Path) -> Path:
+    """The data.yaml the run trained on (``runs/run-N/data``), else one built from the current split."""
+    trained_on = weights.parent.parent / "data" / "data.yaml"
+    if trained_on.is_file():
+        return trained_on
+    from autolabel.train import collect_dataset, write_yolo_dataset
+
+    snapshot = collect_dataset(store)
+    if not snapshot.train:
+        raise AutolabelError("--int8 needs calibration images and the store has no training images")
+    return write_yolo_dataset(snapshot, image_root, out_dir / "calibration")
+
+
 def export_dir(exports_root: Path, run_id: int) -> Path:
     return exports_root / str(run_id)
 
@@ -543,7 +577,8 @@ def export_student(
     run = select_run(store, run_id)
     weights = weights_file(run, workspace_root)
     out_dir = export_dir(exports_root, run["id"])
-    exported = export_weights(weights, out_dir, options)
+    calibration = calibration_data(store, image_root, weights, out_dir) if options.int8 else None
+    exported = export_weights(weights, out_dir, options, calibration=calibration)
     images, source = parity_images(store, image_root, parity_limit)
     parity = None
     if images:

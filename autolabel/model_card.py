@@ -224,7 +224,8 @@ def write_card(out_dir: Path, card: dict) -> tuple[Path, Path]:
 
 def _export_row(entry: dict) -> str:
     parity = entry.get("parity")
-    precision = "fp16" if entry["options"].get("half") else "fp32"
+    options = entry["options"]
+    precision = "int8" if options.get("int8") else "fp16" if options.get("half") else "fp32"
     if not parity:
         return f"| {entry['file']} | {entry['format']} | {precision} | not checked | | | | |"
     diff = "n/a (NMS in graph)" if parity["max_abs_diff"] is None else f"{parity['max_abs_diff']:.2e}"

@@ -392,12 +392,57 @@ def test_select_run(rows, run_id, expected):
         ({}, "onnx-fp32"),
         ({"half": True, "dynamic": True}, "onnx-fp16-dynamic"),
         ({"format": "engine", "half": True, "nms": True}, "engine-fp16-nms"),
+        ({"int8": True}, "onnx-int8"),
+        ({"format": "engine", "int8": True}, "engine-int8"),
     ],
 )
 def test_each_variant_has_its_own_file_stem(options, stem):
     from autolabel.export import ExportOptions
 
     assert ExportOptions(**options).stem == stem
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"half": True, "int8": True}, "exclude each other"),
+        ({"format": "openvino", "int8": True}, "supported for onnx, engine, not openvino"),
+    ],
+)
+def test_impossible_precisions_are_refused(options, message):
+    from autolabel.export import ExportOptions
+
+    with pytest.raises(AutolabelError, match=message):
+        ExportOptions(**options)
+
+
+def test_int8_onnx_is_quantized_calibrated_on_training_images_and_keeps_names(trained, tmp_path):
+    """Static INT8 through ultralytics + ONNX Runtime: Q/DQ nodes in the graph, names in metadata,
+    a parity row that reports (is not held to) the mAP difference, and the card says int8."""
+    import shutil
+
+    import onnx
+    import onnxruntime as ort
+
+    from autolabel.cli.app import app
+
+    root = tmp_path / "ws"
+    shutil.copytree(trained["root"], root, ignore=shutil.ignore_patterns("exports"))
+    result = CliRunner().invoke(app, ["export", "--format", "onnx", "--int8", "--workspace", str(root)])
+    assert result.exit_code == 0, result.output
+    out_dir = root / "exports" / str(trained["run_id"])
+    path = out_dir / "onnx-int8.onnx"
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    calibration = sorted(p.name for p in (out_dir / "calibration" / "images" / "train").iterdir())
+    assert len(calibration) == 9  # the labeled (training) images, never the frozen val set
+    assert not any(name.endswith(("img03.png", "img07.png", "img11.png")) for name in calibration)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {session.get_inputs()[0].name: np.zeros((1, 3, IMGSZ, IMGSZ), np.float32)})[0]
+    assert out.shape == (1, 4 + len(NAMES), (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + 4)
+    parity = json.loads((out_dir / "exports.json").read_text())["exports"]["onnx-int8.onnx"]["parity"]
+    assert parity["names_exported"] == NAMES and parity["map_tolerance_points"] is None and parity["passed"]
+    assert "| onnx-int8.onnx | onnx | int8 |" in (out_dir / "MODEL_CARD.md").read_text()
 
 
 # -- latency ------------------------------------------------------------------------------------

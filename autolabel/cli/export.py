@@ -19,6 +19,9 @@ def export(
     ] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch and image size.")] = False,
     half: Annotated[bool, typer.Option("--half", help="FP16 weights.")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Static INT8 (onnx, engine), calibrated on the training images.")
+    ] = False,
     nms: Annotated[bool, typer.Option("--nms", help="Put NMS inside the exported graph.")] = False,
     imgsz: Annotated[Optional[int], typer.Option("--imgsz", help="Input size (default: the run's).")] = None,
     conf: Annotated[
@@ -42,6 +45,7 @@ def export(
             imgsz=imgsz or run_imgsz(chosen, ws.config.train.imgsz),
             dynamic=dynamic,
             half=half,
+            int8=int8,
             nms=nms,
         )
         result = export_student(
