@@ -1,6 +1,6 @@
 """Benchmark the export: ONNX Runtime vs PyTorch eager latency and raw-output parity for yolo11n.
 
-    .venv/bin/python scripts/bench_export.py --out /tmp/bench-export --repeats 5
+    .venv/bin/python scripts/bench_export.py --out /tmp/bench-export --repeats 5 [--int8] [--threads 2]
 
 yolo11n is built from ``yolo11n.yaml`` with random weights (no weights can be downloaded here);
 latency and export parity do not depend on what the weights learned. The model is exported to
@@ -42,6 +42,9 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for both (default: PyTorch's)")
     parser.add_argument("--engine", action="store_true", help="also TensorRT fp16 (needs CUDA + tensorrt)")
+    parser.add_argument(
+        "--int8", action="store_true", help="also a static INT8 ONNX, calibrated on BCCD's train images"
+    )
     args = parser.parse_args()
 
     out = args.out.resolve()
@@ -70,6 +73,13 @@ def main() -> None:
         latency.pytorch_backend(out / "exports" / "model.pt", args.imgsz, "cpu"),
         latency.onnxruntime_backend(onnx_path, args.imgsz, threads),
     ]
+    int8_path = None
+    if args.int8:
+        int8_path = export_weights(
+            weights, out / "exports", ExportOptions(format="onnx", imgsz=args.imgsz, int8=True),
+            calibration=calibration_yaml(out / "calibration"),
+        )
+        backends.append(latency.onnxruntime_backend(int8_path, args.imgsz, threads))
     engine = None
     if args.engine:
         engine = export_weights(
@@ -95,6 +105,7 @@ def main() -> None:
         "parity": parity,
         "onnx_export_s": round(export_s, 1),
         "onnx_file": onnx_path.name,
+        "int8_file": int8_path.name if int8_path else None,
         "engine_file": engine.name if engine else None,
         "machine": latency.machine_info(),
         "load_average": os.getloadavg(),
@@ -102,6 +113,19 @@ def main() -> None:
     }
     (out / "bench_export.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def calibration_yaml(root: Path) -> Path:
+    """BCCD's train split behind directory links, so ultralytics' label cache lands here, not in shared/."""
+    bccd = DEFAULT_IMAGES.parents[1]
+    for kind in ("images", "labels"):
+        (root / kind).mkdir(parents=True, exist_ok=True)
+        if not (root / kind / "train").exists():
+            (root / kind / "train").symlink_to(bccd / kind / "train", target_is_directory=True)
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(["RBC", "WBC", "Platelets"]))
+    data = root / "data.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/train\nnames:\n{names}\n")
+    return data
 
 
 def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, imgsz: int) -> dict:
@@ -137,7 +161,7 @@ def summarize(repeats: list[list[dict]]) -> dict:
     grouped: dict[str, list[dict]] = {}
     for rows in repeats:
         for row in rows:
-            grouped.setdefault(f"{row['backend']}@{row['device']}", []).append(row)
+            grouped.setdefault(f"{row['backend']}@{row['device']}:{row['file']}", []).append(row)
     summary = {}
     for key, rows in sorted(grouped.items()):
         speedups = [r["speedup"] for r in rows if r["speedup"] is not None]
