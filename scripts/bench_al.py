@@ -178,6 +178,7 @@ def summarize(results: list[dict]) -> dict:
         for s, curve in mean_curves.items():
             reach = next((labels[i] for i, v in enumerate(curve) if v >= target), None)
             summary[f"{s}_labels_to_reach_random_final"] = reach
+            summary[f"{s}_labels_to_reach_random_final_interpolated"] = _interpolated_reach(labels, curve, target)
             summary[f"{s}_fraction_of_random_labels"] = None if reach is None else round(reach / labels[-1], 3)
             # equal budget: mean over rounds after round 0 of (strategy - random) mAP50-95
             diffs = np.asarray(curve[1:]) - np.asarray(mean_curves["random"][1:])
@@ -185,21 +186,40 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
-def plot(results: list[dict], summary: dict, out: Path) -> None:
+def _interpolated_reach(labels: list[int], curve: list[float], target: float) -> float | None:
+    """Labels at which the mean curve first crosses ``target``, linear between rounds."""
+    for i, value in enumerate(curve):
+        if value >= target:
+            if i == 0 or curve[i] == curve[i - 1]:
+                return float(labels[i])
+            t = (target - curve[i - 1]) / (curve[i] - curve[i - 1])
+            return round(labels[i - 1] + t * (labels[i] - labels[i - 1]), 1)
+    return None
+
+
+def plot(results: list[dict], summary: dict, out: Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (by_images, by_boxes) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colors = {s: f"C{i}" for i, s in enumerate(summary["mean_map50_95"])}
     for strategy, curve in summary["mean_map50_95"].items():
-        ax.plot(summary["labels"], curve, "o-", label=f"{strategy} (mean)")
+        by_images.plot(summary["labels"], curve, "o-", color=colors[strategy], label=f"{strategy} (mean of seeds)")
     for r in results:
-        ax.plot([p["labels"] for p in r["curve"]], [p["map50_95"] for p in r["curve"]], ":", alpha=0.3, color="gray")
-    ax.set_xlabel("labeled images")
-    ax.set_ylabel("frozen-val mAP50-95")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        color = colors[r["strategy"]]
+        by_images.plot([p["labels"] for p in r["curve"]], [p["map50_95"] for p in r["curve"]], ":", alpha=0.4, color=color)
+        by_boxes.plot([p["boxes"] for p in r["curve"]], [p["map50_95"] for p in r["curve"]], ".-", alpha=0.7,
+                      color=color, label=f"{r['strategy']} seed {r['seed']}")
+    by_images.set_xlabel("labeled images")
+    by_boxes.set_xlabel("labeled boxes")
+    by_images.set_ylabel("frozen-val mAP50-95")
+    for ax in (by_images, by_boxes):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -242,7 +262,9 @@ def main() -> None:
     summary = summarize(results)
     report = {"command": " ".join(sys.argv), "settings": settings, "runs": results, "summary": summary}
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    plot(results, summary, args.out / f"{stem}.png")
+    title = (f"{args.dataset}: {args.rounds} rounds, {args.initial_budget or args.budget}+{args.budget} images/round, "
+             f"{args.epochs} epochs/round warm-started, imgsz {args.imgsz}, yolo11n from scratch")
+    plot(results, summary, args.out / f"{stem}.png", title)
     print(json.dumps(summary, indent=2))
 
 
