@@ -16,6 +16,12 @@ from pathlib import Path
 def configure_environment(cache_root: Path) -> None:
     cache_root = Path(cache_root)
     env = os.environ
+    # onnxruntime writes a device-id file under $XDG_CACHE_HOME (default ~/.cache) when it is
+    # imported; point that at the workspace, but keep the user's model caches where they are.
+    user_cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    env.setdefault("HF_HOME", str(user_cache / "huggingface"))
+    env.setdefault("TORCH_HOME", str(user_cache / "torch"))
+    env.setdefault("XDG_CACHE_HOME", str(cache_root / "xdg-cache"))
     env.setdefault("YOLO_CONFIG_DIR", str(cache_root / "ultralytics"))
     env.setdefault("YOLO_OFFLINE", "1")
     env.setdefault("YOLO_AUTOINSTALL", "false")
@@ -28,7 +34,7 @@ def configure_environment(cache_root: Path) -> None:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("LABEL_STUDIO_COLLECT_ANALYTICS", "false")
     env.setdefault("LABEL_STUDIO_LATEST_VERSION_CHECK", "false")
-    for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR"):
+    for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
 
 
