@@ -403,6 +403,13 @@ def onnx_names(session) -> list[str]:
     return names_list(meta["names"])
 
 
+def openvino_cpu_precision() -> str:
+    """The inference precision OpenVINO's CPU plugin picks by default here ('f32', 'bf16', ...)."""
+    import openvino as ov
+
+    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+
+
 # -- the whole check ----------------------------------------------------------------------------
 def check_parity(
     reference: Path,
@@ -438,6 +445,11 @@ def check_parity(
         )
         exported_names = names_list(backend.names)
         exported_forward = lambda x: backend_raw(backend, x)  # noqa: E731
+        if options.format == "openvino" and (precision := openvino_cpu_precision()) != "f32":
+            notes.append(
+                f"OpenVINO runs this model in {precision} on this CPU (its default inference precision "
+                "where the CPU supports it): raw differences reflect that, not the export"
+            )
     model = load_torch_model(reference, torch_device) if compare_raw else None
     reference_predictor, exported_predictor = load_predictor(reference), load_predictor(exported)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -53,6 +54,19 @@ def configure_ultralytics() -> None:
     wanted = {k: v for k, v in {"sync": False, "hub": False}.items() if k in SETTINGS.defaults}
     if any(SETTINGS.get(k) != v for k, v in wanted.items()):
         SETTINGS.update(wanted)
+    disable_openvino_telemetry()
+
+
+def disable_openvino_telemetry() -> None:
+    """Keep OpenVINO's converter from sending usage data and writing ``~/intel``.
+
+    ``openvino.tools.ovc`` (which ultralytics' OpenVINO export imports) reports to Google Analytics
+    and creates a consent folder in ``$HOME`` unless a consent file there says no. It falls back to
+    its own no-op stub when ``openvino_telemetry`` cannot be imported, so the package is masked for
+    this process; nothing else uses it.
+    """
+    if "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
 
 
 def ensure_font(config_dir: Path) -> None:

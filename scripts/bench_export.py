@@ -1,6 +1,6 @@
 """Benchmark the export: ONNX Runtime vs PyTorch eager latency and raw-output parity for yolo11n.
 
-    .venv/bin/python scripts/bench_export.py --out /tmp/bench-export --repeats 5 [--int8] [--threads 2]
+    .venv/bin/python scripts/bench_export.py --out /tmp/bench-export --repeats 5 [--int8] [--openvino] [--threads 2]
 
 yolo11n is built from ``yolo11n.yaml`` with random weights (no weights can be downloaded here);
 latency and export parity do not depend on what the weights learned. The model is exported to
@@ -13,7 +13,8 @@ ONNX through ``autolabel.export.export_weights`` (the path ``autolabel export`` 
   and p90 are reported, and the ratio of the medians' median. Both get the same CPU threads
   (--threads, default PyTorch's own count, which is 1 once ultralytics has set OMP_NUM_THREADS).
 
-On a machine with CUDA and TensorRT, ``--engine`` adds a TensorRT fp16 engine and PyTorch eager
+``--openvino`` adds OpenVINO on the CPU through ultralytics' AutoBackend (its own thread count
+and default inference precision: bf16 on CPUs that have it). On a machine with CUDA and TensorRT, ``--engine`` adds a TensorRT fp16 engine and PyTorch eager
 on the GPU. Prints one JSON object (also written to --out/bench_export.json).
 """
 
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument(
         "--int8", action="store_true", help="also a static INT8 ONNX, calibrated on BCCD's train images"
     )
+    parser.add_argument(
+        "--openvino", action="store_true", help="also OpenVINO fp32 on the CPU (needs the openvino extra)"
+    )
     args = parser.parse_args()
 
     out = args.out.resolve()
@@ -52,7 +56,7 @@ def main() -> None:
     from autolabel.runtime import configure_environment
 
     configure_environment(out / "cache")
-    from autolabel.export import ExportOptions, export_weights
+    from autolabel.export import ExportOptions, export_weights, openvino_cpu_precision
     from autolabel.runtime import configure_ultralytics
 
     configure_ultralytics()
@@ -80,6 +84,10 @@ def main() -> None:
             calibration=calibration_yaml(out / "calibration"),
         )
         backends.append(latency.onnxruntime_backend(int8_path, args.imgsz, threads))
+    openvino = None
+    if args.openvino:  # OpenVINO picks its own threads (all cores, LATENCY hint) and precision
+        openvino = export_weights(weights, out / "exports", ExportOptions(format="openvino", imgsz=args.imgsz))
+        backends.append(latency.autobackend_backend("openvino", openvino, args.imgsz, "cpu", False))
     engine = None
     if args.engine:
         engine = export_weights(
@@ -107,6 +115,8 @@ def main() -> None:
         "onnx_file": onnx_path.name,
         "int8_file": int8_path.name if int8_path else None,
         "engine_file": engine.name if engine else None,
+        "openvino_file": openvino.name if openvino else None,
+        "openvino_cpu_precision": openvino_cpu_precision() if openvino else None,
         "machine": latency.machine_info(),
         "load_average": os.getloadavg(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

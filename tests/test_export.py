@@ -554,3 +554,38 @@ def test_card_rows_for_nms_exports_and_unchecked_exports():
     assert "| onnx-fp32-nms.onnx | onnx | fp32 | n/a (NMS in graph) | 1.000 (10/10 at conf 0.25) |" in text
     assert "| onnx-fp32.onnx | onnx | fp32 | not checked |" in text
     assert "Not measured yet: run `autolabel bench`." in text
+
+
+def test_openvino_export_matches_pytorch_keeps_names_and_is_timed(trained, tmp_path):
+    """OpenVINO (optional): the folder ultralytics writes, parity through AutoBackend, names read
+    back from its metadata, a card row, and a latency row next to PyTorch's."""
+    pytest.importorskip("openvino")
+    import shutil
+
+    from autolabel.cli.app import app
+
+    root = tmp_path / "ws"
+    shutil.copytree(trained["root"], root, ignore=shutil.ignore_patterns("exports"))
+    result = CliRunner().invoke(app, ["export", "--format", "openvino", "--workspace", str(root)])
+    assert result.exit_code == 0, result.output
+    out_dir = root / "exports" / str(trained["run_id"])
+    exports = json.loads((out_dir / "exports.json").read_text())["exports"]
+    (name,) = [n for n, e in exports.items() if e["format"] == "openvino"]
+    folder = out_dir / name
+    assert folder.is_dir() and list(folder.glob("*.xml")) and list(folder.glob("*.bin"))
+    parity = exports[name]["parity"]
+    assert parity["names_exported"] == NAMES and parity["passed"], parity
+    assert parity["map_diff_points"] <= 0.3
+    from autolabel.export import openvino_cpu_precision
+
+    if openvino_cpu_precision() == "f32":
+        assert parity["max_abs_diff"] < 1e-3
+    else:  # bf16 CPUs: OpenVINO's default inference precision, said in the report
+        assert any("OpenVINO runs this model in" in note for note in parity["notes"])
+        assert parity["max_abs_diff_scores"] < 1e-2
+    assert f"| {name} | openvino | fp32 |" in (out_dir / "MODEL_CARD.md").read_text()
+
+    result = CliRunner().invoke(app, ["bench", "--runs", "5", "--warmup", "1", "--workspace", str(root)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out_dir / "latency.json").read_text())["rows"]
+    assert {r["backend"] for r in rows} >= {"pytorch", "openvino"}

@@ -17,6 +17,10 @@ import matplotlib.pyplot as plt  # font cache under MPLCONFIGDIR
 plt.figure().savefig(Path(sys.argv[1]) / "probe.png")
 configure_ultralytics()
 import ultralytics  # settings.json under YOLO_CONFIG_DIR
+try:
+    import openvino.tools.ovc  # optional; its telemetry would create ~/intel
+except ImportError:
+    pass
 print(os.environ.get("HF_HOME"))
 """
 
