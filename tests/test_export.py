@@ -445,6 +445,31 @@ def test_int8_onnx_is_quantized_calibrated_on_training_images_and_keeps_names(tr
     assert "| onnx-int8.onnx | onnx | int8 |" in (out_dir / "MODEL_CARD.md").read_text()
 
 
+
+def test_fp16_onnx_on_cpu_has_half_weights_float_io_and_close_outputs(trained, tmp_path):
+    """--half on a CPU: ultralytics converts the graph to fp16 and keeps float32 inputs/outputs;
+    parity is reported against PyTorch fp32 (not held to the fp32 mAP tolerance)."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto
+
+    from autolabel.cli.app import app
+
+    root = tmp_path / "ws"
+    shutil.copytree(trained["root"], root, ignore=shutil.ignore_patterns("exports"))
+    result = CliRunner().invoke(app, ["export", "--format", "onnx", "--half", "--workspace", str(root)])
+    assert result.exit_code == 0, result.output
+    out_dir = root / "exports" / str(trained["run_id"])
+    graph = onnx.load(str(out_dir / "onnx-fp16.onnx")).graph
+    weights = [init for init in graph.initializer if len(init.dims) == 4]  # conv kernels
+    assert weights and all(init.data_type == TensorProto.FLOAT16 for init in weights)
+    assert graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    parity = json.loads((out_dir / "exports.json").read_text())["exports"]["onnx-fp16.onnx"]["parity"]
+    assert parity["names_exported"] == NAMES and parity["map_tolerance_points"] is None and parity["passed"]
+    assert 0 < parity["max_abs_diff_scores"] < 1e-2  # fp16 rounding: not bit-equal, close
+    assert "| onnx-fp16.onnx | onnx | fp16 |" in (out_dir / "MODEL_CARD.md").read_text()
+
 # -- latency ------------------------------------------------------------------------------------
 def test_interleaved_timing_uses_the_clock_per_call_after_warmup():
     from autolabel.latency import summarize, time_interleaved
