@@ -405,6 +405,9 @@ def onnx_names(session) -> list[str]:
 
 def openvino_cpu_precision() -> str:
     """The inference precision OpenVINO's CPU plugin picks by default here ('f32', 'bf16', ...)."""
+    from autolabel.runtime import disable_openvino_telemetry
+
+    disable_openvino_telemetry()
     import openvino as ov
 
     return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()

@@ -201,8 +201,32 @@ def onnxruntime_backend(onnx_path: Path, imgsz: int, threads: int | None = None)
     return Backend(name="onnxruntime", device=device, make_runner=make, file=Path(onnx_path).name)
 
 
+def openvino_backend(folder: Path, imgsz: int, threads: int | None = None) -> Backend:
+    """OpenVINO on the CPU with ultralytics' LATENCY hint and ``threads`` inference threads (its
+    default: all cores) at its default inference precision (bf16 on CPUs that have it)."""
+
+    def make(batch: int) -> Runner:
+        from autolabel.runtime import disable_openvino_telemetry
+
+        disable_openvino_telemetry()
+        import openvino as ov
+
+        xml = next(Path(folder).glob("*.xml"))
+        config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        first = compiled.input(0).get_partial_shape()[0]
+        if first.is_static and first.get_length() != batch:
+            fixed = first.get_length()
+            raise Unsupported(f"{Path(folder).name} has a fixed batch of {fixed} (export with --dynamic)")
+        request = compiled.create_infer_request()
+        x = np.random.default_rng(0).random((batch, 3, imgsz, imgsz)).astype(np.float32)
+        return lambda: request.infer({0: x})
+
+    return Backend(name="openvino", device="cpu", make_runner=make, file=Path(folder).name)
+
+
 def autobackend_backend(name: str, path: Path, imgsz: int, device: str, half: bool) -> Backend:
-    """TensorRT engines and OpenVINO folders through ultralytics' AutoBackend."""
+    """TensorRT engines through ultralytics' AutoBackend."""
 
     def make(batch: int) -> Runner:
         import torch
@@ -253,7 +277,11 @@ def backends_for(
         elif fmt == "engine":
             notes.append(f"{entry['file']}: TensorRT needs a CUDA GPU, none is available here")
         elif fmt == "openvino":
-            backends.append(autobackend_backend("openvino", path, imgsz, "cpu", False))
+            from autolabel.export import openvino_cpu_precision
+
+            backends.append(openvino_backend(path, imgsz, threads))
+            if (precision := openvino_cpu_precision()) != "f32":
+                notes.append(f"{entry['file']}: OpenVINO runs in {precision} on this CPU (its default precision)")
     if len(backends) == 1 + int(cuda):
         raise AutolabelError("nothing exported to benchmark: run 'autolabel export --format onnx' first")
     return backends, notes

@@ -13,8 +13,8 @@ ONNX through ``autolabel.export.export_weights`` (the path ``autolabel export`` 
   and p90 are reported, and the ratio of the medians' median. Both get the same CPU threads
   (--threads, default PyTorch's own count, which is 1 once ultralytics has set OMP_NUM_THREADS).
 
-``--openvino`` adds OpenVINO on the CPU through ultralytics' AutoBackend (its own thread count
-and default inference precision: bf16 on CPUs that have it). On a machine with CUDA and TensorRT, ``--engine`` adds a TensorRT fp16 engine and PyTorch eager
+``--openvino`` adds OpenVINO on the CPU (the same threads, ultralytics' LATENCY hint, OpenVINO's
+default inference precision: bf16 on CPUs that have it). On a machine with CUDA and TensorRT, ``--engine`` adds a TensorRT fp16 engine and PyTorch eager
 on the GPU. Prints one JSON object (also written to --out/bench_export.json).
 """
 
@@ -85,9 +85,9 @@ def main() -> None:
         )
         backends.append(latency.onnxruntime_backend(int8_path, args.imgsz, threads))
     openvino = None
-    if args.openvino:  # OpenVINO picks its own threads (all cores, LATENCY hint) and precision
+    if args.openvino:  # same threads as the others, OpenVINO's default precision
         openvino = export_weights(weights, out / "exports", ExportOptions(format="openvino", imgsz=args.imgsz))
-        backends.append(latency.autobackend_backend("openvino", openvino, args.imgsz, "cpu", False))
+        backends.append(latency.openvino_backend(openvino, args.imgsz, threads))
     engine = None
     if args.engine:
         engine = export_weights(

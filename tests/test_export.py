@@ -612,5 +612,7 @@ def test_openvino_export_matches_pytorch_keeps_names_and_is_timed(trained, tmp_p
 
     result = CliRunner().invoke(app, ["bench", "--runs", "5", "--warmup", "1", "--workspace", str(root)])
     assert result.exit_code == 0, result.output
-    rows = json.loads((out_dir / "latency.json").read_text())["rows"]
-    assert {r["backend"] for r in rows} >= {"pytorch", "openvino"}
+    latency = json.loads((out_dir / "latency.json").read_text())
+    rows = {r["backend"]: r for r in latency["rows"]}
+    assert set(rows) == {"pytorch", "openvino"} and 0 < rows["openvino"]["median_ms"] <= rows["openvino"]["p90_ms"]
+    assert latency["cpu_threads"] >= 1
