@@ -170,8 +170,13 @@ def summarize(results: list[dict]) -> dict:
         s: np.mean([[p["map50_95"] for p in r["curve"]] for r in runs], axis=0).round(4).tolist()
         for s, runs in by_strategy.items()
     }
+    mean_boxes = {
+        s: np.mean([[p["boxes"] for p in r["curve"]] for r in runs], axis=0).round(1).tolist()
+        for s, runs in by_strategy.items()
+    }
     labels = [p["labels"] for p in results[0]["curve"]]
-    summary = {"labels": labels, "mean_map50_95": mean_curves}
+    summary = {"labels": labels, "mean_map50_95": mean_curves, "mean_boxes": mean_boxes,
+               "seeds": sorted({r["seed"] for r in results})}
     if "random" in mean_curves:
         target = mean_curves["random"][-1]
         summary["random_final"] = target
@@ -179,6 +184,9 @@ def summarize(results: list[dict]) -> dict:
             reach = next((labels[i] for i, v in enumerate(curve) if v >= target), None)
             summary[f"{s}_labels_to_reach_random_final"] = reach
             summary[f"{s}_labels_to_reach_random_final_interpolated"] = _interpolated_reach(labels, curve, target)
+            summary[f"{s}_boxes_to_reach_random_final_interpolated"] = _interpolated_reach(
+                mean_boxes[s], curve, target
+            )
             summary[f"{s}_fraction_of_random_labels"] = None if reach is None else round(reach / labels[-1], 3)
             # equal budget: mean over rounds after round 0 of (strategy - random) mAP50-95
             diffs = np.asarray(curve[1:]) - np.asarray(mean_curves["random"][1:])
@@ -186,8 +194,8 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
-def _interpolated_reach(labels: list[int], curve: list[float], target: float) -> float | None:
-    """Labels at which the mean curve first crosses ``target``, linear between rounds."""
+def _interpolated_reach(labels: list[float], curve: list[float], target: float) -> float | None:
+    """Labels (or boxes) at which the mean curve first crosses ``target``, linear between rounds."""
     for i, value in enumerate(curve):
         if value >= target:
             if i == 0 or curve[i] == curve[i - 1]:
