@@ -8,7 +8,10 @@ warm-starts from the previous round's student. Round 0 is the same seeded random
 strategy, so the curves start together.
 
     python scripts/bench_al.py --dataset scenes --rounds 5 --initial-budget 40 --budget 40 --epochs 20 --imgsz 160
-    python scripts/bench_al.py --dataset bccd --rounds 5 --initial-budget 20 --budget 20 --epochs 20 --imgsz 224
+    python scripts/bench_al.py --dataset bccd --rounds 5 --initial-budget 30 --budget 30 --epochs 20 --imgsz 224
+
+With pretrained weights on disk (none can be downloaded here), ``--model /path/to/yolo11n.pt`` runs
+the fine-tuning regime, where active learning is usually reported to pay off.
 
 Per-epoch validation is off by default here (--val-each-epoch turns it on): each round's student is
 its last epoch and the frozen val set is only used to report, never to pick a checkpoint.
@@ -118,7 +121,7 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
     recipe = Recipe(
         rounds=args.rounds, budget=args.budget, initial_budget=args.initial_budget or args.budget,
         strategy=strategy, seed=seed, plateau={"patience": args.rounds, "min_delta": 0.0},
-        train={"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "model": "yolo11n.yaml",
+        train={"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "model": args.model,
                "warm_start": True, "seed": seed, "device": "auto", "val_each_epoch": args.val_each_epoch},
     )
 
@@ -245,6 +248,10 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=600, help="scenes: unlabeled pool size")
     parser.add_argument("--val", type=int, default=100, help="scenes: frozen validation size")
     parser.add_argument("--val-each-epoch", action="store_true")
+    parser.add_argument(
+        "--model", default="yolo11n.yaml",
+        help="student: a yaml (random init) or local pretrained weights such as yolo11n.pt",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=REPO / "scripts" / "results")
     args = parser.parse_args()
     from autolabel.runtime import configure_environment
@@ -255,6 +262,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"bench_al_{args.dataset}"
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "strategies")}
+    if settings["model"] == "yolo11n.yaml":  # results written before --model existed stay reusable
+        del settings["model"]
     previous = json.loads((args.out / f"{stem}.json").read_text()) if (args.out / f"{stem}.json").exists() else {}
     results = [r for r in previous.get("runs", []) if previous.get("settings") == settings]
     done = {(r["strategy"], r["seed"]) for r in results}
@@ -271,7 +280,8 @@ def main() -> None:
     report = {"command": " ".join(sys.argv), "settings": settings, "runs": results, "summary": summary}
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     title = (f"{args.dataset}: {args.rounds} rounds, {args.initial_budget or args.budget}+{args.budget} images/round, "
-             f"{args.epochs} epochs/round warm-started, imgsz {args.imgsz}, yolo11n from scratch")
+             f"{args.epochs} epochs/round warm-started, imgsz {args.imgsz}, "
+             + ("yolo11n from scratch" if args.model.endswith(".yaml") else Path(args.model).name))
     plot(results, summary, args.out / f"{stem}.png", title)
     print(json.dumps(summary, indent=2))
 
