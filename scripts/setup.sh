@@ -10,7 +10,9 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import autolabel, torch, ultralytics, transformers, pytest" 2>/dev/null \
+# find_spec, not import: importing ultralytics would write its settings into ~/.config
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
+    ('autolabel', 'torch', 'ultralytics', 'transformers', 'pytest', 'openvino')))" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q --upgrade pip
   # torch first, pinned: these wheels are the ones the pip constraint on this machine allows.
