@@ -118,7 +118,7 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
 
     from autolabel.progress import progress_bar
     from autolabel.sampling.scorer import PoolScorer, ScorerSettings, score_pool
-    from autolabel.sampling.select import DEFAULT_SCORE_KEY, score_vector
+    from autolabel.sampling.select import score_vector
 
     t = recipe.train
     scorer = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device))
@@ -129,7 +129,7 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
     if len(good) < len(results):
         log(f"{len(results) - len(good)} pool images could not be scored and are left out of this round")
     ids = [r["id"] for r in good]
-    scores = score_vector([r["scores"] for r in good], DEFAULT_SCORE_KEY)
+    scores = score_vector([r["scores"] for r in good], recipe.score)
     embeddings = labeled_embeddings = None
     if good and all(r["embedding"] is not None for r in good):
         embeddings = np.asarray([r["embedding"] for r in good], dtype=np.float32)

@@ -33,11 +33,23 @@ class LoopTrain(_Section):
     device: str = "auto"
 
 
+# The per-image uncertainty scores the pool scorer writes (autolabel.sampling.uncertainty.image_scores):
+# {method}_{aggregation}, and the flip instability. '_sum' ranks images with many unsure boxes first
+# (more boxes to correct per image); '_mean' and '_max' do not grow with the number of boxes.
+ScoreKey = Literal[
+    "least_confidence_max", "least_confidence_mean", "least_confidence_sum",
+    "margin_max", "margin_mean", "margin_sum",
+    "entropy_max", "entropy_mean", "entropy_sum",
+    "instability",
+]  # fmt: skip
+
+
 class Recipe(_Section):
     rounds: int = Field(default=6, ge=1)
     budget: int = Field(default=50, ge=1)  # images sent for review per round
     initial_budget: int | None = Field(default=None, ge=1)  # round 0; defaults to budget
     strategy: Literal["random", "uncertainty", "diversity", "hybrid"] = "hybrid"
+    score: ScoreKey = "entropy_sum"  # the uncertainty that ranks the pool (uncertainty, hybrid)
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 0
     poll_seconds: float = Field(default=10.0, gt=0)
@@ -45,7 +57,7 @@ class Recipe(_Section):
     train: LoopTrain = LoopTrain()
 
     def with_overrides(self, **values) -> Recipe:
-        """CLI overrides: ``rounds``, ``budget``, ``strategy``, ``epochs``, ``imgsz`` (None = keep)."""
+        """CLI overrides: ``rounds``, ``budget``, ``strategy``, ``score``, ``epochs``, ``imgsz`` (None = keep)."""
         data = self.model_dump()
         if values.get("budget") is not None and values.get("initial_budget") is None:
             values = {**values, "initial_budget": values["budget"]}  # --budget alone sets every round
@@ -56,7 +68,10 @@ class Recipe(_Section):
                 data["train"][key] = value
             else:
                 data[key] = value
-        return Recipe.model_validate(data)
+        try:
+            return Recipe.model_validate(data)
+        except ValidationError as exc:
+            raise AutolabelError(f"--{describe_validation_error(exc)}") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -120,7 +120,7 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
     ws, store = build_workspace(root, data, names)
     recipe = Recipe(
         rounds=args.rounds, budget=args.budget, initial_budget=args.initial_budget or args.budget,
-        strategy=strategy, seed=seed, plateau={"patience": args.rounds, "min_delta": 0.0},
+        strategy=strategy, score=args.score, seed=seed, plateau={"patience": args.rounds, "min_delta": 0.0},
         train={"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "model": args.model,
                "warm_start": True, "seed": seed, "device": "auto", "val_each_epoch": args.val_each_epoch},
     )
@@ -248,6 +248,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=600, help="scenes: unlabeled pool size")
     parser.add_argument("--val", type=int, default=100, help="scenes: frozen validation size")
     parser.add_argument("--val-each-epoch", action="store_true")
+    parser.add_argument("--score", default="entropy_sum", help="uncertainty key (recipe 'score')")
     parser.add_argument(
         "--model", default="yolo11n.yaml",
         help="student: a yaml (random init) or local pretrained weights such as yolo11n.pt",
@@ -262,8 +263,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"bench_al_{args.dataset}"
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "seeds", "strategies")}
-    if settings["model"] == "yolo11n.yaml":  # results written before --model existed stay reusable
-        del settings["model"]
+    for key, default in (("model", "yolo11n.yaml"), ("score", "entropy_sum")):
+        if settings[key] == default:  # results written before these options existed stay reusable
+            del settings[key]
     previous = json.loads((args.out / f"{stem}.json").read_text()) if (args.out / f"{stem}.json").exists() else {}
     results = [r for r in previous.get("runs", []) if previous.get("settings") == settings]
     done = {(r["strategy"], r["seed"]) for r in results}

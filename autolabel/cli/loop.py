@@ -46,6 +46,9 @@ def loop(
     rounds: Annotated[Optional[int], typer.Option(min=1)] = None,
     budget: Annotated[Optional[int], typer.Option(min=1)] = None,
     strategy: Annotated[Optional[str], typer.Option(help="random | uncertainty | diversity | hybrid")] = None,
+    score: Annotated[
+        Optional[str], typer.Option(help="Uncertainty that ranks the pool, e.g. entropy_sum, entropy_mean.")
+    ] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
     imgsz: Annotated[Optional[int], typer.Option(min=32)] = None,
     annotator: Annotated[str, typer.Option(help="human (Label Studio users) | replay (answers from --labels)")] = "human",
@@ -58,7 +61,9 @@ def loop(
     from autolabel.loop import run_loop
     from autolabel.loop_steps import round_steps
 
-    overrides = {"rounds": rounds, "budget": budget, "strategy": strategy, "epochs": epochs, "imgsz": imgsz}
+    overrides = {
+        "rounds": rounds, "budget": budget, "strategy": strategy, "score": score, "epochs": epochs, "imgsz": imgsz,
+    }  # fmt: skip
     ctx, out = _context(workspace, recipe, overrides, annotator, labels, miss_rate, jitter, prompts)
     with ctx.store:
         outcome = run_loop(ctx, round_steps())
@@ -77,13 +82,16 @@ def select_batch(
     recipe: RecipeOption = Path("loop/default.yaml"),
     budget: Annotated[Optional[int], typer.Option(min=1)] = None,
     strategy: Annotated[Optional[str], typer.Option(help="random | uncertainty | diversity | hybrid")] = None,
+    score: Annotated[
+        Optional[str], typer.Option(help="Uncertainty that ranks the pool, e.g. entropy_sum, entropy_mean.")
+    ] = None,
     push: Annotated[bool, typer.Option("--push/--no-push", help="Push the batch to Label Studio.")] = True,
 ) -> None:
     """Pick the next batch for human review, pre-label it with the student, push it to Label Studio."""
     from autolabel.loop import ensure_loop_schema, run_steps_once
     from autolabel.loop_steps import batch_ids, step_prelabel, step_push, step_select
 
-    overrides = {"budget": budget, "strategy": strategy}
+    overrides = {"budget": budget, "strategy": strategy, "score": score}
     ctx, out = _context(workspace, recipe, overrides, "human", None, 0.0, 0.0, None)
     with ctx.store as store:
         ensure_loop_schema(store)
