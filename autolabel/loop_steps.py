@@ -130,6 +130,10 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
         log(f"{len(results) - len(good)} pool images could not be scored and are left out of this round")
     ids = [r["id"] for r in good]
     scores = score_vector([r["scores"] for r in good], recipe.score)
+    empty = sum(1 for r in good if not (r["scores"] or {}).get("boxes"))
+    if empty > len(good) // 2:
+        log(f"the student finds no box on {empty} of {len(good)} pool images: their uncertainty ties, "
+            "and the ties are broken at random (seeded)")  # fmt: skip
     embeddings = labeled_embeddings = None
     if good and all(r["embedding"] is not None for r in good):
         embeddings = np.asarray([r["embedding"] for r in good], dtype=np.float32)

@@ -58,9 +58,25 @@ def test_uncertainty_takes_the_highest_scores_in_order():
     assert picked == [ids[i] for i in np.argsort(-scores)[:5]]
 
 
-def test_uncertainty_ties_keep_pool_order_and_nan_goes_last():
+def test_uncertainty_ties_are_broken_by_the_seed_and_nan_goes_last():
     ids = ["a", "b", "c", "d"]
-    assert S.select("uncertainty", 4, ids, scores=[0.5, np.nan, 0.9, 0.5]) == ["c", "a", "d", "b"]
+    picked = S.select("uncertainty", 4, ids, scores=[0.5, np.nan, 0.9, 0.5])
+    assert picked[0] == "c" and set(picked[1:3]) == {"a", "d"} and picked[3] == "b"
+    assert list(S.rank_by_score([0.5, np.nan, 0.9, 0.5])) == [2, 0, 3, 1]  # no seed: pool order
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "hybrid"])
+def test_a_student_that_sees_nothing_does_not_hand_the_batch_to_the_first_files(strategy):
+    """All scores equal (no boxes anywhere): the batch must not be the pool's first images."""
+    rng = np.random.default_rng(0)
+    ids = list(range(200))
+    embeddings = rng.normal(size=(200, 8)).astype(np.float32)
+    picks = [
+        S.select(strategy, 10, ids, scores=np.zeros(200), embeddings=embeddings, seed=seed) for seed in range(3)
+    ]
+    assert all(max(p) >= 40 for p in picks)  # pool order would keep them all in the first 10 (or 40)
+    assert picks[0] != picks[1]
+    assert picks[0] == S.select(strategy, 10, ids, scores=np.zeros(200), embeddings=embeddings, seed=0)
 
 
 def test_diversity_covers_every_blob():

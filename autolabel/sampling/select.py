@@ -81,11 +81,11 @@ def select(
     if strategy == "random":
         order = np.random.default_rng(seed).permutation(n)[:budget]
     elif strategy == "uncertainty":
-        order = rank_by_score(scores)[:budget]
+        order = rank_by_score(scores, seed)[:budget]
     elif strategy == "diversity":
         order = _diverse(embeddings, budget, labeled_embeddings, diversity_method, metric, seed)
     elif strategy == "hybrid":
-        candidates = rank_by_score(scores)[: prefilter_size(budget, n, prefilter_factor)]
+        candidates = rank_by_score(scores, seed)[: prefilter_size(budget, n, prefilter_factor)]
         picked = _diverse(
             embeddings[candidates], budget, labeled_embeddings, diversity_method, metric, seed, first=0
         )
@@ -113,11 +113,19 @@ def resolve_strategy(strategy: str, *, has_student: bool, has_embeddings: bool) 
     return strategy, None
 
 
-def rank_by_score(scores) -> np.ndarray:
-    """Positions by descending score, ties in pool order, NaN last."""
+def rank_by_score(scores, seed: int | None = None) -> np.ndarray:
+    """Positions by descending score, NaN last; ties in pool order, or in a seeded random order.
+
+    Ties are common, not a corner case: a weak early student finds no box at all on most images,
+    and every such image gets the same (empty) score. Breaking those ties by pool order would hand
+    the batch to whatever sorts first (file names, registration order); a seed spreads it instead.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     keyed = np.where(np.isnan(scores), -np.inf, scores)
-    return np.argsort(-keyed, kind="stable")
+    if seed is None:
+        return np.argsort(-keyed, kind="stable")
+    tiebreak = np.random.default_rng(seed).permutation(len(keyed))
+    return np.lexsort((tiebreak, -keyed))
 
 
 def prefilter_size(budget: int, pool: int, factor: float) -> int:
