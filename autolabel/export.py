@@ -405,12 +405,20 @@ def onnx_names(session) -> list[str]:
 
 def openvino_cpu_precision() -> str:
     """The inference precision OpenVINO's CPU plugin picks by default here ('f32', 'bf16', ...)."""
-    from autolabel.runtime import disable_openvino_telemetry
+    from autolabel.runtime import import_openvino
 
-    disable_openvino_telemetry()
-    import openvino as ov
+    return import_openvino().Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
-    return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+
+def openvino_precision_note() -> str | None:
+    """Says so when OpenVINO will not compute an fp32 model in fp32 on this CPU (None when it does)."""
+    precision = openvino_cpu_precision()
+    if precision == "f32":
+        return None
+    return (
+        f"OpenVINO runs this model in {precision} on this CPU "
+        "(its default inference precision where the CPU supports it)"
+    )
 
 
 # -- the whole check ----------------------------------------------------------------------------
@@ -448,11 +456,8 @@ def check_parity(
         )
         exported_names = names_list(backend.names)
         exported_forward = lambda x: backend_raw(backend, x)  # noqa: E731
-        if options.format == "openvino" and (precision := openvino_cpu_precision()) != "f32":
-            notes.append(
-                f"OpenVINO runs this model in {precision} on this CPU (its default inference precision "
-                "where the CPU supports it): raw differences reflect that, not the export"
-            )
+        if options.format == "openvino" and (note := openvino_precision_note()):
+            notes.append(f"{note}: raw differences reflect that, not the export")
     model = load_torch_model(reference, torch_device) if compare_raw else None
     reference_predictor, exported_predictor = load_predictor(reference), load_predictor(exported)
 

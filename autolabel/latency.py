@@ -206,14 +206,11 @@ def openvino_backend(folder: Path, imgsz: int, threads: int | None = None) -> Ba
     default: all cores) at its default inference precision (bf16 on CPUs that have it)."""
 
     def make(batch: int) -> Runner:
-        from autolabel.runtime import disable_openvino_telemetry
-
-        disable_openvino_telemetry()
-        import openvino as ov
+        from autolabel.runtime import import_openvino
 
         xml = next(Path(folder).glob("*.xml"))
         config = {"PERFORMANCE_HINT": "LATENCY", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-        compiled = ov.Core().compile_model(str(xml), "CPU", config)
+        compiled = import_openvino().Core().compile_model(str(xml), "CPU", config)
         first = compiled.input(0).get_partial_shape()[0]
         if first.is_static and first.get_length() != batch:
             fixed = first.get_length()
@@ -277,11 +274,11 @@ def backends_for(
         elif fmt == "engine":
             notes.append(f"{entry['file']}: TensorRT needs a CUDA GPU, none is available here")
         elif fmt == "openvino":
-            from autolabel.export import openvino_cpu_precision
+            from autolabel.export import openvino_precision_note
 
             backends.append(openvino_backend(path, imgsz, threads))
-            if (precision := openvino_cpu_precision()) != "f32":
-                notes.append(f"{entry['file']}: OpenVINO runs in {precision} on this CPU (its default precision)")
+            if note := openvino_precision_note():
+                notes.append(f"{entry['file']}: {note}")
     if len(backends) == 1 + int(cuda):
         raise AutolabelError("nothing exported to benchmark: run 'autolabel export --format onnx' first")
     return backends, notes

@@ -69,6 +69,14 @@ def disable_openvino_telemetry() -> None:
         sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
 
 
+def import_openvino():
+    """``openvino``, imported with its telemetry masked (see ``disable_openvino_telemetry``)."""
+    disable_openvino_telemetry()
+    import openvino
+
+    return openvino
+
+
 def ensure_font(config_dir: Path) -> None:
     """Ultralytics downloads Arial.ttf for plots unless it finds one in its config dir.
 

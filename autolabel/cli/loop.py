@@ -8,6 +8,10 @@ import typer
 from autolabel.cli.common import WorkspaceOption, console, open_workspace
 
 RecipeOption = Annotated[Path, typer.Option("--recipe", help="Loop recipe YAML (how to iterate).")]
+StrategyOption = Annotated[Optional[str], typer.Option(help="random | uncertainty | diversity | hybrid")]
+ScoreOption = Annotated[
+    Optional[str], typer.Option(help="Uncertainty that ranks the pool, e.g. entropy_sum, entropy_mean.")
+]
 
 
 def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, jitter, prompts):
@@ -45,10 +49,8 @@ def loop(
     recipe: RecipeOption = Path("loop/default.yaml"),
     rounds: Annotated[Optional[int], typer.Option(min=1)] = None,
     budget: Annotated[Optional[int], typer.Option(min=1)] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="random | uncertainty | diversity | hybrid")] = None,
-    score: Annotated[
-        Optional[str], typer.Option(help="Uncertainty that ranks the pool, e.g. entropy_sum, entropy_mean.")
-    ] = None,
+    strategy: StrategyOption = None,
+    score: ScoreOption = None,
     epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
     imgsz: Annotated[Optional[int], typer.Option(min=32)] = None,
     annotator: Annotated[str, typer.Option(help="human (Label Studio users) | replay (answers from --labels)")] = "human",
@@ -81,10 +83,8 @@ def select_batch(
     workspace: WorkspaceOption = Path("."),
     recipe: RecipeOption = Path("loop/default.yaml"),
     budget: Annotated[Optional[int], typer.Option(min=1)] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="random | uncertainty | diversity | hybrid")] = None,
-    score: Annotated[
-        Optional[str], typer.Option(help="Uncertainty that ranks the pool, e.g. entropy_sum, entropy_mean.")
-    ] = None,
+    strategy: StrategyOption = None,
+    score: ScoreOption = None,
     push: Annotated[bool, typer.Option("--push/--no-push", help="Push the batch to Label Studio.")] = True,
 ) -> None:
     """Pick the next batch for human review, pre-label it with the student, push it to Label Studio."""
