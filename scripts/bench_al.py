@@ -169,14 +169,14 @@ def summarize(results: list[dict]) -> dict:
     by_strategy: dict[str, list[dict]] = {}
     for r in results:
         by_strategy.setdefault(r["strategy"], []).append(r)
-    mean_curves = {
-        s: np.mean([[p["map50_95"] for p in r["curve"]] for r in runs], axis=0).round(4).tolist()
-        for s, runs in by_strategy.items()
-    }
-    mean_boxes = {
-        s: np.mean([[p["boxes"] for p in r["curve"]] for r in runs], axis=0).round(1).tolist()
-        for s, runs in by_strategy.items()
-    }
+
+    def per_round_mean(key: str, digits: int) -> dict[str, list[float]]:
+        return {
+            s: np.mean([[p[key] for p in r["curve"]] for r in runs], axis=0).round(digits).tolist()
+            for s, runs in by_strategy.items()
+        }
+
+    mean_curves, mean_boxes = per_round_mean("map50_95", 4), per_round_mean("boxes", 1)
     labels = [p["labels"] for p in results[0]["curve"]]
     summary = {"labels": labels, "mean_map50_95": mean_curves, "mean_boxes": mean_boxes,
                "seeds": sorted({r["seed"] for r in results})}

@@ -14,8 +14,8 @@ ONNX through ``autolabel.export.export_weights`` (the path ``autolabel export`` 
   (--threads, default PyTorch's own count, which is 1 once ultralytics has set OMP_NUM_THREADS).
 
 ``--openvino`` adds OpenVINO on the CPU (the same threads, ultralytics' LATENCY hint, OpenVINO's
-default inference precision: bf16 on CPUs that have it). On a machine with CUDA and TensorRT, ``--engine`` adds a TensorRT fp16 engine and PyTorch eager
-on the GPU. Prints one JSON object (also written to --out/bench_export.json).
+default inference precision: bf16 on CPUs that have it). On a machine with CUDA and TensorRT,
+``--engine`` adds a TensorRT fp16 engine and PyTorch eager on the GPU. Prints one JSON object (also written to --out/bench_export.json).
 """
 
 from __future__ import annotations
