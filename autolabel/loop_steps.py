@@ -83,16 +83,12 @@ def step_select(ctx: LoopContext, round_index: int) -> dict:
             deps.workspace, store, pool, student, recipe, ctx.log
         )
     elif recipe.strategy != "random":
-        from autolabel.embeddings import ensure_embeddings
-
-        vectors = ensure_embeddings(store, deps.workspace.image_root, pool)
-        keep = [i for i, im in enumerate(pool) if im.id in vectors]
-        ids = [ids[i] for i in keep]
-        embeddings = np.stack([vectors[pool[i].id] for i in keep]) if keep else None
-        labeled = store.images(ids=list(store.labels()))
-        if labeled and embeddings is not None:
-            known = ensure_embeddings(store, deps.workspace.image_root, labeled)
-            labeled_embeddings = np.stack(list(known.values())) if known else None
+        pretrained = pretrained_weights(recipe.train.model, deps.workspace)
+        if pretrained is not None:
+            ctx.log(f"cold start: embeddings from the backbone of {pretrained.name}")
+            ids, embeddings, labeled_embeddings = _embed_with_weights(deps.workspace, store, pool, pretrained, recipe)
+        else:
+            ids, embeddings, labeled_embeddings = _embed_pixels(deps.workspace, store, pool)
     strategy, note = resolve_strategy(
         recipe.strategy, has_student=scores is not None, has_embeddings=embeddings is not None
     )
@@ -111,6 +107,77 @@ def step_select(ctx: LoopContext, round_index: int) -> dict:
     return {"n": len(picked), "strategy": strategy, "pool": len(pool), "note": note}
 
 
+def pretrained_weights(model: str, workspace) -> Path | None:
+    """The configured student's pretrained weights when they are on disk (no download here)."""
+    from autolabel.train import resolve_model
+
+    if model.endswith((".yaml", ".yml")):
+        return None
+    try:
+        choice = resolve_model(model, _weights_dir(workspace), download=False)
+    except AutolabelError:
+        return None
+    return Path(choice.source) if choice.pretrained else None
+
+
+def _labeled_for_training(store: Store):
+    """The images already labeled for training: what a new batch should be diverse from. The frozen
+    validation images are left out (never picked anyway, and not what the student learns from)."""
+    return [im for im in store.images(ids=list(store.labels())) if im.status != "validation"]
+
+
+def _weights_dir(workspace) -> Path:
+    from autolabel.runtime import configure_environment, configure_ultralytics
+
+    configure_environment(workspace.cache_dir)
+    configure_ultralytics()
+    from ultralytics.utils import SETTINGS
+
+    return Path(SETTINGS["weights_dir"])
+
+
+def _embed_pixels(workspace, store, pool):
+    """Cheap DCT embeddings (no model): the cold start without pretrained weights."""
+    import numpy as np
+
+    from autolabel.embeddings import ensure_embeddings
+
+    vectors = ensure_embeddings(store, workspace.image_root, pool)
+    keep = [im for im in pool if im.id in vectors]
+    embeddings = np.stack([vectors[im.id] for im in keep]) if keep else None
+    labeled_embeddings = None
+    labeled = _labeled_for_training(store)
+    if labeled and embeddings is not None:
+        known = ensure_embeddings(store, workspace.image_root, labeled)
+        labeled_embeddings = np.stack(list(known.values())) if known else None
+    return [im.id for im in keep], embeddings, labeled_embeddings
+
+
+def _embed_with_weights(workspace, store, pool, weights: Path, recipe):
+    """Backbone embeddings of a pretrained detector (what it learned on its own data) for the pool
+    and the labeled images: a cold start that knows objects, not only pixels."""
+    import numpy as np
+
+    from autolabel.progress import progress_bar
+    from autolabel.sampling.scorer import PoolScorer, ScorerSettings, score_pool
+
+    t = recipe.train
+    embedder = PoolScorer(weights, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
+
+    def embed(images, what):
+        rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in images)
+        with progress_bar(what, total=len(images)) as advance:
+            out = [r for r in score_pool(embedder, rows, batch_size=8, advance=advance)]
+        return [r for r in out if r["error"] is None and r["embedding"] is not None]
+
+    good = embed(pool, "embedding pool (pretrained backbone)")
+    embeddings = np.asarray([r["embedding"] for r in good], dtype=np.float32) if good else None
+    labeled = _labeled_for_training(store)
+    known = embed(labeled, "embedding labeled images") if labeled else []
+    labeled_embeddings = np.asarray([r["embedding"] for r in known], dtype=np.float32) if known else None
+    return [r["id"] for r in good], embeddings, labeled_embeddings
+
+
 def _score_with_student(workspace, store, pool, student, recipe, log):
     """Uncertainty + embeddings of the pool, and embeddings of the labeled images, by the current
     student (embeddings of an earlier student live in another space). Unscorable images drop out."""
@@ -121,7 +188,9 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
     from autolabel.sampling.select import score_vector
 
     t = recipe.train
-    scorer = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device))
+    # The flipped second pass only feeds the 'instability' score: skip it (half the cost) otherwise.
+    flip = recipe.score == "instability"
+    scorer = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device, flip=flip))
     rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in pool)
     with progress_bar("scoring pool", total=len(pool)) as advance:
         results = [r for r in score_pool(scorer, rows, batch_size=8, advance=advance)]
@@ -137,7 +206,7 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
     embeddings = labeled_embeddings = None
     if good and all(r["embedding"] is not None for r in good):
         embeddings = np.asarray([r["embedding"] for r in good], dtype=np.float32)
-        labeled = store.images(ids=list(store.labels()))
+        labeled = _labeled_for_training(store)
         if labeled:
             embedder = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
             rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in labeled)
@@ -157,15 +226,25 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
     student = latest_student(store)
     ws = deps.workspace
     if student is not None:
+        from autolabel import calibration
         from autolabel.proposers.student import StudentProposer
+        from autolabel.studio.diff import CostModel
 
         names = store.class_names()
+        # Stored at a low floor so the per-class thresholds (fitted now, applied at push) can go below
+        # the default; the fit is recorded before anything is shown.
+        fit = calibration.calibrate_round(store, round_index, CostModel.from_config(ws.config.studio.costs))
+        ctx.log(f"round {round_index}: student pre-label thresholds "
+                + ", ".join(f"{n} {t:.2f}" for n, t in zip(names, fit.thresholds))
+                + (f" (fitted on {fit.pairs} corrected images)" if fit.pairs else " (default: nothing corrected yet)"))
         settings = ProposerSettings(model="student", batch_size=8, device=recipe.train.device)
         mapper = BatchMapper(
-            lambda: StudentProposer(student["weights_path"], imgsz=recipe.train.imgsz, device=recipe.train.device)
+            lambda: StudentProposer(
+                student["weights_path"], conf=calibration.FLOOR, imgsz=recipe.train.imgsz, device=recipe.train.device
+            )
         )
         class_ids = list(range(len(names)))
-        key = f"student:run-{student['id']}"
+        key = f"student:run-{student['id']}:floor-{calibration.FLOOR}"
     else:
         if deps.ontology is None:
             return {"prelabeled": 0, "note": "no student and no ontology: the batch goes to review unlabeled"}
@@ -191,9 +270,13 @@ def step_push(ctx: LoopContext, round_index: int) -> dict:
     ws = deps.workspace
     cfg = ws.config.studio
     document_root = Path(cfg.document_root) if getattr(cfg, "document_root", None) else server.document_root(ws.image_root)
+    from autolabel.calibration import recorded_thresholds
+
+    fit = recorded_thresholds(store).get(round_index)
     summary = sync.push(
         store, deps.studio(), image_root=ws.image_root, document_root=document_root,
         title=cfg.project_title, batch_size=cfg.batch_size, image_ids=batch_ids(store, round_index),
+        student_thresholds=fit.thresholds if fit is not None else None,
     )
     if summary.refused:
         ctx.log(f"{len(summary.refused)} images refused by push: {summary.refused[:3]}")
@@ -272,7 +355,7 @@ def step_train(ctx: LoopContext, round_index: int) -> dict:
         model=t.model, epochs=t.epochs, imgsz=t.imgsz, batch=t.batch, seed=t.seed, device=t.device,
         resume_from=previous["weights_path"] if warm else None,
         close_mosaic=min(10, max(1, t.epochs // 3)), patience=max(t.epochs, 1),
-        val_each_epoch=t.val_each_epoch,
+        val_each_epoch=t.val_each_epoch, offline=t.offline,
         warmup_epochs=0.0 if warm else 3.0,  # a trained student needs no warm-up; a short round would spend most of its steps in it
     )
     run_id = train_student(deps.workspace, store, settings, warn=ctx.log)

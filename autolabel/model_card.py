@@ -110,6 +110,7 @@ def build_card(
         "classes": list(class_names),
         "imgsz": imgsz,
         "training": {k: params[k] for k in PUBLIC_PARAMS if k in params},
+        "started_from": _started_from(params),
         "validation_metrics": {k: metrics[k] for k in METRIC_KEYS if k in metrics},
         "labels": labels,
         "human_time": human_time,
@@ -125,6 +126,14 @@ def build_card(
     }
 
 
+def _started_from(params: dict) -> str | None:
+    if not params:
+        return None
+    from autolabel.train import started_from
+
+    return started_from(params)
+
+
 def render_markdown(card: dict) -> str:
     lines = [f"# Model card: autolabel student, run {card['run_id']}", ""]
     lines += [
@@ -134,6 +143,8 @@ def render_markdown(card: dict) -> str:
         + ", ".join(f"{i}: {name}" for i, name in enumerate(card["classes"])),
         f"- Written: {card['created_at']}",
     ]
+    if card.get("started_from"):
+        lines.append(f"- Started from: {card['started_from']}")
     if card["training"]:
         lines.append("- Training: " + ", ".join(f"{k}={v}" for k, v in card["training"].items()))
     lines += ["", "## Validation metrics", ""]

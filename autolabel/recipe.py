@@ -31,6 +31,7 @@ class LoopTrain(_Section):
     val_each_epoch: bool = True  # False: the round's student is its last epoch, val is used only to report
     seed: int = 0
     device: str = "auto"
+    offline: bool = False  # never fetch missing official weights; train from scratch instead
 
 
 # The per-image uncertainty scores the pool scorer writes (autolabel.sampling.uncertainty.image_scores):
@@ -64,7 +65,7 @@ class Recipe(_Section):
         for key, value in values.items():
             if value is None:
                 continue
-            if key in ("epochs", "imgsz"):
+            if key in ("epochs", "imgsz", "offline"):
                 data["train"][key] = value
             else:
                 data[key] = value

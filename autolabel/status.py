@@ -24,7 +24,40 @@ def collect_status(store: Store) -> dict:
         "proposals": proposals,
         "labeled_images": len(labeled),
         "labeled_boxes": sum(len(json.loads(v).get("xyxy", [])) for v in labeled.values()),
+        "runs": training_runs(store),
     }
+
+
+RUN_METRICS = ("map50", "map50_95", "precision", "recall", "f1", "ap_small", "ap_medium", "ap_large")
+
+
+def training_runs(store: Store) -> list[dict]:
+    """Every training run: round, state, data sizes, the weights its lineage started from, and its
+    frozen-val metrics (None until evaluated)."""
+    from autolabel.train import started_from
+
+    out = []
+    for run in store.runs():
+        if run["kind"] != "train":
+            continue
+        params = json.loads(run["params"] or "{}")
+        metrics = json.loads(run["metrics"] or "{}")
+        out.append(
+            {
+                "id": run["id"],
+                "round": run["round"],
+                "status": run["status"],
+                "n_train": run["n_train"],
+                "n_val": run["n_val"],
+                "started_from": started_from(params),
+                "pretrained": bool(params.get("base_pretrained", params.get("pretrained"))),
+                "warm_start": params.get("resume_from") is not None,
+                "epochs": params.get("epochs"),
+                "imgsz": params.get("imgsz"),
+                **{k: metrics.get(k) for k in RUN_METRICS},
+            }
+        )
+    return out
 
 
 def round_table(store: Store) -> list[dict]:
@@ -41,23 +74,49 @@ def round_table(store: Store) -> list[dict]:
         corrections = {r["round"]: r for r in round_summaries(store)}
     except Exception:  # no Label Studio state yet
         corrections = {}
-    table, seconds = [], 0.0
+    from autolabel.calibration import recorded_thresholds
+
+    names = store.class_names()
+    fitted = recorded_thresholds(store)
+    boxes = _labeled_boxes_by_round(store)
+    table, seconds, total_boxes = [], 0.0, 0
     for entry in round_history(store):
         diff = corrections.get(entry["round"], {})
         seconds += diff.get("seconds") or 0.0
+        total_boxes += boxes.get(entry["round"], 0)
+        fit = fitted.get(entry["round"])
         table.append(
             {
                 "round": entry["round"],
                 "labels": entry.get("labels"),
+                "boxes": total_boxes,
                 "human_seconds": round(seconds, 1),
+                "round_seconds": diff.get("seconds"),
+                "round_seconds_from_scratch": diff.get("seconds_from_scratch"),
                 "proposer_precision": diff.get("precision"),
                 "proposer_recall": diff.get("recall"),
                 "map50": entry.get("map50"),
                 "map50_95": entry.get("map50_95"),
                 "f1": entry.get("f1"),
+                "thresholds": None if fit is None else dict(zip(names, fit.thresholds)),
             }
         )
     return table
+
+
+def _labeled_boxes_by_round(store: Store) -> dict[int, int]:
+    """Human boxes of each round's batch (the images the loop selected that round)."""
+    out: dict[int, int] = {}
+    labels = store.labels()
+    for rnd, image_id in store.conn.execute("SELECT round, image_id FROM loop_batches"):
+        if image_id in labels:
+            out[rnd] = out.get(rnd, 0) + len(json.loads(labels[image_id]).get("xyxy", []))
+    return out
+
+
+def status_report(store: Store) -> dict:
+    """Everything ``autolabel status`` shows, as one JSON-ready value (``status --json``)."""
+    return {**collect_status(store), "rounds": round_table(store)}
 
 
 def plot_rounds(table: list[dict], out_path) -> None:

@@ -267,13 +267,16 @@ class Store:
                         (image_id,),
                     )
 
-    def latest_predictions(self, image_ids: Iterable[int] | None = None) -> dict[int, tuple[str, str]]:
-        """image_id -> (model_version, detections_json) of its newest error-free prediction."""
+    def latest_predictions(
+        self, image_ids: Iterable[int] | None = None, *, model_prefix: str | None = None
+    ) -> dict[int, tuple[str, str]]:
+        """image_id -> (model_version, detections_json) of its newest error-free prediction
+        (of a model whose version starts with ``model_prefix``, when given)."""
         sql = (
             "SELECT image_id, model_version, detections FROM predictions WHERE error IS NULL"
-            " ORDER BY created_at, rowid"
+            " AND (? IS NULL OR substr(model_version, 1, length(?)) = ?) ORDER BY created_at, rowid"
         )
-        latest = {r[0]: (r[1], r[2]) for r in self.conn.execute(sql)}
+        latest = {r[0]: (r[1], r[2]) for r in self.conn.execute(sql, (model_prefix,) * 3)}
         if image_ids is None:
             return latest
         return {i: latest[i] for i in image_ids if i in latest}

@@ -60,6 +60,7 @@ class TrainSettings:
     evaluate: bool = True  # run ``autolabel.evaluate`` on the frozen val set after training
     conf: float = 0.25  # operating confidence for the P/R/F1 of that evaluation
     iou: float = 0.5
+    offline: bool = False  # never fetch missing official weights (YOLO_OFFLINE=1 does the same)
 
     @classmethod
     def from_config(cls, config: TrainConfig, **overrides) -> TrainSettings:
@@ -185,11 +186,14 @@ class ModelChoice:
     warning: str | None = None
 
 
-def resolve_model(model: str, weights_dir: Path | None = None) -> ModelChoice:
+def resolve_model(model: str, weights_dir: Path | None = None, *, download: bool = True) -> ModelChoice:
     """Weights if present (a path, or a name found in the ultralytics weights dir), else the yaml.
 
-    ``yolo11n.pt`` that is nowhere on disk becomes ``yolo11n.yaml`` (same architecture, random
-    init) with a warning: we never download. A missing path with folders in it is an error.
+    An official name such as ``yolo11n.pt`` that is nowhere on disk is fetched into the weights dir
+    through ultralytics' own asset download when ``download`` is on and the machine is online (as
+    every ultralytics user expects); offline (``YOLO_OFFLINE=1``, ``--offline``, no network) or when
+    the download fails it becomes ``yolo11n.yaml`` (same architecture, random init) with a one-line
+    warning. A missing path with folders in it is an error.
     """
     if model.endswith((".yaml", ".yml")):
         return ModelChoice(model, pretrained=False)
@@ -200,16 +204,42 @@ def resolve_model(model: str, weights_dir: Path | None = None) -> ModelChoice:
         return ModelChoice(str(Path(weights_dir) / model), pretrained=True)
     if path.name != model or path.suffix != ".pt":
         raise AutolabelError(f"--model {model}: file not found")
+    if download and weights_dir is not None:
+        fetched = _download_official(model, Path(weights_dir))
+        if fetched is not None:
+            return ModelChoice(str(fetched), pretrained=True)
     yaml_name = path.with_suffix(".yaml").name
+    where = "offline" if not download or _offline_requested() else f"looked in the working folder and {weights_dir}"
     return ModelChoice(
         yaml_name,
         pretrained=False,
         warning=(
-            f"pretrained weights {model} not found (looked in the working folder and {weights_dir}); "
-            f"training {yaml_name} from scratch, which needs many more epochs. "
-            f"Put {model} there or pass --model PATH to fine-tune."
+            f"pretrained weights {model} not found ({where}); training {yaml_name} from scratch, "
+            f"which needs many more epochs. Put {model} there or pass --model PATH to fine-tune."
         ),
     )
+
+
+def _offline_requested() -> bool:
+    return os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _download_official(name: str, weights_dir: Path) -> Path | None:
+    """``name`` from the ultralytics release assets into ``weights_dir``; None offline or on failure."""
+    if _offline_requested():
+        return None
+    from ultralytics.utils import is_online
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
+
+    if name not in GITHUB_ASSETS_NAMES or not is_online():
+        return None
+    target = weights_dir / name
+    try:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        attempt_download_asset(target)
+    except Exception:  # a failed download falls back like offline; the warning says what to do
+        return None
+    return target if target.is_file() else None
 
 
 # -- training -------------------------------------------------------------------------------
@@ -249,11 +279,15 @@ def train_student(
             raise AutolabelError(f"--resume-from {settings.resume_from}: file not found")
         choice = ModelChoice(str(Path(settings.resume_from).resolve()), pretrained=True)
     else:
-        choice = resolve_model(settings.model, Path(SETTINGS["weights_dir"]))
+        choice = resolve_model(settings.model, Path(SETTINGS["weights_dir"]), download=not settings.offline)
     if choice.warning:
         warn(choice.warning)
 
-    params = {**asdict(settings), "device": device, "model_source": choice.source, "pretrained": choice.pretrained}
+    base_weights, base_pretrained = _base_weights(store, settings, choice)
+    params = {
+        **asdict(settings), "device": device, "model_source": choice.source, "pretrained": choice.pretrained,
+        "base_weights": base_weights, "base_pretrained": base_pretrained,
+    }  # fmt: skip
     run_id = store.start_run(
         json.dumps(params, sort_keys=True),
         int(store.get_meta("round", "0") or 0),
@@ -288,6 +322,27 @@ def train_student(
 
         evaluate_run(workspace, store, run_id, conf=settings.conf, iou=settings.iou)
     return run_id
+
+
+def _base_weights(store: Store, settings: TrainSettings, choice: ModelChoice) -> tuple[str, bool]:
+    """The weights a run's lineage started from (a name, never a full path) and whether they were
+    pretrained: a warm start inherits them from the run whose weights it starts from."""
+    if settings.resume_from is not None:
+        resumed = str(Path(settings.resume_from).resolve())
+        for run in store.runs(status="finished"):
+            if run["weights_path"] and str(Path(run["weights_path"]).resolve()) == resumed:
+                params = json.loads(run["params"] or "{}")
+                if "base_weights" in params:
+                    return params["base_weights"], bool(params.get("base_pretrained"))
+        return Path(settings.resume_from).name, True
+    return Path(choice.source).name, choice.pretrained
+
+
+def started_from(params: dict) -> str:
+    """'yolo11n.pt (pretrained)' / 'yolo11n.yaml (random init)' for status and the model card."""
+    name = params.get("base_weights") or Path(str(params.get("model_source") or params.get("model") or "?")).name
+    pretrained = params.get("base_pretrained", params.get("pretrained"))
+    return f"{name} ({'pretrained' if pretrained else 'random init'})"
 
 
 def latest_train_run(store: Store, *, before_round: int | None = None, weights_on_disk: bool = False) -> dict | None:

@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
-BCCD = REPO.parent / "shared" / "datasets" / "bccd"
+SHARED = REPO.parent / "shared" / "datasets"
+DATASETS = ("scenes", "bccd", "deeppcb")
 
 
 def prepare_dataset(name: str, root: Path, args) -> tuple[Path, list[str]]:
@@ -43,14 +44,16 @@ def prepare_dataset(name: str, root: Path, args) -> tuple[Path, list[str]]:
 
     if (root / "names.json").exists():
         return root, json.loads((root / "names.json").read_text())
-    if name == "bccd":
-        names = list(yaml.safe_load((BCCD / "data.yaml").read_text())["names"].values())
+    if name in ("bccd", "deeppcb"):  # the shared real sets: their train split is the pool, val is frozen
+        source = SHARED / name
+        names = yaml.safe_load((source / "data.yaml").read_text())["names"]
+        names = list(names.values()) if isinstance(names, dict) else list(names)
         for split, part in (("train", "pool"), ("val", "val")):
             (root / "images" / part).mkdir(parents=True)
             (root / "labels" / part).mkdir(parents=True)
-            for image in sorted((BCCD / "images" / split).iterdir()):
+            for image in sorted((source / "images" / split).iterdir()):
                 (root / "images" / part / image.name).symlink_to(image)
-                label = BCCD / "labels" / split / f"{image.stem}.txt"
+                label = source / "labels" / split / f"{image.stem}.txt"
                 if label.exists():
                     (root / "labels" / part / label.name).symlink_to(label)
     else:
@@ -92,27 +95,47 @@ def _label_lines(data: Path, rel_path: str) -> list[str]:
 
 
 def oracle_step(data: Path):
-    """The replay annotator without HTTP: ground truth for the round's batch goes into the store."""
+    """The replay annotator without HTTP: ground truth for the round's batch goes into the store.
+
+    Before it answers, the human-time estimate of the round (``studio.diff.CostModel``): correcting
+    the student's pre-labels of the batch at the calibrated per-class thresholds the loop recorded
+    for the round, at a fixed 0.25, and drawing every box from scratch.
+    """
 
     def step(ctx, round_index):
+        from autolabel import calibration
         from autolabel import detections as dets
         from autolabel.formats import yolo
         from autolabel.loop_steps import batch_ids
 
         store = ctx.store
-        boxes = 0
-        for image in store.images(ids=batch_ids(store, round_index)):
-            det = yolo.from_lines(_label_lines(data, image.path), image.width, image.height)
-            store.set_labels(image.id, "replay", dets.to_json(det))
-            boxes += len(det)
-        return {"labeled": len(store.labels()), "boxes": boxes}
+        ids = batch_ids(store, round_index)
+        truth = {}
+        for image in store.images(ids=ids):
+            truth[image.id] = yolo.from_lines(_label_lines(data, image.path), image.width, image.height)
+        predictions = store.latest_predictions(ids, model_prefix=calibration.STUDENT_PREFIX)
+        pairs = [(dets.from_json(predictions[i][1]), truth[i]) for i in ids if i in predictions]
+        n_classes = len(store.class_names())
+        fit = calibration.recorded_thresholds(store).get(round_index)
+        time_report = {"seconds_scratch": calibration.from_scratch_seconds([(None, d) for d in truth.values()])}
+        if pairs:
+            time_report.update(
+                prelabeled=len(pairs),
+                thresholds=list(fit.thresholds) if fit else None,
+                seconds_calibrated=calibration.correction_seconds(pairs, fit.thresholds) if fit else None,
+                seconds_fixed=calibration.correction_seconds(pairs, [calibration.DEFAULT_THRESHOLD] * n_classes),
+                seconds_scratch_prelabeled=calibration.from_scratch_seconds(pairs),
+            )
+        for image_id, det in truth.items():
+            store.set_labels(image_id, "replay", dets.to_json(det))
+        return {"labeled": len(store.labels()), "boxes": sum(len(d) for d in truth.values()), **time_report}
 
     return step
 
 
 def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> dict:
     from autolabel.loop import LoopContext, run_loop
-    from autolabel.loop_steps import LoopDeps, step_eval, step_select, step_train
+    from autolabel.loop_steps import LoopDeps, step_eval, step_prelabel, step_select, step_train
     from autolabel.recipe import Recipe
 
     data, names = prepare_dataset(dataset, data_root, args)
@@ -120,13 +143,13 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
     ws, store = build_workspace(root, data, names)
     recipe = Recipe(
         rounds=args.rounds, budget=args.budget, initial_budget=args.initial_budget or args.budget,
-        strategy=strategy, score=args.score, seed=seed, plateau={"patience": args.rounds, "min_delta": 0.0},
+        strategy="hybrid" if strategy == "coldstart" else strategy, score=args.score, seed=seed, plateau={"patience": args.rounds, "min_delta": 0.0},
         train={"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "model": args.model,
                "warm_start": True, "seed": seed, "device": "auto", "val_each_epoch": args.val_each_epoch},
     )
 
     def select(ctx, round_index):
-        if round_index == 0:  # the same seeded random start for every strategy
+        if round_index == 0 and strategy != "coldstart":  # the same seeded random start for every strategy
             ctx.recipe = recipe.with_overrides(strategy="random")
             try:
                 return step_select(ctx, round_index)
@@ -137,23 +160,30 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
     ctx = LoopContext(store, recipe, log=lambda m: None, extras={"deps": LoopDeps(workspace=ws)})
     started = time.perf_counter()
     outcome = run_loop(
-        ctx, [("select", select), ("label", oracle_step(data)), ("train", step_train), ("eval", step_eval)]
+        ctx,
+        [("select", select), ("prelabel", step_prelabel), ("label", oracle_step(data)), ("train", step_train),
+         ("eval", step_eval)],
     )
     n_val = len(store.images(status="validation"))
-    boxes = _boxes_per_round(store)
-    curve = [{"round": h["round"], "labels": h["labels"] - n_val, "boxes": sum(boxes[: h["round"] + 1]),
-              "map50_95": h.get("map50_95") or 0.0, "map50": h.get("map50") or 0.0} for h in outcome.history]
+    labeled = _label_results(store)
+    boxes = [r.get("boxes", 0) for r in labeled]
+    curve = []
+    for h in outcome.history:
+        point = {"round": h["round"], "labels": h["labels"] - n_val, "boxes": sum(boxes[: h["round"] + 1]),
+                 "map50_95": h.get("map50_95") or 0.0, "map50": h.get("map50") or 0.0, "f1": h.get("f1")}
+        point.update({k: v for k, v in labeled[h["round"]].items() if k.startswith(("seconds", "thresholds", "prel"))})
+        curve.append(point)
     return {"dataset": dataset, "strategy": strategy, "seed": seed, "curve": curve,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _boxes_per_round(store) -> list[int]:
+def _label_results(store) -> list[dict]:
     import json as _json
 
     rows = store.conn.execute(
         "SELECT round, result FROM loop_steps WHERE step = 'label' AND status = 'done' ORDER BY round"
     ).fetchall()
-    return [(_json.loads(r[1]) or {}).get("boxes", 0) for r in rows]
+    return [_json.loads(r[1]) or {} for r in rows]
 
 
 def labels_to_reach(curve: list[dict], target: float) -> int | None:
@@ -237,8 +267,12 @@ def plot(results: list[dict], summary: dict, out: Path, title: str = "") -> None
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=["scenes", "bccd"], default="scenes")
-    parser.add_argument("--strategies", nargs="+", default=["random", "uncertainty", "hybrid"])
+    parser.add_argument("--dataset", choices=DATASETS, default="scenes")
+    parser.add_argument(
+        "--strategies", nargs="+", default=["random", "uncertainty", "hybrid"],
+        help="random | uncertainty | hybrid | diversity | coldstart (hybrid whose round 0 is the library's own "
+             "cold start: typicality over the pretrained backbone's embeddings, instead of the shared random start)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--initial-budget", type=int, default=None, help="round 0 (default: --budget)")

@@ -93,10 +93,53 @@ def test_two_round_loop_with_replay_annotator(studio_server, tmp_path, monkeypat
     assert status.exit_code == 0, status.output
     assert "active-learning rounds" in status.output
     assert (ws.root / "previews" / "map_vs_labels.png").stat().st_size > 1000
+    _status_json_matches_the_table(ws, status.output)
+    _round_one_showed_the_calibrated_student_pre_labels(ws)
     # rerunning a finished loop changes nothing
     again = CliRunner().invoke(app, _loop_args(ws, scenes))
     assert again.exit_code == 0 and "stopped:" in again.output
     _invariants(ws, studio_server, rounds=2)
+
+
+def _status_json_matches_the_table(ws, table_text: str) -> None:
+    result = CliRunner().invoke(app, ["status", "-w", str(ws.root), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    db = sqlite3.connect(ws.db_path)
+    assert report["images"]["validation"] + report["images"]["labeled"] == db.execute(
+        "SELECT COUNT(*) FROM images WHERE status IN ('labeled', 'validation')").fetchone()[0]
+    assert [r["round"] for r in report["rounds"]] == [0, 1]
+    assert [r["round"] for r in report["runs"]] == [0, 1] and all(r["status"] == "finished" for r in report["runs"])
+    assert report["runs"][0]["started_from"] == "yolo11n.yaml (random init)"  # offline: no official weights
+    assert report["runs"][1]["warm_start"] is True
+    lines = table_text.splitlines()
+    for r in report["rounds"]:
+        assert set(r) >= {"labels", "boxes", "human_seconds", "map50", "map50_95", "f1", "thresholds"}
+        row = next(line for line in lines if line.strip("│ ").startswith(f"{r['round']} ") and f" {r['labels']} " in line)
+        for key in ("map50", "map50_95", "f1"):
+            assert f"{r[key]:.3f}" in row, (key, row)
+        assert f"{r['human_seconds'] / 60:.1f} min" in row
+        assert f" {r['boxes']} " in row
+    assert report["rounds"][0]["thresholds"] is None  # round 0: the open-vocabulary proposer's own thresholds
+    assert report["rounds"][1]["thresholds"] == {n: 0.25 for n in report["classes"]}  # nothing corrected before
+
+
+def _round_one_showed_the_calibrated_student_pre_labels(ws) -> None:
+    from autolabel import detections as dets
+
+    db = sqlite3.connect(ws.db_path)
+    rows = db.execute(
+        "SELECT t.model_version, t.shown FROM studio_tasks t JOIN loop_batches b ON b.image_id = t.image_id"
+        " WHERE b.round = 1"
+    ).fetchall()
+    assert rows and all(version.startswith("student:") for version, _ in rows)
+    stored = db.execute(
+        "SELECT COUNT(*) FROM predictions p JOIN loop_batches b ON b.image_id = p.image_id"
+        " WHERE b.round = 1 AND p.model_version LIKE 'student:%'"
+    ).fetchone()[0]
+    assert stored == len(rows)
+    for _, shown in rows:  # stored at the 0.05 floor, shown at the round's thresholds
+        assert all(c >= 0.25 for c in dets.from_json(shown).confidence)
 
 
 def _step_started(db_path: Path, round_index: int, step: str) -> bool:

@@ -266,3 +266,54 @@ def test_train_cli_without_a_validation_set_is_one_error_line(tmp_path):
     assert "error: no validation images" in result.output and "Traceback" not in result.output
     with ws.open_store() as store:
         assert store.runs() == []  # nothing recorded for a training that never started
+
+
+def test_train_cli_offline_without_weights_warns_in_one_line_and_trains(tmp_path):
+    from typer.testing import CliRunner
+
+    from autolabel.cli.app import app
+
+    ws, store, _ = build_workspace(tmp_path, n=6, n_val=2)
+    store.close()
+    result = CliRunner().invoke(
+        app, ["train", "-w", str(ws.root), "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--offline"]
+    )
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "warning:" in line]
+    assert len(warnings) == 1 and "yolo11n.pt not found (offline)" in warnings[0] and "from scratch" in warnings[0]
+    assert "Traceback" not in result.output and "run 1 finished" in result.output
+
+
+def test_missing_official_weights_are_fetched_through_ultralytics_when_online(tmp_path, monkeypatch):
+    """The download itself needs the internet; what is ours is when it is asked for and where it lands."""
+    import ultralytics.utils
+    import ultralytics.utils.downloads as downloads
+
+    asked = []
+
+    def fake_download(file, *args, **kwargs):
+        asked.append(Path(file))
+        Path(file).write_bytes(b"weights")
+        return str(file)
+
+    monkeypatch.delenv("YOLO_OFFLINE", raising=False)
+    monkeypatch.setattr(ultralytics.utils, "is_online", lambda: True)
+    monkeypatch.setattr(downloads, "attempt_download_asset", fake_download)
+    choice = resolve_model("yolo11n.pt", tmp_path / "weights")
+    assert asked == [tmp_path / "weights" / "yolo11n.pt"]
+    assert choice.pretrained and choice.source == str(tmp_path / "weights" / "yolo11n.pt") and choice.warning is None
+
+    asked.clear()  # not an official asset name: never asked for, the scratch fallback
+    assert not resolve_model("my-own.pt", tmp_path / "weights").pretrained and asked == []
+    # --offline, or YOLO_OFFLINE=1: nothing is asked for
+    assert not resolve_model("yolo11s.pt", tmp_path / "weights", download=False).pretrained
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    fallback = resolve_model("yolo11s.pt", tmp_path / "weights")
+    assert asked == [] and not fallback.pretrained and "(offline)" in fallback.warning
+
+    def failing(file, *args, **kwargs):
+        raise ConnectionError("no route")
+
+    monkeypatch.delenv("YOLO_OFFLINE")
+    monkeypatch.setattr(downloads, "attempt_download_asset", failing)
+    assert not resolve_model("yolo11m.pt", tmp_path / "weights").pretrained  # a failed download falls back

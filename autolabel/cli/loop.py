@@ -58,6 +58,7 @@ def loop(
     miss_rate: Annotated[float, typer.Option(min=0, max=1, help="Replay noise: share of boxes the annotator misses.")] = 0.0,
     jitter: Annotated[float, typer.Option(min=0, help="Replay noise: box jitter, fraction of box size.")] = 0.0,
     prompts: Annotated[Optional[Path], typer.Option(help="Ontology for round-0 pre-labels (default: the workspace's).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Never download missing official student weights.")] = False,
 ) -> None:
     """Run active-learning rounds until validation mAP plateaus (resumable: rerun the same command)."""
     from autolabel.loop import run_loop
@@ -65,6 +66,7 @@ def loop(
 
     overrides = {
         "rounds": rounds, "budget": budget, "strategy": strategy, "score": score, "epochs": epochs, "imgsz": imgsz,
+        "offline": offline or None,
     }  # fmt: skip
     ctx, out = _context(workspace, recipe, overrides, annotator, labels, miss_rate, jitter, prompts)
     with ctx.store:

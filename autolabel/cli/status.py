@@ -1,21 +1,41 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from autolabel.cli.common import WorkspaceOption, console, open_workspace
 
 
-def status(workspace: WorkspaceOption = Path(".")) -> None:
-    """Where the workspace stands: images by status, pre-labels, human labels, training runs."""
-    from rich.table import Table
-
-    from autolabel.status import collect_status, plot_rounds, round_table
+def status(
+    workspace: WorkspaceOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object (no plot, no tables).")] = False,
+) -> None:
+    """Where the workspace stands: images by status, pre-labels, human labels, training runs, rounds."""
+    from autolabel.status import plot_rounds, status_report
 
     ws = open_workspace(workspace)
-    out = console()
     with ws.open_store() as store:
-        report = collect_status(store)
+        report = status_report(store)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"workspace": str(ws.root), "image_root": str(ws.image_root), **report}, indent=2))
+        return
+    out = console()
     out.print(f"workspace {ws.root} (images: {ws.image_root})")
+    _print_tables(out, report)
+    if report["rounds"]:
+        plot = ws.root / "previews" / "map_vs_labels.png"
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_rounds(report["rounds"], plot)
+        out.print(f"plot: {plot}")
+
+
+def _print_tables(out, report: dict) -> None:
+    from rich.table import Table
+
     table = Table(title="images")
     table.add_column("status")
     table.add_column("count", justify="right")
@@ -32,25 +52,44 @@ def status(workspace: WorkspaceOption = Path(".")) -> None:
             proposals.add_row(row["model_version"], str(row["images"]), str(row["boxes"]), str(row["errors"]))
         out.print(proposals)
     out.print(f"human-verified images: {report['labeled_images']} ({report['labeled_boxes']} boxes)")
-    with ws.open_store() as store:
-        rounds = round_table(store)
-    if rounds:
-        table = Table(title="active-learning rounds")
-        columns = ("round", "labels", "human time", "proposer P", "proposer R", "mAP50", "mAP50-95", "F1")
-        for column in columns:
-            table.add_column(column, justify="right")
-        for r in rounds:
-            table.add_row(
-                str(r["round"]), str(r["labels"]), f"{r['human_seconds'] / 60:.1f} min",
-                _fmt(r["proposer_precision"]), _fmt(r["proposer_recall"]),
+    if report["runs"]:
+        runs = Table(title="training runs (metrics on the frozen validation set)")
+        for column in ("run", "round", "status", "train", "val", "started from", "mAP50", "mAP50-95", "F1"):
+            runs.add_column(column, justify="left" if column in ("status", "started from") else "right")
+        for r in report["runs"]:
+            origin = r["started_from"] + (", warm start" if r["warm_start"] else "")
+            runs.add_row(
+                str(r["id"]), str(r["round"]), r["status"], str(r["n_train"]), str(r["n_val"]), origin,
                 _fmt(r["map50"]), _fmt(r["map50_95"]), _fmt(r["f1"]),
             )
+        out.print(runs)
+    if report["rounds"]:
+        table = Table(title="active-learning rounds")
+        columns = ("round", "labels", "boxes", "human time", "round: pre-labels / scratch", "proposer P",
+                   "proposer R", "mAP50", "mAP50-95", "F1", "pre-label thresholds")  # fmt: skip
+        for column in columns:
+            table.add_column(column, justify="left" if column == "pre-label thresholds" else "right")
+        for r in report["rounds"]:
+            table.add_row(
+                str(r["round"]), str(r["labels"]), str(r["boxes"]), f"{r['human_seconds'] / 60:.1f} min",
+                _ratio(r["round_seconds"], r["round_seconds_from_scratch"]),
+                _fmt(r["proposer_precision"]), _fmt(r["proposer_recall"]),
+                _fmt(r["map50"]), _fmt(r["map50_95"]), _fmt(r["f1"]), _thresholds(r["thresholds"]),
+            )
         out.print(table)
-        plot = ws.root / "previews" / "map_vs_labels.png"
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_rounds(rounds, plot)
-        out.print(f"plot: {plot}")
 
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+def _ratio(seconds, scratch) -> str:
+    if seconds is None or not scratch:
+        return "-"
+    return f"{seconds / 60:.1f} / {scratch / 60:.1f} min ({seconds / scratch:.2f}x)"
+
+
+def _thresholds(thresholds: dict | None) -> str:
+    if not thresholds:
+        return "-"
+    return " ".join(f"{name} {t:.2f}" for name, t in thresholds.items())

@@ -24,6 +24,9 @@ def train(
     resume_from: Annotated[
         Optional[Path], typer.Option("--resume-from", help="Warm start from a previous student's weights.")
     ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never download missing official weights (train from scratch instead).")
+    ] = False,
 ) -> None:
     """Fine-tune the YOLO student on the labeled images; evaluate it on the frozen val set."""
     from autolabel.train import TrainSettings, train_student
@@ -40,6 +43,7 @@ def train(
         batch=batch,
         patience=patience,
         resume_from=None if resume_from is None else str(resume_from),
+        offline=offline or None,
     )
     with ws.open_store() as store:
         out.print(f"training on {store.status_counts().get('labeled', 0)} labeled images ...")

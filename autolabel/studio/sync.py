@@ -18,7 +18,7 @@ are fetched, and an annotation whose id and ``updated_at`` are unchanged is not 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -281,8 +281,12 @@ def push(
     image_ids: Iterable[int] | None = None,
     advance: Callable[[int], None] | None = None,
     image_mode: str = "local",
+    student_thresholds: Sequence[float] | None = None,
 ) -> PushSummary:
     """Create one task per candidate image (with its newest pre-label) and replace stale pre-labels.
+
+    ``student_thresholds`` (per class id) filter the student's pre-labels (stored at a low floor
+    confidence) before they are shown; what is shown is what the correction diff is taken against.
 
     ``image_mode`` "local": tasks point at ``/data/local-files/`` URLs below ``document_root`` and
     the project gets a local-files storage on ``image_root`` (the server must see the files);
@@ -304,6 +308,8 @@ def push(
 
     candidates = push_candidates(store, image_ids)
     predictions = store.latest_predictions([im.id for im in candidates])
+    if student_thresholds is not None:
+        predictions = {i: _filtered(p, student_thresholds) for i, p in predictions.items()}
     rows = {
         r[0]: r
         for r in store.conn.execute(
@@ -347,6 +353,15 @@ def push(
     pushed = [image.id for image, _, _ in new] + [image.id for image, _, _ in replace]
     store.set_status(pushed, "in_review", only_from=("unlabeled", "proposed"))
     return summary
+
+
+def _filtered(prediction: tuple[str, str], thresholds: Sequence[float]) -> tuple[str, str]:
+    model_version, det_json = prediction
+    if not model_version.startswith("student:"):
+        return prediction
+    det = dets.from_json(det_json)
+    limits = list(thresholds) + [0.25] * (int(det.class_id.max()) + 1 - len(thresholds) if len(det) else 0)
+    return model_version, dets.to_json(dets.apply_class_thresholds(det, limits))
 
 
 UPLOAD_CHUNK = 50
