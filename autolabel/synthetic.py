@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLASS_NAMES",
+    "DIFFICULTY",
     "MIN_VISIBLE",
     "SceneStyle",
     "SynthSummary",
@@ -58,6 +59,12 @@ __all__ = [
 ]
 
 CLASS_NAMES = ("bolt", "nut", "washer", "screw")
+# Scene options by difficulty: "easy" (large objects, no clutter or occluders) is what a student
+# trained from scratch on a CPU can learn in minutes (the offline demo); "normal" is the default.
+DIFFICULTY = {
+    "normal": {},
+    "easy": {"n_objects": (1, 4), "scale": (0.18, 0.36), "clutter": False, "occluders": False},
+}
 MIN_VISIBLE = 0.5
 BACKGROUNDS = ("wood", "concrete", "fabric", "plate", "paper", "plain")
 _MATERIALS = {  # RGB base colours of common fastener finishes

@@ -16,13 +16,21 @@ def synth(
     seed: Annotated[int, typer.Option(help="Same seed, same images and labels.")] = 0,
     imgsz: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 320,
     groups: Annotated[int, typer.Option(min=1, help="Capture sessions (one folder each).")] = 10,
+    difficulty: Annotated[
+        str, typer.Option(help="normal | easy (large objects, no clutter or occluders: learnable from scratch)")
+    ] = "normal",
 ) -> None:
     """Write synthetic fastener scenes (bolt, nut, washer, screw) with exact boxes."""
+    from autolabel.errors import AutolabelError
     from autolabel.progress import progress_bar
-    from autolabel.synthetic import generate_dataset
+    from autolabel.synthetic import DIFFICULTY, generate_dataset
 
+    if difficulty not in DIFFICULTY:
+        raise AutolabelError(f"--difficulty must be one of {', '.join(DIFFICULTY)}, not {difficulty!r}")
     with progress_bar("drawing", total=n) as advance:
-        summary = generate_dataset(out, n=n, seed=seed, imgsz=imgsz, groups=groups, advance=advance)
+        summary = generate_dataset(
+            out, n=n, seed=seed, imgsz=imgsz, groups=groups, advance=advance, **DIFFICULTY[difficulty]
+        )
     counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
     console().print(f"{summary.images} images, {summary.boxes} boxes ({counts}) in {summary.groups} groups -> {out}")
 
