@@ -3,9 +3,13 @@
 A pre-label box costs human time whatever it is: a kept box is verified, a wrong one deleted, a
 missed object drawn (``autolabel.studio.diff.CostModel``). A low threshold shows more true boxes
 (fewer drawn) and more false ones (more deleted); a high one the reverse. Which side wins depends
-on the class and on how good the student is, so the threshold is chosen per class from what the
-humans did with earlier rounds' pre-labels: the student's predictions at a low floor confidence,
-paired with the human labels of the same images.
+on the class and on how good the student is, so the threshold is chosen per class from pairs of
+the student's predictions at a low floor confidence and human labels of the same images: the
+earlier rounds' pre-labels with their corrections, and the current student's predictions of the
+frozen validation images (``validation_pairs``). The second set matters: the earlier pre-labels
+came from older, weaker students whose scores sit lower, and thresholds fitted on them alone were
+often worse than the fixed default (``scripts/bench_calibration.py``, BENCHMARKS.md). The
+thresholds only decide what is shown to the annotators; no reported metric depends on them.
 
 ``calibrate`` minimizes the total estimated correction time of those pairs over a grid of
 thresholds, one class at a time (coordinate descent, the other classes held at their current
@@ -17,7 +21,7 @@ pairs the default threshold stays.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -127,16 +131,21 @@ def pairs_from_store(store, image_ids=None) -> list[Pair]:
     return [(dets.from_json(predictions[i][1]), dets.from_json(labels[i])) for i in sorted(predictions)]
 
 
-def calibrate_round(store, round_index: int, costs: CostModel | None = None) -> Calibration:
+def calibrate_round(
+    store, round_index: int, costs: CostModel | None = None, *, extra_pairs: Callable[[], list[Pair]] | None = None
+) -> Calibration:
     """Fit the thresholds for ``round_index`` on every earlier student pre-label that humans
-    corrected, and record them (before the batch is pushed); a round already fitted keeps its own."""
+    corrected plus ``extra_pairs()`` (the loop passes the current student on the frozen validation
+    set, see ``validation_pairs``), and record them before the batch is pushed; a round already
+    fitted (a rerun after a crash) keeps its own."""
     import json
 
     store.ensure_schema(SCHEMA)
     recorded = recorded_thresholds(store).get(round_index)
     if recorded is not None:
         return recorded
-    result = calibrate(pairs_from_store(store), len(store.class_names()), costs)
+    pairs = pairs_from_store(store) + (extra_pairs() if extra_pairs is not None else [])
+    result = calibrate(pairs, len(store.class_names()), costs)
     with store.transaction():
         store.conn.execute(
             "INSERT OR IGNORE INTO prelabel_calibration(round, thresholds, seconds, seconds_default, pairs)"
@@ -155,3 +164,29 @@ def recorded_thresholds(store) -> dict[int, Calibration]:
         "SELECT round, thresholds, seconds, seconds_default, pairs FROM prelabel_calibration ORDER BY round"
     )
     return {r[0]: Calibration(tuple(json.loads(r[1])), r[2], r[3], r[4]) for r in rows}
+
+
+def validation_pairs(workspace, store, weights, *, imgsz: int, device: str = "auto", batch_size: int = 8) -> list[Pair]:
+    """(the student's predictions at ``FLOOR``, human labels) on the frozen validation images.
+
+    The current student has never trained on them, so they show how *this* student's scores
+    behave; the earlier rounds' correction diffs were made by an older, weaker student whose
+    scores sit lower (measured in BENCHMARKS.md: thresholds fitted on them alone were often worse
+    than the fixed default).
+    """
+    from autolabel.proposers.base import BatchMapper
+    from autolabel.proposers.student import StudentProposer
+
+    val = store.images(status="validation")
+    labels = store.labels([im.id for im in val])
+    val = [im for im in val if im.id in labels]
+    if not val:
+        return []
+    mapper = BatchMapper(lambda: StudentProposer(weights, conf=FLOOR, imgsz=imgsz, device=device, batch_size=batch_size))
+    pairs: list[Pair] = []
+    for start in range(0, len(val), batch_size):
+        rows = [{"id": im.id, "path": str(workspace.image_root / im.path)} for im in val[start : start + batch_size]]
+        for row in mapper.map_rows(rows):
+            if row["error"] is None:
+                pairs.append((dets.from_dict(row["detections"]), dets.from_json(labels[row["id"]])))
+    return pairs

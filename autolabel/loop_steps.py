@@ -233,10 +233,15 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
         names = store.class_names()
         # Stored at a low floor so the per-class thresholds (fitted now, applied at push) can go below
         # the default; the fit is recorded before anything is shown.
-        fit = calibration.calibrate_round(store, round_index, CostModel.from_config(ws.config.studio.costs))
+        fit = calibration.calibrate_round(
+            store, round_index, CostModel.from_config(ws.config.studio.costs),
+            extra_pairs=lambda: calibration.validation_pairs(
+                ws, store, student["weights_path"], imgsz=recipe.train.imgsz, device=recipe.train.device
+            ),
+        )
         ctx.log(f"round {round_index}: student pre-label thresholds "
                 + ", ".join(f"{n} {t:.2f}" for n, t in zip(names, fit.thresholds))
-                + (f" (fitted on {fit.pairs} corrected images)" if fit.pairs else " (default: nothing corrected yet)"))
+                + (f" (fitted on {fit.pairs} labeled images)" if fit.pairs >= 5 else " (default: too few labeled images)"))
         settings = ProposerSettings(model="student", batch_size=8, device=recipe.train.device)
         mapper = BatchMapper(
             lambda: StudentProposer(
