@@ -20,6 +20,9 @@ from autolabel.errors import AutolabelError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
+# Smaller than this on a side: nothing to detect, and the detectors' patch/stride arithmetic fails
+# on it (a 1x1 image broke Grounding DINO's feature maps). Refused at registration with the reason.
+MIN_SIDE = 8
 _EXIF_ORIENTATION = 0x0112
 _EXIF_IFD = 0x8769
 _EXIF_DATETIME_ORIGINAL = 0x9003
@@ -89,6 +92,8 @@ def decode(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
                     raise ImageDecodeError(
                         f"decompression bomb: {width}x{height} pixels is over the limit of {max_pixels}"
                     )
+                if min(width, height) < MIN_SIDE:
+                    raise ImageDecodeError(f"too small: {width}x{height} pixels (at least {MIN_SIDE} a side)")
                 img.load()
                 exif = img.getexif()
                 orientation = exif.get(_EXIF_ORIENTATION, 1)

@@ -74,6 +74,10 @@ def register_images(
     new = [(p, p.relative_to(image_root).as_posix()) for p in paths]
     new = [(p, rel) for p, rel in new if rel not in known]
     summary = ScanSummary(found=len(paths), new=len(new))
+    unnamed = [(p, rel) for p, rel in new if not _utf8(rel)]
+    for _, rel in unnamed:  # SQLite, JSON and Label Studio all need text: report it, register the rest
+        summary.errors.append((_printable(rel), "file name is not valid UTF-8 (rename the file to register it)"))
+    new = [(p, rel) for p, rel in new if _utf8(rel)]
     if on_total:
         on_total(len(new))
     grouper = make_grouper(grouping)
@@ -94,6 +98,19 @@ def register_images(
     if grouping.mode == "exif_gap":
         regroup_by_time(store, grouping.gap_seconds)
     return summary
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(name: str) -> str:
+    """A file name with undecodable bytes shown as U+FFFD (never raises)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _group_for(store: Store, row: dict, grouper: Callable[[str], str]) -> str:

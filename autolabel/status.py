@@ -115,7 +115,11 @@ def _labeled_boxes_by_round(store: Store) -> dict[int, int]:
 
 
 def status_report(store: Store) -> dict:
-    """Everything ``autolabel status`` shows, as one JSON-ready value (``status --json``)."""
+    """Everything ``autolabel status`` shows, as one JSON-ready value (``status --json``).
+    Training runs killed mid-way are marked failed first, so none shows as 'started' forever."""
+    from autolabel.train import reconcile_interrupted_runs
+
+    reconcile_interrupted_runs(store)
     return {**collect_status(store), "rounds": round_table(store)}
 
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -263,6 +264,8 @@ def train_student(
 
     settings = settings or TrainSettings.from_config(workspace.config.train)
     warn = warn or (lambda message: None)
+    for run_id in reconcile_interrupted_runs(store):
+        warn(f"run {run_id} was interrupted (its process is gone): marked failed")
     snapshot = collect_dataset(store)
     for line in snapshot.skipped[:5]:
         warn(f"skipped {line}")
@@ -287,6 +290,7 @@ def train_student(
     params = {
         **asdict(settings), "device": device, "model_source": choice.source, "pretrained": choice.pretrained,
         "base_weights": base_weights, "base_pretrained": base_pretrained,
+        "pid": os.getpid(), "host": socket.gethostname(),  # lets a later command tell a killed run from a live one
     }  # fmt: skip
     run_id = store.start_run(
         json.dumps(params, sort_keys=True),
@@ -322,6 +326,30 @@ def train_student(
 
         evaluate_run(workspace, store, run_id, conf=settings.conf, iou=settings.iou)
     return run_id
+
+
+def reconcile_interrupted_runs(store: Store) -> list[int]:
+    """Mark 'started' runs whose process on this host is gone as 'failed'; their ids."""
+    stale = []
+    for run in store.runs(status="started"):
+        params = json.loads(run["params"] or "{}")
+        pid, host = params.get("pid"), params.get("host")
+        if pid is None or host != socket.gethostname() or _pid_alive(int(pid)):
+            continue  # an older run without a pid, another machine's, or still running
+        stale.append(run["id"])
+    for run_id in stale:
+        store.finish_run(run_id, "failed", None, json.dumps({"error": "interrupted: its process ended before it finished"}))
+    return stale
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _base_weights(store: Store, settings: TrainSettings, choice: ModelChoice) -> tuple[str, bool]:

@@ -32,6 +32,7 @@ def bad_corpus(root: Path) -> dict[str, str]:
     data = (root / "good.jpg").read_bytes()
     (root / "truncated.jpg").write_bytes(data[: len(data) // 2])
     Image.new("1", (9500, 9500)).save(root / "bomb.png")
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(root / "pixel.png")
     return {
         "good.jpg": "ok",
         "cmyk.jpg": "CMYK",
@@ -42,4 +43,5 @@ def bad_corpus(root: Path) -> dict[str, str]:
         "notes.jpg": "not an image",
         "truncated.jpg": "truncated",
         "bomb.png": "decompression bomb",
+        "pixel.png": "too small",
     }

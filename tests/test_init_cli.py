@@ -15,7 +15,7 @@ def test_init_registers_images_and_records_bad_files(tmp_path):
     result = runner.invoke(app, ["init", "--images", str(tmp_path / "raw"), "-w", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output
-    assert "4 files skipped" in result.output
+    assert "5 files skipped" in result.output
     store = Store.open(tmp_path / ".autolabel" / "state.db")
     images = {im.path: im for im in store.images(include_errors=True)}
     assert set(images) == set(expected)
@@ -60,3 +60,21 @@ def test_missing_images_folder_is_one_line(tmp_path):
     result = runner.invoke(app, ["init", "--images", str(tmp_path / "nope"), "-w", str(tmp_path)])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: images folder not found")
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_registered(tmp_path):
+    import os
+
+    from autolabel.workspace import Workspace
+
+    raw = tmp_path / "raw"
+    rgb(raw / "good.jpg")
+    rgb(raw / "other.jpg", seed=1)
+    bad = os.path.join(os.fsencode(raw), b"caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
+    with open(bad, "wb") as fh:
+        fh.write((raw / "good.jpg").read_bytes())
+    result = CliRunner().invoke(app, ["init", "--images", str(raw), "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "not valid UTF-8" in result.output
+    with Workspace.load(tmp_path / "ws").open_store() as store:
+        assert sorted(im.path for im in store.images()) == ["good.jpg", "other.jpg"]

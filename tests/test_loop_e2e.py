@@ -121,13 +121,15 @@ def _status_json_matches_the_table(ws, table_text: str) -> None:
         assert f"{r['human_seconds'] / 60:.1f} min" in row
         assert f" {r['boxes']} " in row
     assert report["rounds"][0]["thresholds"] is None  # round 0: the open-vocabulary proposer's own thresholds
-    assert report["rounds"][1]["thresholds"] == {n: 0.25 for n in report["classes"]}  # nothing corrected before
+    thresholds = report["rounds"][1]["thresholds"]  # round 1: the student pre-labels, at recorded thresholds
+    assert list(thresholds) == report["classes"] and all(0.05 <= t <= 0.95 for t in thresholds.values())
 
 
 def _round_one_showed_the_calibrated_student_pre_labels(ws) -> None:
     from autolabel import detections as dets
 
     db = sqlite3.connect(ws.db_path)
+    limits = json.loads(db.execute("SELECT thresholds FROM prelabel_calibration WHERE round = 1").fetchone()[0])
     rows = db.execute(
         "SELECT t.model_version, t.shown FROM studio_tasks t JOIN loop_batches b ON b.image_id = t.image_id"
         " WHERE b.round = 1"
@@ -139,7 +141,8 @@ def _round_one_showed_the_calibrated_student_pre_labels(ws) -> None:
     ).fetchone()[0]
     assert stored == len(rows)
     for _, shown in rows:  # stored at the 0.05 floor, shown at the round's thresholds
-        assert all(c >= 0.25 for c in dets.from_json(shown).confidence)
+        det = dets.from_json(shown)
+        assert all(c >= limits[k] for c, k in zip(det.confidence, det.class_id))
 
 
 def _step_started(db_path: Path, round_index: int, step: str) -> bool:

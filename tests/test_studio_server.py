@@ -140,3 +140,21 @@ def test_status_and_stop_without_a_server(tmp_path):
     assert status.exit_code == 1 and "not running" in status.output
     stopped = runner.invoke(app, ["studio", "stop", "-w", str(tmp_path / "ws")])
     assert stopped.exit_code == 0 and "was not running" in stopped.output
+
+
+@pytest.mark.studio
+def test_the_server_folder_is_readable_by_its_owner_only(studio_server):
+    """Label Studio's own database holds the API token in plain text: 0700 folders, 0600 files."""
+    database = studio_server.studio_dir / "data" / "label_studio.sqlite3"
+    assert database.is_file()
+    checked = 0
+    for root, dirs, files in os.walk(studio_server.studio_dir):
+        for name in dirs:
+            assert stat.S_IMODE(os.lstat(os.path.join(root, name)).st_mode) == 0o700, os.path.join(root, name)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                assert stat.S_IMODE(os.lstat(path).st_mode) & 0o077 == 0, path
+                checked += 1
+    assert stat.S_IMODE(os.stat(studio_server.studio_dir).st_mode) == 0o700
+    assert checked >= 2  # the database and credentials.json at least

@@ -317,3 +317,25 @@ def test_missing_official_weights_are_fetched_through_ultralytics_when_online(tm
     monkeypatch.delenv("YOLO_OFFLINE")
     monkeypatch.setattr(downloads, "attempt_download_asset", failing)
     assert not resolve_model("yolo11m.pt", tmp_path / "weights").pretrained  # a failed download falls back
+
+
+def test_a_killed_training_run_is_marked_failed_by_the_next_command(tmp_path):
+    import os
+    import subprocess
+
+    from autolabel.status import status_report
+    from autolabel.train import reconcile_interrupted_runs
+
+    ws, store, _ = build_workspace(tmp_path, n=3, n_val=1)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    killed = store.start_run(json.dumps({"pid": gone.pid, "host": host}))
+    live = store.start_run(json.dumps({"pid": os.getpid(), "host": host}))
+    elsewhere = store.start_run(json.dumps({"pid": gone.pid, "host": host + "-other"}))
+    assert reconcile_interrupted_runs(store) == [killed]
+    states = {r["id"]: r["status"] for r in store.runs()}
+    assert states == {killed: "failed", live: "started", elsewhere: "started"}
+    assert "interrupted" in json.loads(next(r for r in store.runs() if r["id"] == killed)["metrics"])["error"]
+    assert [r["status"] for r in status_report(store)["runs"]] == ["failed", "started", "started"]
+    store.close()

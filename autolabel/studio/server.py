@@ -99,7 +99,7 @@ def ensure_credentials(studio_dir: Path) -> Credentials:
     if existing is not None:
         return existing
     studio_dir = Path(studio_dir)
-    studio_dir.mkdir(parents=True, exist_ok=True)
+    studio_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     creds = Credentials(email=ADMIN_EMAIL, password=secrets.token_urlsafe(18), token=secrets.token_hex(20))
     fd = os.open(credentials_path(studio_dir), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -237,6 +237,7 @@ def start(
     creds = ensure_credentials(studio_dir)
     for sub in ("data", "home/config", "home/data", "home/cache"):
         (studio_dir / sub).mkdir(parents=True, exist_ok=True)
+    make_private(studio_dir)
     log_path = studio_dir / "server.log"
     command = [binary, "start", "--no-browser", "--internal-host", HOST, "--port", str(port)]
     command += ["--data-dir", str(studio_dir / "data"), "--log-level", "WARNING"]
@@ -251,6 +252,7 @@ def start(
             env=server_environment(studio_dir, image_root, creds),
             cwd=studio_dir,
             start_new_session=True,  # its own process group: stop() ends the server and its children
+            umask=0o077,  # its database holds the API token: everything it writes is the owner's only
         )
     url = f"http://{HOST}:{port}"
     _state_path(studio_dir).write_text(json.dumps({"pid": proc.pid, "port": port, "url": url}))
@@ -260,12 +262,31 @@ def start(
     return _wait_healthy(studio_dir, started, timeout)
 
 
+def make_private(studio_dir: Path) -> None:
+    """The server's folder readable by its owner only (0700 folders, 0600 files): Label Studio's
+    SQLite database stores the API token in plain text, next to ``credentials.json``."""
+    studio_dir = Path(studio_dir)
+    if not studio_dir.exists():
+        return
+    os.chmod(studio_dir, 0o700)
+    for root, dirs, files in os.walk(studio_dir):
+        for name in dirs:
+            path = Path(root) / name
+            if not path.is_symlink():
+                os.chmod(path, 0o700)
+        for name in files:
+            path = Path(root) / name
+            if not path.is_symlink():
+                os.chmod(path, 0o600)
+
+
 def _wait_healthy(studio_dir: Path, current: ServerStatus, timeout: float) -> ServerStatus:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _pid_alive(current.pid):
             raise AutolabelError(f"Label Studio exited during start; see {Path(studio_dir) / 'server.log'}")
         if healthy(current.url):
+            make_private(studio_dir)  # whatever it created before the umask applied (or an older workspace)
             return ServerStatus(True, True, current.url, current.pid, current.port)
         time.sleep(0.5)
     raise AutolabelError(

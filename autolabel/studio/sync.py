@@ -303,6 +303,10 @@ def push(
     )
     summary = PushSummary(project_id=project.project_id, labels_added=added)
     summary.recovered += reconcile(store, client, project)
+    # A push killed after creating tasks but before marking their images: those are in review.
+    already = [r[0] for r in store.conn.execute(
+        "SELECT image_id FROM studio_tasks WHERE project = ? AND state = 'pushed'", (project.key,))]
+    store.set_status(already, "in_review", only_from=("unlabeled", "proposed"))
     advance = advance or (lambda n=1: None)
     round_index = current_round(store)
 
