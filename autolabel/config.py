@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, read_text
 
 CONFIG_NAME = "autolabel.yaml"
 STATE_DIR = ".autolabel"
@@ -95,7 +95,7 @@ def load_config(path: Path) -> WorkspaceConfig:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path, "workspace config")) or {}
     except yaml.YAMLError as exc:
         raise AutolabelError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:

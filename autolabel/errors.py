@@ -10,6 +10,24 @@ class AutolabelError(Exception):
     """
 
 
+def read_text(path, what: str = "file") -> str:
+    """A user's text file (YAML, YOLO .txt, COCO JSON) as UTF-8, or one AutolabelError line saying
+    which file, where the first bad byte is, and what to do."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AutolabelError(f"{what} {path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AutolabelError(
+            f"{what} {path} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}): save it as UTF-8"
+        ) from None
+
+
 def missing_dependency(package: str, extra_hint: str | None = None) -> AutolabelError:
     hint = extra_hint or f"pip install {package}"
     return AutolabelError(f"the optional package '{package}' is not installed: {hint}")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autolabel import detections as dets
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, read_text
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -60,7 +60,7 @@ def yolo_class_names(labels_dir: Path) -> list[str]:
         data_yaml = folder / "data.yaml"
         if data_yaml.is_file():
             try:
-                names = (yaml.safe_load(data_yaml.read_text()) or {}).get("names")
+                names = (yaml.safe_load(read_text(data_yaml, "data.yaml")) or {}).get("names")
             except yaml.YAMLError as exc:
                 raise AutolabelError(f"{data_yaml}: not valid YAML ({str(exc).splitlines()[0]})") from None
             if isinstance(names, dict):
@@ -73,7 +73,7 @@ def yolo_class_names(labels_dir: Path) -> list[str]:
             raise AutolabelError(f"{data_yaml}: no 'names' list or mapping")
         classes_txt = folder / "classes.txt"
         if classes_txt.is_file():
-            return [line.strip() for line in classes_txt.read_text().splitlines() if line.strip()]
+            return [line.strip() for line in read_text(classes_txt, "classes.txt").splitlines() if line.strip()]
     raise AutolabelError(f"no class names for {labels_dir}: put a data.yaml (names) or classes.txt there")
 
 
@@ -98,7 +98,7 @@ def read_yolo(labels_dir: Path, images: dict[str, tuple[int, int]]) -> tuple[dic
             continue
         width, height = images[rel]
         try:
-            found[rel] = from_lines(label.read_text().splitlines(), width, height)
+            found[rel] = from_lines(read_text(label, "YOLO label file").splitlines(), width, height)
         except YoloFormatError as exc:
             problems.append(f"{rel_label.as_posix()} {exc}")
     if problems:
@@ -115,16 +115,21 @@ def read_coco(labels: Path) -> tuple[list[str], dict[str, sv.Detections], dict[s
         if len(candidates) != 1:
             raise AutolabelError(f"{labels}: expected one COCO .json file there, found {len(candidates)}")
         labels = candidates[0]
+    from autolabel.formats.coco import CocoFormatError, validate
+
     try:
-        coco = json.loads(labels.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        coco = json.loads(read_text(labels, "COCO file"))
+    except json.JSONDecodeError as exc:
         raise AutolabelError(f"{labels}: not readable COCO JSON ({exc})") from None
-    if not isinstance(coco, dict) or not {"images", "categories"} <= set(coco):
-        raise AutolabelError(f"{labels}: a COCO file needs 'images' and 'categories'")
-    known_categories = {c["id"] for c in coco["categories"]}
-    bad = sorted({a["category_id"] for a in coco.get("annotations", [])} - known_categories)
-    if bad:
-        raise AutolabelError(f"{labels}: annotations use category ids not in 'categories': {bad}")
+    try:
+        orphans = validate(coco)
+    except CocoFormatError as exc:
+        raise AutolabelError(f"{labels}: {exc}") from None
+    if orphans:
+        raise AutolabelError(
+            f"{labels}: {len(orphans)} annotations refer to image ids that are not in 'images'"
+            f" (e.g. annotation {orphans[0][0]} -> image {orphans[0][1]}); fix or remove them, nothing was imported"
+        )
     per_image = image_detections(coco)
     names = [str(c["name"]) for c in coco["categories"]]
     out, sizes = {}, {}

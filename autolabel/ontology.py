@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, read_text
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,14 @@ class Ontology:
             unknown = set(item) - {"name", "prompts", "box_threshold"}
             if unknown:
                 raise AutolabelError(f"{source}: class '{item['name']}' has unknown keys: {sorted(unknown)}")
-            prompts = item.get("prompts") or [item["name"]]
+            prompts = item.get("prompts", [item["name"]])
             if isinstance(prompts, str):
                 prompts = [prompts]
+            if not isinstance(prompts, list) or not prompts:
+                raise AutolabelError(
+                    f"{source}: class '{item['name']}' has no prompts: give a list of prompts or leave the key out"
+                    " (the class name is then its prompt)"
+                )
             threshold = item.get("box_threshold")
             classes.append(
                 OntologyClass(
@@ -135,7 +140,7 @@ class Ontology:
         if not path.is_file():
             raise AutolabelError(f"ontology file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(read_text(path, "ontology"))
         except yaml.YAMLError as exc:
             raise AutolabelError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
         return cls.from_dict(data, source=str(path))

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from autolabel.config import describe_validation_error
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, read_text
 
 
 class _Section(BaseModel):
@@ -82,7 +82,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise AutolabelError(f"recipe not found: {path}")
     try:
-        return Recipe.model_validate(yaml.safe_load(path.read_text()) or {})
+        return Recipe.model_validate(yaml.safe_load(read_text(path, "recipe")) or {})
     except yaml.YAMLError as exc:
         raise AutolabelError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except ValidationError as exc:

@@ -171,3 +171,105 @@ def test_import_from_a_subfolder_of_the_image_root(tmp_path):
     with _store(ws) as store:
         labeled = {im.path for im in store.images(status="labeled")}
     assert labeled == {p.relative_to(images).as_posix() for p in (images / "g01").glob("*.jpg")}
+
+
+def _good_coco():
+    return {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 64}],
+        "categories": [{"id": 1, "name": "bolt"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 12]}],
+    }
+
+
+def _broken(path: str, value=None, delete: bool = False):
+    data = _good_coco()
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    if delete:
+        del node[int(last) if last.isdigit() else last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+    return data
+
+
+COCO_FAULTS = [
+    (_broken("annotations.0.bbox", delete=True), "annotations[0] (id 7): missing 'bbox'"),
+    (_broken("annotations.0.category_id", delete=True), "missing 'category_id'"),
+    (_broken("annotations.0.image_id", delete=True), "missing 'image_id'"),
+    (_broken("annotations.0.id", delete=True), "annotations[0]: missing 'id'"),
+    (_broken("images.0.file_name", delete=True), "images[0]: missing 'file_name'"),
+    (_broken("images.0.id", delete=True), "images[0]: missing 'id'"),
+    (_broken("categories.0.name", delete=True), "categories[0]: missing 'name'"),
+    (_broken("categories.0.id", delete=True), "categories[0]: missing 'id'"),
+    (_broken("annotations.0.bbox", [1, 2, 3]), "'bbox' must be [x, y, width, height]"),
+    (_broken("annotations.0.bbox", ["1", 2, 3, 4]), "'bbox' must be [x, y, width, height]"),
+    (_broken("annotations.0.bbox", [1, 2, -3, 4]), "negative width or height"),
+    (_broken("annotations.0.category_id", 9), "category id 9 is not in 'categories'"),
+    (_broken("annotations.0.image_id", 5), "1 annotations refer to image ids that are not in 'images'"),
+    (_broken("annotations", {"x": 1}), "'annotations' must be a list"),
+    (_broken("images", None), "needs 'images' and 'categories' lists"),
+    (_broken("images.0", "a.jpg"), "images[0]: expected an object"),
+    (_broken("annotations.0.score", "high"), "'score' must be a number"),
+]
+
+
+@pytest.mark.parametrize("data, message", COCO_FAULTS)
+def test_malformed_coco_is_one_error_line_and_nothing_is_imported(tmp_path, data, message):
+    ws, _, _ = _workspace(tmp_path, n=2)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    result = runner.invoke(app, ["import", "--labels", str(path), "--format", "coco", "-w", str(ws)])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert result.output.count("error:") == 1
+    with _store(ws) as store:
+        assert store.labels() == {}
+
+
+def test_coco_validate_accepts_the_good_file_and_reports_orphans():
+    assert coco.validate(_good_coco()) == []
+    assert coco.validate(_broken("annotations.0.image_id", 3)) == [(7, 3)]
+
+
+@pytest.mark.parametrize("kind", ["coco", "yolo", "ontology", "config", "recipe"])
+def test_files_that_are_not_utf8_are_one_error_line(tmp_path, kind):
+    latin1 = "classes:\n  - name: écrou\n".encode("latin-1")
+    if kind in ("coco", "yolo"):
+        ws, _, labels = _workspace(tmp_path, n=2)
+        if kind == "coco":
+            target = tmp_path / "bad.json"
+            target.write_bytes(b'{"images": [], "categories": [{"id": 1, "name": "\xe9"}]}')
+        else:
+            target = labels
+            next(labels.rglob("*.txt")).write_bytes(b"0 0.5 0.5 0.1 0.1 \xe9\n")
+        args = ["import", "--labels", str(target), "--format", kind, "-w", str(ws)]
+    elif kind == "ontology":
+        target = tmp_path / "prompts.yaml"
+        target.write_bytes(latin1)
+        (tmp_path / "raw").mkdir()
+        args = ["init", "--images", str(tmp_path / "raw"), "-w", str(tmp_path / "ws"), "--ontology", str(target)]
+    elif kind == "config":
+        ws, _, _ = _workspace(tmp_path, n=2)
+        target = ws / "autolabel.yaml"
+        target.write_bytes(target.read_bytes() + b"# caf\xe9\n")
+        args = ["status", "-w", str(ws)]
+    else:
+        ws, _, _ = _workspace(tmp_path, n=2)
+        target = tmp_path / "recipe.yaml"
+        target.write_bytes(b"rounds: 2 # caf\xe9\n")
+        args = ["select", "-w", str(ws), "--recipe", str(target)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "is not valid UTF-8 (byte 0xe9" in result.output and "Traceback" not in result.output, result.output
+    assert result.output.count("error:") == 1
+
+
+def test_an_empty_prompt_list_is_an_error_not_the_class_name(tmp_path):
+    from autolabel.errors import AutolabelError
+    from autolabel.ontology import Ontology
+
+    with pytest.raises(AutolabelError, match="class 'bolt' has no prompts"):
+        Ontology.from_dict({"classes": [{"name": "bolt", "prompts": []}]}, source="p.yaml")
+    assert Ontology.from_dict({"classes": [{"name": "bolt"}]}, source="p.yaml").classes[0].prompts == ("bolt",)
