@@ -25,7 +25,20 @@ def collect_status(store: Store) -> dict:
         "labeled_images": len(labeled),
         "labeled_boxes": sum(len(json.loads(v).get("xyxy", [])) for v in labeled.values()),
         "runs": training_runs(store),
+        "quarantined": _quarantined(store),
     }
+
+
+def _quarantined(store: Store) -> list[dict]:
+    """Label Studio annotations held back from the labels, with the reason (none before a pull)."""
+    exists = store.conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studio_annotations'"
+    ).fetchone()
+    if exists is None:
+        return []
+    from autolabel.studio.sync import quarantined
+
+    return quarantined(store)
 
 
 RUN_METRICS = ("map50", "map50_95", "precision", "recall", "f1", "ap_small", "ap_medium", "ap_large")

@@ -295,6 +295,15 @@ class Store:
                 "UPDATE images SET status = ? WHERE id = ? AND status != 'validation'", (status, image_id)
             )
 
+    def remove_labels(self, image_id: int, *, source: str, status: str) -> bool:
+        """Delete an image's labels when they came from ``source``; a 'labeled' image gets ``status``
+        (a validation image stays in the frozen set, without labels until it is labeled again)."""
+        with self.transaction():
+            cur = self.conn.execute("DELETE FROM labels WHERE image_id = ? AND source = ?", (image_id, source))
+            if cur.rowcount:
+                self.conn.execute("UPDATE images SET status = ? WHERE id = ? AND status = 'labeled'", (status, image_id))
+        return bool(cur.rowcount)
+
     def labels(self, image_ids: Iterable[int] | None = None) -> dict[int, str]:
         """image_id -> detections_json of its verified labels."""
         rows = self.conn.execute("SELECT image_id, detections FROM labels")

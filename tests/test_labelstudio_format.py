@@ -43,23 +43,78 @@ def test_results_to_pixel_boxes(result, xyxy, cls, counts):
     conv = lsfmt.from_results([result], NAMES, 200, 100)
     np.testing.assert_allclose(conv.detections.xyxy, [xyxy], atol=1e-3)
     assert conv.detections.class_id.tolist() == [cls]
-    assert (conv.clipped, conv.dropped, conv.rotated) == counts
+    assert (conv.clipped, conv.dropped, conv.rotated) == counts and conv.usable
 
 
 @pytest.mark.parametrize(
-    "results, n_boxes, dropped, unknown, ignored",
+    "results, n_boxes, unknown, ignored",
     [
-        ([], 0, 0, set(), 0),                                                   # verified empty image
-        ([_rect(120, 10, 10, 10)], 0, 1, set(), 0),                             # entirely outside: dropped
-        ([_rect(10, 10, 0, 10)], 0, 1, set(), 0),                               # zero area: dropped
-        ([_rect(1, 1, 5, 5, "screw"), _rect(1, 1, 5, 5, "rivet"), _rect(1, 1, 5, 5)], 1, 0, {"screw", "rivet"}, 0),
-        ([{"type": "choices", "value": {"choices": ["blurry"]}}, _rect(1, 1, 5, 5)], 1, 0, set(), 1),
+        ([], 0, set(), 0),                                                       # verified empty image
+        ([_rect(1, 1, 5, 5, "screw"), _rect(1, 1, 5, 5, "rivet"), _rect(1, 1, 5, 5)], 1, {"screw", "rivet"}, 0),
+        ([{"type": "choices", "value": {"choices": ["blurry"]}}, _rect(1, 1, 5, 5)], 1, set(), 1),
+        ([{"type": "textarea", "value": {"text": ["ok"]}}], 0, set(), 1),      # no region: still verified empty
     ],
 )
-def test_results_edge_cases(results, n_boxes, dropped, unknown, ignored):
+def test_results_edge_cases(results, n_boxes, unknown, ignored):
     conv = lsfmt.from_results(results, NAMES, 200, 100)
     assert len(conv.detections) == n_boxes
-    assert (conv.dropped, conv.unknown_labels, conv.ignored) == (dropped, unknown, ignored)
+    assert (conv.unknown_labels, conv.ignored, conv.refused) == (unknown, ignored, [])
+
+
+def _value(**changes):
+    item = _rect(10, 10, 20, 20)
+    for key, v in changes.items():
+        if v is _DROP:
+            del item["value"][key]
+        else:
+            item["value"][key] = v
+    return item
+
+
+_DROP = object()
+# What a hostile or buggy client can send; none of it may become labels, none of it may raise,
+# and never may it turn an annotated image into "verified empty".
+MALFORMED = [
+    (_value(x=_DROP), "missing 'x'"),
+    (_value(y=_DROP), "missing 'y'"),
+    (_value(width=_DROP), "missing 'width'"),
+    (_value(height=_DROP), "missing 'height'"),
+    (_value(x="abc"), "'x' is not a finite number"),
+    (_value(y=None), "'y' is not a finite number"),
+    (_value(width=float("nan")), "'width' is not a finite number"),
+    (_value(x=float("inf")), "'x' is not a finite number"),
+    (_value(x=True), "'x' is not a finite number"),
+    (_value(width=-5), "width/height must be positive"),
+    (_value(height=0), "width/height must be positive"),
+    (_value(x=1e9), "far outside"),
+    (_value(x=120), "outside the image"),
+    (_value(rotation="left"), "'rotation' is not a finite number"),
+    (_value(rectanglelabels=[]), "a rectangle without a label"),
+    (_value(rectanglelabels="bolt"), "a rectangle without a label"),
+    ({**_rect(1, 1, 5, 5), "original_width": 0}, "'original_width' must be a positive number"),
+    ({"type": "polygonlabels", "value": {"points": [[1, 1], [5, 1], [5, 5]], "polygonlabels": ["bolt"]}},
+     "polygonlabels regions are not supported"),
+    ({"type": "keypointlabels", "value": {"x": 5, "y": 5, "keypointlabels": ["bolt"]}},
+     "keypointlabels regions are not supported"),
+    ({"type": "brushlabels", "value": {"rle": [1, 2], "brushlabels": ["bolt"]}}, "brushlabels regions are not supported"),
+    ({"type": "ellipselabels", "value": {"x": 5, "y": 5, "radiusX": 2, "radiusY": 2, "ellipselabels": ["bolt"]}},
+     "ellipselabels regions are not supported"),
+    ("not a dict", "not an object"),
+    ({"type": "rectanglelabels", "value": "x"}, "'value' is not an object"),
+]
+
+
+@pytest.mark.parametrize("result, reason", MALFORMED)
+def test_malformed_results_are_refused_with_a_reason(result, reason):
+    conv = lsfmt.from_results([result, _rect(50, 50, 10, 10, "nut", id="other")], NAMES, 200, 100)
+    assert not conv.usable
+    assert len(conv.refused) == 1 and reason in conv.refused[0], conv.refused
+
+
+def test_duplicated_region_ids_and_a_result_that_is_not_a_list_are_refused():
+    twice = lsfmt.from_results([_rect(1, 1, 5, 5, id="a"), _rect(1, 1, 5, 5, id="a")], NAMES, 200, 100)
+    assert not twice.usable and "appears twice" in twice.refused[0]
+    assert not lsfmt.from_results({"x": 1}, NAMES, 200, 100).usable
 
 
 @pytest.mark.parametrize("width, height", [(640, 480), (97, 211), (4000, 3000)])

@@ -91,7 +91,7 @@ def test_two_round_loop_with_replay_annotator(studio_server, tmp_path, monkeypat
     assert (params[0]["warmup_epochs"], params[1]["warmup_epochs"]) == (3.0, 0.0)  # ... without LR warm-up
     status = CliRunner().invoke(app, ["status", "-w", str(ws.root)])
     assert status.exit_code == 0, status.output
-    assert "active-learning rounds" in status.output
+    assert "active-learning rounds" in status.output and "pre-labels by round" in status.output
     assert (ws.root / "previews" / "map_vs_labels.png").stat().st_size > 1000
     _status_json_matches_the_table(ws, status.output)
     _round_one_showed_the_calibrated_student_pre_labels(ws)
@@ -118,8 +118,8 @@ def _status_json_matches_the_table(ws, table_text: str) -> None:
         row = next(line for line in lines if line.strip("│ ").startswith(f"{r['round']} ") and f" {r['labels']} " in line)
         for key in ("map50", "map50_95", "f1"):
             assert f"{r[key]:.3f}" in row, (key, row)
-        assert f"{r['human_seconds'] / 60:.1f} min" in row
-        assert f" {r['boxes']} " in row
+        assert f"{r['human_seconds'] / 60:.1f} min" in row and f" {r['boxes']} " in row
+        assert "…" not in table_text  # nothing truncated at the runner's 80 columns
     assert report["rounds"][0]["thresholds"] is None  # round 0: the open-vocabulary proposer's own thresholds
     thresholds = report["rounds"][1]["thresholds"]  # round 1: the student pre-labels, at recorded thresholds
     assert list(thresholds) == report["classes"] and all(0.05 <= t <= 0.95 for t in thresholds.values())

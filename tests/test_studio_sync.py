@@ -336,3 +336,45 @@ def test_upload_mode_for_servers_that_cannot_see_the_images(studio_server, tmp_p
         replay.replay(client, project.project_id, sw.gt_dir)
         assert sync.pull(store, client, title=sw.title).labeled == 7
         _assert_matches_truth(stored_labels(store), sw.truth)
+
+
+def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withdrawn(studio_server, tmp_path):  # noqa: F811
+    """One bad annotation never blocks the others, never becomes 'verified empty', and is released
+    once fixed in Label Studio; an annotation deleted there takes its labels with it."""
+    sw = make_workspace(studio_server, tmp_path, 4)
+    with client_for(studio_server) as client, sw.ws.open_store() as store:
+        _push(sw, client, store)
+        project = _project(sw, client, store)
+        by_image = {t["data"]["autolabel_image_id"]: t["id"] for t in _server_tasks(client, project.project_id)}
+        images = store.images()
+        w, h = images[0].width, images[0].height
+        rect = {"type": "rectanglelabels", "from_name": "label", "to_name": "image", "original_width": w,
+                "original_height": h}
+        good = {**rect, "id": "g", "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["bolt"]}}
+        no_x = {**rect, "id": "n", "value": {"y": 10, "width": 20, "height": 20, "rectanglelabels": ["bolt"]}}
+        polygon = {"id": "p", "type": "polygonlabels", "from_name": "label", "to_name": "image",
+                   "original_width": w, "original_height": h,
+                   "value": {"points": [[10, 10], [30, 10], [30, 30]], "polygonlabels": ["nut"]}}
+        bad_id = client.create_annotation(by_image[images[0].id], [no_x])
+        poly_id = client.create_annotation(by_image[images[1].id], [polygon])
+        good_id = client.create_annotation(by_image[images[2].id], [good])
+
+        pulled = sync.pull(store, client, title=sw.title)
+        assert pulled.labeled == 1 and pulled.empty == 0
+        reasons = dict(pulled.quarantined)
+        assert "missing 'x'" in reasons[images[0].id] and "polygonlabels" in reasons[images[1].id]
+        assert set(store.labels()) == {images[2].id}  # neither bad one became labels, empty or not
+        assert {q["image_id"] for q in sync.quarantined(store)} == {images[0].id, images[1].id}
+        again = sync.pull(store, client, title=sw.title)  # still held, nothing raised, nothing else changed
+        assert len(again.quarantined) == 2 and set(store.labels()) == {images[2].id}
+
+        client.update_annotation(bad_id, [{**no_x, "value": {**no_x["value"], "x": 5}}])  # fixed
+        client.delete_annotation(poly_id)                                                   # given up on
+        client.delete_annotation(good_id)                                                   # withdrawn
+        fixed = sync.pull(store, client, title=sw.title)
+        assert fixed.quarantined == [] and sync.quarantined(store) == []
+        assert fixed.withdrawn == 2  # the polygon's quarantine and the good annotation's labels
+        assert set(store.labels()) == {images[0].id}
+        statuses = {im.id: im.status for im in store.images()}
+        assert statuses[images[0].id] == "labeled" and statuses[images[2].id] == "in_review"
+        assert statuses[images[1].id] == "in_review"

@@ -47,15 +47,20 @@ def _print_tables(out, report: dict) -> None:
     if report["proposals"]:
         proposals = Table(title="pre-labels")
         for column in ("model", "images", "boxes", "errors"):
-            proposals.add_column(column, justify="right" if column != "model" else "left")
+            proposals.add_column(column, justify="right" if column != "model" else "left", overflow="fold")
         for row in report["proposals"]:
             proposals.add_row(row["model_version"], str(row["images"]), str(row["boxes"]), str(row["errors"]))
         out.print(proposals)
     out.print(f"human-verified images: {report['labeled_images']} ({report['labeled_boxes']} boxes)")
+    if report.get("quarantined"):
+        out.print(f"[yellow]{len(report['quarantined'])} Label Studio annotations held back"
+                  " (fix or delete them there, then pull):[/yellow]")
+        for q in report["quarantined"][:10]:
+            out.print(f"  {q['path']} (task {q['task_id']}): {q['reason']}")
     if report["runs"]:
         runs = Table(title="training runs (metrics on the frozen validation set)")
         for column in ("run", "round", "status", "train", "val", "started from", "mAP50", "mAP50-95", "F1"):
-            runs.add_column(column, justify="left" if column in ("status", "started from") else "right")
+            runs.add_column(column, justify="left" if column in ("status", "started from") else "right", overflow="fold")
         for r in report["runs"]:
             origin = r["started_from"] + (", warm start" if r["warm_start"] else "")
             runs.add_row(
@@ -64,19 +69,24 @@ def _print_tables(out, report: dict) -> None:
             )
         out.print(runs)
     if report["rounds"]:
-        table = Table(title="active-learning rounds")
-        columns = ("round", "labels", "boxes", "human time", "round: pre-labels / scratch", "proposer P",
-                   "proposer R", "mAP50", "mAP50-95", "F1", "pre-label thresholds")  # fmt: skip
-        for column in columns:
-            table.add_column(column, justify="left" if column == "pre-label thresholds" else "right")
+        table = Table(title="active-learning rounds (frozen-val metrics)")
+        for column in ("round", "labels", "boxes", "human time", "mAP50", "mAP50-95", "F1"):
+            table.add_column(column, justify="right", overflow="fold")
         for r in report["rounds"]:
             table.add_row(
                 str(r["round"]), str(r["labels"]), str(r["boxes"]), f"{r['human_seconds'] / 60:.1f} min",
-                _ratio(r["round_seconds"], r["round_seconds_from_scratch"]),
-                _fmt(r["proposer_precision"]), _fmt(r["proposer_recall"]),
-                _fmt(r["map50"]), _fmt(r["map50_95"]), _fmt(r["f1"]), _thresholds(r["thresholds"]),
+                _fmt(r["map50"]), _fmt(r["map50_95"]), _fmt(r["f1"]),
             )
         out.print(table)
+        prelabels = Table(title="pre-labels by round (correction time vs drawing every box)")
+        for column in ("round", "correct / scratch", "P", "R", "thresholds"):
+            prelabels.add_column(column, justify="left" if column == "thresholds" else "right", overflow="fold")
+        for r in report["rounds"]:
+            prelabels.add_row(
+                str(r["round"]), _ratio(r["round_seconds"], r["round_seconds_from_scratch"]),
+                _fmt(r["proposer_precision"]), _fmt(r["proposer_recall"]), _thresholds(r["thresholds"]),
+            )
+        out.print(prelabels)
 
 
 def _fmt(value) -> str:

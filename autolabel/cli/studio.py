@@ -168,6 +168,16 @@ def pull(
         f"{summary.labeled} images labeled ({summary.empty} verified empty), {summary.skipped} skipped, "
         f"{summary.unchanged} unchanged, {summary.deleted} tasks deleted in Label Studio"
     )
+    if summary.withdrawn:
+        out.print(f"{summary.withdrawn} annotations deleted in Label Studio: their labels removed, images back in review")
+    if summary.quarantined:
+        out.print(f"[yellow]{len(summary.quarantined)} annotations held back (fix or delete them in Label Studio,"
+                  " then pull again):[/yellow]")
+        paths = {im.id: im.path for im in _images(ws, [i for i, _ in summary.quarantined])}
+        for image_id, reason in summary.quarantined[:10]:
+            out.print(f"  {paths.get(image_id, image_id)}: {reason}")
+        if len(summary.quarantined) > 10:
+            out.print(f"  ... and {len(summary.quarantined) - 10} more ('autolabel status' lists them)")
     if summary.clipped or summary.dropped or summary.rotated:
         out.print(
             f"{summary.clipped} boxes clipped to the image, {summary.dropped} outside it dropped, "
@@ -176,3 +186,8 @@ def pull(
     message = summary.error_message()
     if message:
         raise AutolabelError(message)
+
+
+def _images(ws, ids):
+    with ws.open_store() as store:
+        return store.images(ids=ids, include_errors=True)

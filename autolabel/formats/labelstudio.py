@@ -100,7 +100,20 @@ class Conversion:
     dropped: int = 0                  # boxes entirely outside the image (or zero-area)
     rotated: int = 0                  # rotated rectangles replaced by their enclosing box
     unknown_labels: set[str] = field(default_factory=set)
-    ignored: int = 0                  # results of other types (text areas, choices, relations)
+    ignored: int = 0                  # results that carry no region (choices, text areas, relations)
+    refused: list[str] = field(default_factory=list)  # why results could not be read: the annotation is held back
+
+    @property
+    def usable(self) -> bool:
+        """False when turning this annotation into labels would lose or invent something."""
+        return not self.refused and not self.unknown_labels
+
+
+# Region results that are labels too, but not boxes: reading past them would turn an annotated
+# image into "verified empty" (a false negative taught to the student), so they are refused.
+UNSUPPORTED_REGION_TYPES = ("polygonlabels", "keypointlabels", "brushlabels", "ellipselabels",
+                            "polygon", "keypoint", "brush", "ellipse", "labels", "hypertextlabels")  # fmt: skip
+BOX_KEYS = ("x", "y", "width", "height")
 
 
 def rectangle_corners(value: dict, width: float, height: float) -> np.ndarray:
@@ -126,19 +139,44 @@ def from_results(results: list[dict], class_names: list[str], width: int, height
     index = {name: i for i, name in enumerate(class_names)}
     xyxy, class_id, scores = [], [], []
     out = Conversion(detections=dets.empty())
-    for item in results or []:
+    if results is not None and not isinstance(results, list):
+        out.refused.append(f"'result' is a {type(results).__name__}, not a list")
+        return out
+    seen_ids: set = set()
+    for n, item in enumerate(results or []):
+        where = f"result {n + 1}"
+        if not isinstance(item, dict):
+            out.refused.append(f"{where}: not an object")
+            continue
         value = item.get("value") or {}
-        if item.get("type") != RESULT_TYPE and "rectanglelabels" not in value:
-            out.ignored += 1
+        if not isinstance(value, dict):
+            out.refused.append(f"{where}: 'value' is not an object")
+            continue
+        kind = str(item.get("type") or "")
+        region = [k for k in UNSUPPORTED_REGION_TYPES if k == kind or k in value]
+        if kind != RESULT_TYPE and "rectanglelabels" not in value:
+            if region:
+                out.refused.append(f"{where}: {region[0]} regions are not supported (only rectangles)")
+            else:
+                out.ignored += 1
             continue
         labels = value.get("rectanglelabels") or []
-        if not labels:
-            out.ignored += 1
+        if not isinstance(labels, list) or not labels:
+            out.refused.append(f"{where}: a rectangle without a label")
             continue
-        name = labels[0]
+        name = str(labels[0])
         if name not in index:
             out.unknown_labels.add(name)
             continue
+        problem = _box_problem(value, item)
+        if problem:
+            out.refused.append(f"{where}: {problem}")
+            continue
+        if item.get("id") is not None:
+            if item["id"] in seen_ids:  # the same region twice (a client bug): one box, said so
+                out.refused.append(f"{where}: region id {item['id']!r} appears twice")
+                continue
+            seen_ids.add(item["id"])
         src_w = float(item.get("original_width") or width)
         src_h = float(item.get("original_height") or height)
         corners = rectangle_corners(value, src_w, src_h)
@@ -150,7 +188,7 @@ def from_results(results: list[dict], class_names: list[str], width: int, height
         cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
         cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
         if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
-            out.dropped += 1
+            out.refused.append(f"{where}: the box lies outside the image")
             continue
         if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2) and _beyond(x1, y1, x2, y2, width, height):
             out.clipped += 1
@@ -161,6 +199,30 @@ def from_results(results: list[dict], class_names: list[str], width: int, height
         confidence = None if any(s is None for s in scores) else scores
         out.detections = dets.make(xyxy, class_id, confidence)
     return out
+
+
+def _box_problem(value: dict, item: dict) -> str | None:
+    """Why a rectangle's numbers cannot be trusted, or None."""
+    for key in BOX_KEYS:
+        if key not in value:
+            return f"missing '{key}'"
+    numbers = {}
+    for key in (*BOX_KEYS, "rotation"):
+        raw = value.get(key, 0.0)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
+            if key == "rotation" and raw is None:
+                continue
+            return f"'{key}' is not a finite number ({raw!r:.30})"
+        numbers[key] = float(raw)
+    if numbers["width"] <= 0 or numbers["height"] <= 0:
+        return f"width/height must be positive (got {numbers['width']:g} x {numbers['height']:g})"
+    if max(abs(numbers[k]) for k in BOX_KEYS) > 1e4:
+        return "coordinates far outside the 0-100 percent range"
+    for key in ("original_width", "original_height"):
+        raw = item.get(key)
+        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw <= 0):
+            return f"'{key}' must be a positive number ({raw!r:.30})"
+    return None
 
 
 def _beyond(x1, y1, x2, y2, width, height, tolerance: float = 1e-3) -> bool:

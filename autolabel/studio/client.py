@@ -353,6 +353,9 @@ class StudioClient:
     def update_annotation(self, annotation_id: int, result: list[dict]) -> None:
         self.request("PATCH", f"/api/annotations/{annotation_id}/", json={"result": result})
 
+    def delete_annotation(self, annotation_id: int) -> None:
+        self.request("DELETE", f"/api/annotations/{annotation_id}/")
+
     def fetch_bytes(self, path: str) -> bytes:
         """A file the server serves (e.g. a task's image), as a browser would fetch it."""
         for attempt in range(self._retries + 1):

@@ -134,6 +134,8 @@ class PullSummary:
     deleted: int = 0              # tasks deleted in Label Studio
     foreign: int = 0              # tasks not created by autolabel (ignored)
     unknown_labels: dict[str, int] = field(default_factory=dict)   # label -> annotations using it
+    quarantined: list[tuple[int, str]] = field(default_factory=list)  # (image id, why) held back, not labels
+    withdrawn: int = 0            # annotations deleted in Label Studio: their labels removed, images back in review
 
     def error_message(self) -> str | None:
         if not self.unknown_labels:
@@ -605,6 +607,7 @@ def pull(
         export_future = pool.submit(client.export_annotated, project.project_id)
         pool.shutdown(wait=False)
     changed: list[int] = []
+    withdrawn: list[int] = []
     listed: set[int] = set()
     for task in client.iter_task_stamps(project.project_id, updated_after=since):
         summary.fetched += 1
@@ -618,6 +621,8 @@ def pull(
             continue
         stamps = task.get("annotations") or []
         if not stamps:
+            if task_id in known:  # its annotation was deleted in Label Studio
+                withdrawn.append(task_id)
             continue
         latest = max(_parse_time(a["updated_at"]) for a in stamps if a.get("updated_at"))
         seen = known.get(task_id)
@@ -657,12 +662,15 @@ def pull(
                 stamp = max(a.get("updated_at") or "" for a in annotations)
                 page.append((project.key, task_id, image_id, -1, stamp, json.dumps(annotations), "skipped"))
                 summary.skipped += 1
+            elif task_id in known:
+                withdrawn.append(task_id)
             continue
         stamp = annotation.get("updated_at") or annotation.get("created_at") or ""
         page.append((project.key, task_id, image_id, int(annotation["id"]), stamp, json.dumps(annotation), "pending"))
         if len(page) >= 500:
             flush()
     flush()
+    summary.withdrawn = _withdraw(store, project, [(t, tasks[t]) for t in withdrawn])
 
     # 2. Convert every raw annotation not yet converted (including earlier failures).
     class_names = store.class_names()
@@ -677,18 +685,23 @@ def pull(
     for task_id, image_id, annotation_id, raw, shown, round_index in todo:
         width, height = sizes.get(image_id, (None, None))
         annotation = json.loads(raw)
-        result = annotation.get("result") or []
+        result = annotation.get("result") if isinstance(annotation, dict) else None
         if not width or not height:
-            width = next((int(r["original_width"]) for r in result if r.get("original_width")), None)
-            height = next((int(r["original_height"]) for r in result if r.get("original_height")), None)
+            sized = [r for r in result or [] if isinstance(r, dict)]
+            width = next((r["original_width"] for r in sized if _positive_int(r.get("original_width"))), None)
+            height = next((r["original_height"] for r in sized if _positive_int(r.get("original_height"))), None)
         if (not width or not height) and result:
-            _mark(store, project, task_id, "error", "image size unknown")
+            _quarantine(store, project, task_id, image_id, "image size unknown", summary)
             continue
-        conv = lsfmt.from_results(result, class_names, width or 1, height or 1)
+        conv = lsfmt.from_results(result or [], class_names, width or 1, height or 1)
         if conv.unknown_labels:
             for name in conv.unknown_labels:
                 summary.unknown_labels[name] = summary.unknown_labels.get(name, 0) + 1
             _mark(store, project, task_id, "error", "unknown labels: " + ", ".join(sorted(conv.unknown_labels)))
+            continue
+        if conv.refused:
+            reason = "; ".join(conv.refused[:3]) + (f"; and {len(conv.refused) - 3} more" if len(conv.refused) > 3 else "")
+            _quarantine(store, project, task_id, image_id, reason, summary)
             continue
         correction = diffmod.diff(dets.from_json(shown), conv.detections)
         seconds = cost_model.seconds(correction)
@@ -736,6 +749,38 @@ def pull(
         with store.transaction():
             store.conn.execute("UPDATE studio_projects SET pulled_until = ? WHERE id = ?", (newest, project.key))
     return summary
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _quarantine(store, project: Project, task_id: int, image_id: int, reason: str, summary: PullSummary) -> None:
+    """Hold an annotation back with its reason: nothing of it becomes labels, every other one goes on,
+    and a fix (or deletion) in Label Studio releases it on the next pull."""
+    _mark(store, project, task_id, "error", reason)
+    summary.quarantined.append((image_id, reason))
+
+
+def _withdraw(store, project: Project, withdrawn: list[tuple[int, int]]) -> int:
+    """Annotations deleted in Label Studio: forget them, remove the labels they gave, and put the
+    images back in review (the human decision is gone, so must be the label)."""
+    for task_id, image_id in withdrawn:
+        with store.transaction():
+            store.conn.execute("DELETE FROM studio_annotations WHERE project = ? AND task_id = ?", (project.key, task_id))
+            store.conn.execute("DELETE FROM studio_corrections WHERE project = ? AND image_id = ?", (project.key, image_id))
+        store.remove_labels(image_id, source="studio", status="in_review")
+    return len(withdrawn)
+
+
+def quarantined(store) -> list[dict]:
+    """Annotations held back from the labels, with the reason (for ``pull`` and ``status``)."""
+    ensure_schema(store)
+    rows = store.conn.execute(
+        "SELECT a.task_id, a.image_id, i.path, a.error FROM studio_annotations a JOIN images i ON i.id = a.image_id"
+        " WHERE a.state = 'error' ORDER BY a.image_id"
+    )
+    return [{"task_id": t, "image_id": i, "path": p, "reason": e} for t, i, p, e in rows]
 
 
 def _mark(store, project: Project, task_id: int, state: str, error: str | None) -> None:
