@@ -59,6 +59,8 @@ class StudioConfig(_Section):
     url: str | None = None
     port: int = Field(default=8089, gt=0, lt=65536)
     project_title: str = "autolabel"
+    # A workspace owns its Label Studio project; true lets several workspaces use one project.
+    share_project: bool = False
     batch_size: int = Field(default=500, gt=0)
     # The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the image root's parent, as
     # 'autolabel studio start' sets it); task image URLs are relative to it.

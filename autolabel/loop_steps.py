@@ -281,7 +281,7 @@ def step_push(ctx: LoopContext, round_index: int) -> dict:
     summary = sync.push(
         store, deps.studio(), image_root=ws.image_root, document_root=document_root,
         title=cfg.project_title, batch_size=cfg.batch_size, image_ids=batch_ids(store, round_index),
-        student_thresholds=fit.thresholds if fit is not None else None,
+        student_thresholds=fit.thresholds if fit is not None else None, share=cfg.share_project,
     )
     if summary.refused:
         ctx.log(f"{len(summary.refused)} images refused by push: {summary.refused[:3]}")
@@ -317,7 +317,7 @@ def step_wait(ctx: LoopContext, round_index: int) -> dict:
     with progress_bar(f"round {round_index}: waiting for annotations", total=len(ids), unit="img") as advance:
         done_before = 0
         while True:
-            summary = sync.pull(store, client, title=title)
+            summary = sync.pull(store, client, title=title, share=ws.config.studio.share_project)
             if summary.error_message():
                 raise AutolabelError(summary.error_message())
             done = _done_in_batch(store, ids)

@@ -151,6 +151,18 @@ class Store:
             )
 
     # -- classes ----------------------------------------------------------------------------
+    def workspace_id(self) -> str:
+        """A stable random id for this workspace (created on first use): what makes its Label Studio
+        project and tasks its own, whatever their titles."""
+        found = self.get_meta("workspace_id")
+        if found:
+            return found
+        import uuid
+
+        with self.transaction():
+            self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('workspace_id', ?)", (uuid.uuid4().hex,))
+        return str(self.get_meta("workspace_id"))
+
     def class_names(self) -> list[str]:
         """Class names by id; ids are 0..n-1 and never change once created."""
         return [r[0] for r in self.conn.execute("SELECT name FROM classes ORDER BY id")]

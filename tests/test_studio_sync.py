@@ -378,3 +378,57 @@ def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withd
         statuses = {im.id: im.status for im in store.images()}
         assert statuses[images[0].id] == "labeled" and statuses[images[2].id] == "in_review"
         assert statuses[images[1].id] == "in_review"
+
+
+def test_two_workspaces_with_one_title_get_their_own_projects(studio_server, tmp_path):  # noqa: F811
+    """The default title is the same for every workspace: ownership, not the title, decides."""
+    a = make_workspace(studio_server, tmp_path / "a", 3, seed=1)
+    c = make_workspace(studio_server, tmp_path / "c", 3, seed=2)
+    title = f"shared {a.title}"[:50]
+    with client_for(studio_server) as client, a.ws.open_store() as sa, c.ws.open_store() as sc:
+        assert sa.workspace_id() != sc.workspace_id() and sa.workspace_id() == sa.workspace_id()
+        pc = sync.push(sc, client, image_root=c.ws.image_root, document_root=server.document_root(c.ws.image_root),
+                       title=title)
+        pa = sync.push(sa, client, image_root=a.ws.image_root, document_root=server.document_root(a.ws.image_root),
+                       title=title)
+        assert pa.project_id != pc.project_id and pa.created == pc.created == 3
+        assert sync.project_owner(client.get_project(pc.project_id)["description"]) == sc.workspace_id()
+        assert sync.project_owner(client.get_project(pa.project_id)["description"]) == sa.workspace_id()
+        # A copied state.db (or an edited row) pointing at C's project is refused, in one line
+        sa.conn.execute("UPDATE studio_projects SET project_id = ?", (pc.project_id,))
+        sa.conn.commit()
+        with pytest.raises(AutolabelError, match="belongs to another autolabel workspace"):
+            sync.pull(sa, client, title=title)
+        sa.conn.execute("UPDATE studio_projects SET project_id = ?", (pa.project_id,))
+        sa.conn.commit()
+
+
+def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_server, tmp_path):  # noqa: F811
+    """Asked to share one project, an interrupted push of A must not adopt C's task for the image
+    with the same id, and must never delete C's annotated task."""
+    a = make_workspace(studio_server, tmp_path / "a", 3, seed=3)
+    c = make_workspace(studio_server, tmp_path / "c", 3, seed=4)
+    title = f"both {a.title}"[:50]
+    with client_for(studio_server) as client, a.ws.open_store() as sa, c.ws.open_store() as sc:
+        pc = sync.push(sc, client, image_root=c.ws.image_root, document_root=server.document_root(c.ws.image_root),
+                       title=title, share=True)
+        c_tasks = {t["data"]["autolabel_image_id"]: t["id"] for t in _server_tasks(client, pc.project_id)}
+        annotated = c_tasks[1]
+        client.create_annotation(annotated, [])  # a human decision on C's image 1
+        pa = sync.push(sa, client, image_root=a.ws.image_root, document_root=server.document_root(a.ws.image_root),
+                       title=title, share=True)
+        assert pa.project_id == pc.project_id and pa.created == 3
+        project = sync.find_project(sa, client.url, title)
+        # A crashed after persisting intent for its image 1 but before the server answered:
+        sa.conn.execute("DELETE FROM studio_tasks WHERE image_id = 1")
+        sa.conn.execute(
+            "INSERT INTO studio_tasks(project, image_id, sha256, task_id, state, round) VALUES (?, 1, ?, NULL, 'pending', 0)",
+            (project.key, sa.images(ids=[1])[0].sha256),
+        )
+        sa.conn.commit()
+        recovered = sync.reconcile(sa, client, project)
+        assert recovered == 1
+        a_task = sa.conn.execute("SELECT task_id FROM studio_tasks WHERE image_id = 1").fetchone()[0]
+        assert a_task != annotated and a_task not in c_tasks.values()
+        alive = client.task_ids(pc.project_id)
+        assert set(c_tasks.values()) <= alive  # nothing of C's was deleted, the annotated task least of all

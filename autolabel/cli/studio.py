@@ -133,6 +133,7 @@ def push(
             summary = sync.push(
                 store, client, image_root=ws.image_root, document_root=document_root, title=cfg.project_title,
                 batch_size=batch_size or cfg.batch_size, advance=advance, image_mode=images,
+                share=cfg.share_project,
             )
     out = console()
     out.print(
@@ -162,7 +163,10 @@ def pull(
     with studio_client.connect(ws, url, token) as client, ws.open_store() as store:
         sync.ensure_schema(store)
         with progress_bar("pulling", total=None, unit="task") as advance:
-            summary = sync.pull(store, client, title=ws.config.studio.project_title, costs=costs, advance=advance)
+            summary = sync.pull(
+                store, client, title=ws.config.studio.project_title, costs=costs, advance=advance,
+                share=ws.config.studio.share_project,
+            )
     out = console()
     out.print(
         f"{summary.labeled} images labeled ({summary.empty} verified empty), {summary.skipped} skipped, "

@@ -203,7 +203,8 @@ class StudioClient:
         pager = self.sdk_call(self.sdk.projects.list, title=title, page_size=100)
         for project in pager:
             if project.title == title:
-                return {"id": project.id, "title": project.title, "label_config": project.label_config}
+                return {"id": project.id, "title": project.title, "label_config": project.label_config,
+                        "description": project.description or ""}
         return None
 
     def get_project(self, project_id: int) -> dict | None:
@@ -211,17 +212,19 @@ class StudioClient:
             project = self.request("GET", f"/api/projects/{project_id}/")
         except NotFound:
             return None
-        return {"id": project["id"], "title": project["title"], "label_config": project["label_config"]}
+        return {"id": project["id"], "title": project["title"], "label_config": project["label_config"],
+                "description": project.get("description") or ""}
 
-    def create_project(self, title: str, label_config: str) -> dict:
+    def create_project(self, title: str, label_config: str, description: str = "") -> dict:
         project = self.sdk_call(
             self.sdk.projects.create,
             title=title,
             label_config=label_config,
-            description="Pre-labels from autolabel; pull corrections with 'autolabel pull'.",
+            description=description or "Pre-labels from autolabel; pull corrections with 'autolabel pull'.",
             idempotent=False,
         )
-        return {"id": project.id, "title": project.title, "label_config": project.label_config}
+        return {"id": project.id, "title": project.title, "label_config": project.label_config,
+                "description": project.description or ""}
 
     def set_label_config(self, project_id: int, label_config: str) -> None:
         self.sdk_call(self.sdk.projects.update, project_id, label_config=label_config)

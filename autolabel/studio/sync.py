@@ -195,26 +195,70 @@ def find_project(store, url: str, title: str) -> Project | None:
     return _as_project(row) if row else None
 
 
-def ensure_project(store, client, title: str, class_names: list[str], image_root: Path | None) -> tuple[Project, list[str]]:
-    """The project for this workspace (created or found) with every class as a label, in id order."""
+OWNER_MARK = "autolabel workspace "
+
+
+def owner_mark(store) -> str:
+    """What a project's description says when this workspace owns it."""
+    return f"{OWNER_MARK}{store.workspace_id()}"
+
+
+def project_owner(description: str | None) -> str | None:
+    """The workspace id a project's description names, or None (not made by autolabel, or older)."""
+    for line in (description or "").splitlines():
+        if line.startswith(OWNER_MARK):
+            return line[len(OWNER_MARK):].strip() or None
+    return None
+
+
+def check_owner(store, client, project: Project, share: bool = False) -> None:
+    """Refuse to sync with a project another workspace owns (a shared title, a copied state.db)."""
+    if share:
+        return
+    remote = client.get_project(project.project_id)
+    if remote is None:
+        raise AutolabelError(
+            f"Label Studio project {project.project_id} ('{project.title}') no longer exists on {client.url}: "
+            "set studio.project_title to a new title to push into a new project"
+        )
+    owner = project_owner(remote.get("description"))
+    if owner is not None and owner != store.workspace_id():
+        raise AutolabelError(
+            f"Label Studio project {project.project_id} belongs to another autolabel workspace ({owner[:8]}); "
+            "this workspace will not push to or pull from it (set studio.share_project: true to share it)"
+        )
+
+
+def ensure_project(
+    store, client, title: str, class_names: list[str], image_root: Path | None, *, share: bool = False
+) -> tuple[Project, list[str]]:
+    """The project for this workspace (created or found) with every class as a label, in id order.
+
+    A workspace owns its project: the project's description names the workspace id. A project with
+    the same title owned by another workspace (or not made by autolabel) is left alone and this
+    workspace gets its own (the title plus its id), unless ``share`` asks to use it.
+    """
     if not 3 <= len(title) <= 50:
         raise AutolabelError(f"studio.project_title must have 3 to 50 characters (Label Studio's limit): {title!r}")
     ensure_schema(store)
     row = _project_row(store, client.url, title)
     if row is not None:
         project = _as_project(row)
-        if client.get_project(project.project_id) is None:
-            raise AutolabelError(
-                f"Label Studio project {project.project_id} ('{title}') no longer exists on {client.url}: "
-                "set studio.project_title to a new title to push into a new project"
-            )
+        check_owner(store, client, project, share)
     else:
+        mine = owner_mark(store)
         remote = client.find_project(title)
+        if remote is not None and not share and project_owner(remote.get("description")) != store.workspace_id():
+            title_on_server = f"{title[:40]} {store.workspace_id()[:8]}"  # someone else's: make our own
+            remote = client.find_project(title_on_server)
+        else:
+            title_on_server = title
         if remote is None:
+            description = f"Pre-labels from autolabel; pull corrections with 'autolabel pull'.\n{mine}"
             try:
-                remote = client.create_project(title, lsfmt.label_config(class_names))
+                remote = client.create_project(title_on_server, lsfmt.label_config(class_names), description)
             except Exception:
-                remote = client.find_project(title)  # created before the answer was lost?
+                remote = client.find_project(title_on_server)  # created before the answer was lost?
                 if remote is None:
                     raise
         labels = _config_labels(remote["label_config"])
@@ -284,6 +328,7 @@ def push(
     advance: Callable[[int], None] | None = None,
     image_mode: str = "local",
     student_thresholds: Sequence[float] | None = None,
+    share: bool = False,
 ) -> PushSummary:
     """Create one task per candidate image (with its newest pre-label) and replace stale pre-labels.
 
@@ -301,7 +346,7 @@ def push(
         raise AutolabelError("the workspace has no classes yet: run 'autolabel propose' first")
     ensure_schema(store)
     project, added = ensure_project(
-        store, client, title, class_names, image_root if image_mode == "local" else None
+        store, client, title, class_names, image_root if image_mode == "local" else None, share=share
     )
     summary = PushSummary(project_id=project.project_id, labels_added=added)
     summary.recovered += reconcile(store, client, project)
@@ -398,9 +443,9 @@ def _with_uploaded_urls(store, client, project: Project, image_root: Path, batch
     return [(image, known[image.id], pred) for image, _, pred in batch]
 
 
-def _task_payload(image, url: str, pred, class_names: list[str]) -> dict:
+def _task_payload(image, url: str, pred, class_names: list[str], workspace_id: str) -> dict:
     task = {"data": {lsfmt.IMAGE_KEY: url, "autolabel_image_id": image.id, "autolabel_sha256": image.sha256,
-                     "autolabel_path": image.path}}
+                     "autolabel_path": image.path, "autolabel_workspace": workspace_id}}
     if pred is not None and image.width and image.height:
         model_version, det_json = pred
         det = dets.from_json(det_json)
@@ -423,7 +468,7 @@ def _import_batch(store, client, project: Project, batch, class_names, round_ind
     remaining = list(batch)
     created = 0
     for attempt in range(MAX_IMPORT_ATTEMPTS):
-        payload = [_task_payload(image, url, pred, class_names) for image, url, pred in remaining]
+        payload = [_task_payload(image, url, pred, class_names, store.workspace_id()) for image, url, pred in remaining]
         try:
             task_ids = client.import_tasks(project.project_id, payload)
         except UncertainWrite:
@@ -472,24 +517,33 @@ def reconcile(store, client, project: Project) -> int:
     Returns how many pending images turned out to have been created already. Duplicate tasks for
     one image (which only an outside re-import could cause) keep the lowest id; the others are deleted.
     """
-    pending = {
-        r[0]: r[1]
-        for r in store.conn.execute(
-            "SELECT image_id, shown FROM studio_tasks WHERE project = ? AND state = 'pending'", (project.key,)
-        )
-    }
+    rows = store.conn.execute(
+        "SELECT image_id, shown, sha256 FROM studio_tasks WHERE project = ? AND state = 'pending'", (project.key,)
+    ).fetchall()
+    pending = {r[0]: r[1] for r in rows}
+    sha = {r[0]: r[2] for r in rows}
     if not pending:
         return 0
+    workspace_id = store.workspace_id()
     found: dict[int, tuple[int, int]] = {}   # image_id -> (task_id, total_predictions)
+    annotated: dict[int, int] = {}           # task_id -> annotations: such a task is never deleted
     duplicates: list[int] = []
     for task in client.iter_tasks(project.project_id, fields="task_only"):
-        image_id = (task.get("data") or {}).get("autolabel_image_id")
-        if image_id not in pending:
+        data = task.get("data") or {}
+        image_id = data.get("autolabel_image_id")
+        # A task is this image's only when workspace and content agree, never by the id alone.
+        if image_id not in pending or data.get("autolabel_workspace") not in (workspace_id, None):
+            continue  # None: a task pushed before tasks carried the workspace id (the hash still decides)
+        if data.get("autolabel_sha256") != sha[image_id]:
             continue
         tid = int(task["id"])
+        annotated[tid] = int(task.get("total_annotations") or 0) + int(task.get("cancelled_annotations") or 0)
         if image_id in found:
-            keep, drop = sorted([found[image_id][0], tid])
-            duplicates.append(drop)
+            first = found[image_id][0]
+            # keep the annotated one (or the older), delete only an unannotated duplicate
+            keep, drop = sorted([first, tid], key=lambda t: (-annotated[t], t))
+            if annotated[drop] == 0:
+                duplicates.append(drop)
             if keep == tid:
                 found[image_id] = (tid, int(task.get("total_predictions") or 0))
         else:
@@ -553,12 +607,14 @@ def pull(
     costs=None,
     check_deleted: bool = True,
     advance: Callable[[int], None] | None = None,
+    share: bool = False,
 ) -> PullSummary:
     from autolabel.studio import diff as diffmod
 
     project = find_project(store, client.url, title)
     if project is None:
         raise AutolabelError(f"nothing was pushed to project '{title}' on {client.url} yet: run 'autolabel push'")
+    check_owner(store, client, project, share)
     advance = advance or (lambda n=1: None)
     summary = PullSummary()
     tasks = {
