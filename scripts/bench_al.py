@@ -40,6 +40,8 @@ DATASETS = ("scenes", "bccd", "deeppcb")
 
 def prepare_dataset(name: str, root: Path, args) -> tuple[Path, list[str]]:
     """A folder with ``images/{pool,val}/...`` and ``labels/{pool,val}/...`` (YOLO), and class names."""
+    import shutil
+
     import yaml
 
     if (root / "names.json").exists():
@@ -52,13 +54,11 @@ def prepare_dataset(name: str, root: Path, args) -> tuple[Path, list[str]]:
             (root / "images" / part).mkdir(parents=True)
             (root / "labels" / part).mkdir(parents=True)
             for image in sorted((source / "images" / split).iterdir()):
-                (root / "images" / part / image.name).symlink_to(image)
+                shutil.copy2(image, root / "images" / part / image.name)  # init refuses links out of the folder
                 label = source / "labels" / split / f"{image.stem}.txt"
                 if label.exists():
                     (root / "labels" / part / label.name).symlink_to(label)
     else:
-        import shutil
-
         from autolabel.synthetic import CLASS_NAMES, generate_dataset
 
         names = list(CLASS_NAMES)

@@ -78,3 +78,18 @@ def test_a_file_name_that_is_not_utf8_is_reported_and_the_rest_registered(tmp_pa
     assert "Traceback" not in result.output and "not valid UTF-8" in result.output
     with Workspace.load(tmp_path / "ws").open_store() as store:
         assert sorted(im.path for im in store.images()) == ["good.jpg", "other.jpg"]
+
+
+def test_a_symlink_out_of_the_image_folder_is_refused_at_init_and_one_inside_kept(tmp_path):
+    from autolabel.workspace import Workspace
+
+    raw = tmp_path / "raw"
+    rgb(raw / "good.jpg")
+    rgb(tmp_path / "elsewhere.jpg", seed=3)
+    (raw / "outside.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    (raw / "inside.jpg").symlink_to(raw / "good.jpg")
+    result = CliRunner().invoke(app, ["init", "--images", str(raw), "-w", str(tmp_path / "ws")])
+    assert result.exit_code == 0, result.output
+    assert "outside.jpg: a symbolic link to a file outside the image folder" in result.output
+    with Workspace.load(tmp_path / "ws").open_store() as store:
+        assert sorted(im.path for im in store.images(include_errors=True)) == ["good.jpg", "inside.jpg"]
