@@ -209,7 +209,7 @@ def summarize(results: list[dict]) -> dict:
     mean_curves, mean_boxes = per_round_mean("map50_95", 4), per_round_mean("boxes", 1)
     labels = [p["labels"] for p in results[0]["curve"]]
     summary = {"labels": labels, "mean_map50_95": mean_curves, "mean_boxes": mean_boxes,
-               "seeds": sorted({r["seed"] for r in results})}
+               "seeds": sorted({r["seed"] for r in results}), "time_ratio": _time_ratios(by_strategy)}
     if "random" in mean_curves:
         target = mean_curves["random"][-1]
         summary["random_final"] = target
@@ -225,6 +225,27 @@ def summarize(results: list[dict]) -> dict:
             diffs = np.asarray(curve[1:]) - np.asarray(mean_curves["random"][1:])
             summary[f"{s}_minus_random_mean"] = round(float(diffs.mean()), 4) if diffs.size else None
     return summary
+
+
+def _time_ratios(by_strategy: dict[str, list[dict]]) -> dict:
+    """Per strategy and round (from 1): estimated correction time of the student's pre-labels over
+    drawing the same boxes from scratch, summed over seeds, at the calibrated and at the fixed 0.25
+    thresholds (``studio.diff.CostModel``)."""
+    out = {}
+    for strategy, runs in by_strategy.items():
+        rows = {}
+        for r in runs:
+            for p in r["curve"]:
+                if p.get("seconds_scratch_prelabeled"):
+                    acc = rows.setdefault(p["round"], {"calibrated": 0.0, "fixed": 0.0, "scratch": 0.0})
+                    acc["calibrated"] += p.get("seconds_calibrated") or 0.0
+                    acc["fixed"] += p.get("seconds_fixed") or 0.0
+                    acc["scratch"] += p["seconds_scratch_prelabeled"]
+        out[strategy] = {
+            str(rnd): {"calibrated": round(a["calibrated"] / a["scratch"], 3), "fixed_0.25": round(a["fixed"] / a["scratch"], 3)}
+            for rnd, a in sorted(rows.items())
+        }
+    return out
 
 
 def _interpolated_reach(labels: list[float], curve: list[float], target: float) -> float | None:

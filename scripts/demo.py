@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=160)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--budget", type=int, default=40)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--difficulty", default="easy", help="synthetic scenes: easy | normal")
     parser.add_argument("--no-loop", action="store_true", help="stop after propose / preview / export-labels")
     args = parser.parse_args()
