@@ -111,3 +111,18 @@ def resolve_device(device: str) -> str:
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise AutolabelError("--device mps: MPS is not available on this machine (use --device cpu)")
     return device
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine; a zombie (killed, not reaped) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

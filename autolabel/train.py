@@ -330,26 +330,18 @@ def train_student(
 
 def reconcile_interrupted_runs(store: Store) -> list[int]:
     """Mark 'started' runs whose process on this host is gone as 'failed'; their ids."""
+    from autolabel.runtime import pid_alive
+
     stale = []
     for run in store.runs(status="started"):
         params = json.loads(run["params"] or "{}")
         pid, host = params.get("pid"), params.get("host")
-        if pid is None or host != socket.gethostname() or _pid_alive(int(pid)):
+        if pid is None or host != socket.gethostname() or pid_alive(int(pid)):
             continue  # an older run without a pid, another machine's, or still running
         stale.append(run["id"])
     for run_id in stale:
         store.finish_run(run_id, "failed", None, json.dumps({"error": "interrupted: its process ended before it finished"}))
     return stale
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _base_weights(store: Store, settings: TrainSettings, choice: ModelChoice) -> tuple[str, bool]:

@@ -176,18 +176,9 @@ def _read_state(studio_dir: Path) -> dict | None:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child (killed but not reaped) is not alive for our purposes.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+    from autolabel.runtime import pid_alive
+
+    return pid_alive(pid)
 
 
 def healthy(url: str, timeout: float = 2.0) -> bool:
