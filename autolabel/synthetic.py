@@ -63,7 +63,7 @@ CLASS_NAMES = ("bolt", "nut", "washer", "screw")
 # trained from scratch on a CPU can learn in minutes (the offline demo); "normal" is the default.
 DIFFICULTY = {
     "normal": {},
-    "easy": {"n_objects": (1, 4), "scale": (0.18, 0.36), "clutter": False, "occluders": False},
+    "easy": {"n_objects": (2, 6), "scale": (0.15, 0.32), "clutter": False, "occluders": False},
 }
 MIN_VISIBLE = 0.5
 BACKGROUNDS = ("wood", "concrete", "fabric", "plate", "paper", "plain")

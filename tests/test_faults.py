@@ -6,6 +6,7 @@ duplicate task, no traceback, an intact database."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,10 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_faults.py"
 def faults():
     spec = importlib.util.spec_from_file_location("bench_faults", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
     spec.loader.exec_module(module)
-    return module
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 @pytest.mark.parametrize("scenario", ["malformed", "two-workspaces", "http", "bad-images"])
