@@ -350,10 +350,7 @@ def push(
     )
     summary = PushSummary(project_id=project.project_id, labels_added=added)
     summary.recovered += reconcile(store, client, project)
-    # A push killed after creating tasks but before marking their images: those are in review.
-    already = [r[0] for r in store.conn.execute(
-        "SELECT image_id FROM studio_tasks WHERE project = ? AND state = 'pushed'", (project.key,))]
-    store.set_status(already, "in_review", only_from=("unlabeled", "proposed"))
+    mark_pushed_in_review(store, project)
     advance = advance or (lambda n=1: None)
     round_index = current_round(store)
 
@@ -511,6 +508,13 @@ def _import_batch(store, client, project: Project, batch, class_names, round_ind
     raise StudioUnavailable(f"importing tasks into {client.url} keeps failing; rerun 'autolabel push' later")
 
 
+def mark_pushed_in_review(store, project: Project) -> None:
+    """A push killed after creating tasks but before marking their images: those are in review."""
+    pushed = [r[0] for r in store.conn.execute(
+        "SELECT image_id FROM studio_tasks WHERE project = ? AND state = 'pushed'", (project.key,))]
+    store.set_status(pushed, "in_review", only_from=("unlabeled", "proposed"))
+
+
 def reconcile(store, client, project: Project) -> int:
     """Resolve ``pending`` rows after an interrupted push: record tasks the server has, drop the rest.
 
@@ -615,6 +619,7 @@ def pull(
     if project is None:
         raise AutolabelError(f"nothing was pushed to project '{title}' on {client.url} yet: run 'autolabel push'")
     check_owner(store, client, project, share)
+    mark_pushed_in_review(store, project)
     advance = advance or (lambda n=1: None)
     summary = PullSummary()
     tasks = {
