@@ -109,7 +109,8 @@ def build_card(
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "classes": list(class_names),
         "imgsz": imgsz,
-        "training": {k: params[k] for k in PUBLIC_PARAMS if k in params},
+        # a weights path names the user's folders: the card keeps the file name only
+        "training": {k: Path(str(params[k])).name if k == "model" else params[k] for k in PUBLIC_PARAMS if k in params},
         "started_from": _started_from(params),
         "validation_metrics": {k: metrics[k] for k in METRIC_KEYS if k in metrics},
         "labels": labels,
