@@ -407,8 +407,11 @@ def _filtered(prediction: tuple[str, str], thresholds: Sequence[float]) -> tuple
     model_version, det_json = prediction
     if not model_version.startswith("student:"):
         return prediction
+    from autolabel.calibration import DEFAULT_THRESHOLD
+
     det = dets.from_json(det_json)
-    limits = list(thresholds) + [0.25] * (int(det.class_id.max()) + 1 - len(thresholds) if len(det) else 0)
+    # a class added after the round's fit has no threshold of its own yet: the default
+    limits = list(thresholds) + [DEFAULT_THRESHOLD] * (int(det.class_id.max()) + 1 - len(thresholds) if len(det) else 0)
     return model_version, dets.to_json(dets.apply_class_thresholds(det, limits))
 
 
