@@ -12,6 +12,7 @@ Against a real local Label Studio (started here on 127.0.0.1, stopped at the end
 * ``kill-studio-push`` / ``kill-studio-pull``: ``kill -9`` of Label Studio at several points of a
   push and of a pull, restart, rerun;
 * ``kill-autolabel``: ``kill -9`` of an ``autolabel push`` / ``autolabel pull`` process, rerun;
+* ``kill-loop``: ``kill -9`` of ``autolabel loop`` inside each of its 7 steps (round 1), rerun;
 * ``bad-images``: 14 bad image files and names through ``autolabel init`` and ``push``.
 
     python scripts/bench_faults.py                # all scenarios, table + JSON
@@ -362,6 +363,57 @@ def scenario_kill_autolabel(url: str, token: str, work: Path) -> Row:
     return row
 
 
+LOOP_STEPS = ("select", "prelabel", "push", "wait", "split", "train", "eval")
+
+
+def _step_started(db_path: Path, round_index: int, step: str) -> bool:
+    try:
+        db = sqlite3.connect(db_path, timeout=1)
+        row = db.execute("SELECT 1 FROM loop_steps WHERE round = ? AND step = ?", (round_index, step)).fetchone()
+        db.close()
+        return row is not None
+    except sqlite3.Error:
+        return False
+
+
+def scenario_kill_loop(url: str, token: str, work: Path) -> Row:
+    """``kill -9`` of ``autolabel loop`` inside every step of round 1 (replay annotator, tiny training),
+    then the same command again: no image selected twice, every selected image labeled, one task per
+    image, one finished training per round."""
+    from autolabel.studio.client import StudioClient
+
+    row = Row("kill-loop")
+    env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token}
+    cli = [sys.executable, "-m", "autolabel.cli.app"]
+    for step in LOOP_STEPS:
+        ws, truth, scenes = make_workspace(work / f"kill-loop-{step}", 24, url, f"faults loop {step}", seed=61)
+        args = [*cli, "loop", "-w", str(ws.root), "--recipe", str(REPO / "loop" / "default.yaml"), "--annotator",
+                "replay", "--labels", str(scenes), "--rounds", "2", "--budget", "6", "--epochs", "1", "--imgsz", "64"]
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600
+        while not _step_started(ws.db_path, 1, step) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # inside the step
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            row.faults += 1
+        proc.wait()
+        rerun = subprocess.run(args, env=env, capture_output=True, text=True)
+        row.tracebacks += int("Traceback" in rerun.stdout + rerun.stderr)
+        if rerun.returncode != 0:
+            row.note += f"{step}: rerun exit {rerun.returncode}; "
+        db = sqlite3.connect(ws.db_path)
+        picked = [r[0] for r in db.execute("SELECT image_id FROM loop_batches")]
+        row.duplicates += len(picked) - len(set(picked))
+        runs = db.execute("SELECT round, COUNT(*) FROM runs WHERE status = 'finished' GROUP BY round").fetchall()
+        if runs != [(0, 1), (1, 1)]:
+            row.note += f"{step}: trainings per round {runs}; "
+        db.close()
+        with StudioClient(url, token) as client:
+            check(ws, client, truth, set(picked), row)
+    return row
+
+
 def scenario_bad_images(url: str, token: str, work: Path) -> Row:
     import numpy as np
     from PIL import Image
@@ -425,6 +477,7 @@ def run(scenarios: list[str], work: Path) -> list[Row]:
             "kill-studio-push": lambda: scenario_kill_studio(state.url, token, work, studio_dir, port, "push"),
             "kill-studio-pull": lambda: scenario_kill_studio(state.url, token, work, studio_dir, port, "pull"),
             "kill-autolabel": lambda: scenario_kill_autolabel(state.url, token, work),
+            "kill-loop": lambda: scenario_kill_loop(state.url, token, work),
             "bad-images": lambda: scenario_bad_images(state.url, token, work),
         }
         for name in scenarios:
@@ -438,7 +491,8 @@ def run(scenarios: list[str], work: Path) -> list[Row]:
     return rows
 
 
-ALL = ["malformed", "two-workspaces", "http", "kill-studio-push", "kill-studio-pull", "kill-autolabel", "bad-images"]
+ALL = ["malformed", "two-workspaces", "http", "kill-studio-push", "kill-studio-pull", "kill-autolabel", "kill-loop",
+       "bad-images"]
 QUICK = ["malformed", "two-workspaces", "http", "bad-images"]
 
 
