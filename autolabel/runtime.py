@@ -14,9 +14,25 @@ import sys
 from pathlib import Path
 
 
+# What the user asked for, recorded before autolabel defaults YOLO_OFFLINE to 1 for its own hygiene
+# (child processes inherit it, so a subprocess sees the user's choice too).
+USER_OFFLINE_ENV = "AUTOLABEL_USER_YOLO_OFFLINE"
+
+
+def _remember_user_offline() -> None:
+    os.environ.setdefault(USER_OFFLINE_ENV, os.environ.get("YOLO_OFFLINE", ""))
+
+
+def offline_requested() -> bool:
+    """Whether the user set YOLO_OFFLINE (not autolabel's default): no official weights are fetched."""
+    value = os.environ.get(USER_OFFLINE_ENV, os.environ.get("YOLO_OFFLINE", ""))
+    return value.strip().lower() in ("1", "true", "yes", "on", "y", "t")
+
+
 def configure_environment(cache_root: Path) -> None:
     cache_root = Path(cache_root)
     env = os.environ
+    _remember_user_offline()
     # onnxruntime writes a device-id file under $XDG_CACHE_HOME (default ~/.cache) when it is
     # imported; point that at the workspace, but keep the user's model caches where they are.
     user_cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -46,6 +62,7 @@ def configure_ultralytics() -> None:
     without it there, ``check_font`` sends a request to github.com before every training, even with
     YOLO_OFFLINE=1. Setting names vary across versions ('hub' is gone in 8.4); unknown keys raise.
     """
+    _remember_user_offline()
     os.environ.setdefault("YOLO_OFFLINE", "1")  # read when ultralytics is first imported
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     from ultralytics.utils import SETTINGS, USER_CONFIG_DIR

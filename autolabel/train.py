@@ -210,7 +210,9 @@ def resolve_model(model: str, weights_dir: Path | None = None, *, download: bool
         if fetched is not None:
             return ModelChoice(str(fetched), pretrained=True)
     yaml_name = path.with_suffix(".yaml").name
-    where = "offline" if not download or _offline_requested() else f"looked in the working folder and {weights_dir}"
+    from autolabel.runtime import offline_requested
+
+    where = "offline" if not download or offline_requested() else f"looked in the working folder and {weights_dir}"
     return ModelChoice(
         yaml_name,
         pretrained=False,
@@ -221,25 +223,27 @@ def resolve_model(model: str, weights_dir: Path | None = None, *, download: bool
     )
 
 
-def _offline_requested() -> bool:
-    return os.environ.get("YOLO_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 def _download_official(name: str, weights_dir: Path) -> Path | None:
-    """``name`` from the ultralytics release assets into ``weights_dir``; None offline or on failure."""
-    if _offline_requested():
+    """``name`` from the ultralytics release assets into ``weights_dir``; None offline or on failure.
+
+    The process runs with autolabel's own YOLO_OFFLINE=1 (nothing else may reach the network), so
+    it is lifted for this one download, and only when the user did not ask for offline."""
+    from autolabel.runtime import offline_requested
+
+    if offline_requested():
         return None
     from ultralytics.utils import is_online
     from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
 
-    if name not in GITHUB_ASSETS_NAMES or not is_online():
-        return None
     target = weights_dir / name
-    try:
-        weights_dir.mkdir(parents=True, exist_ok=True)
-        attempt_download_asset(target)
-    except Exception:  # a failed download falls back like offline; the warning says what to do
-        return None
+    with _yolo_offline(False):
+        if name not in GITHUB_ASSETS_NAMES or not is_online():
+            return None
+        try:
+            weights_dir.mkdir(parents=True, exist_ok=True)
+            attempt_download_asset(target)
+        except Exception:  # a failed download falls back like offline; the warning says what to do
+            return None
     return target if target.is_file() else None
 
 
@@ -383,7 +387,7 @@ def _fit(choice: ModelChoice, settings: TrainSettings, device: str, data_yaml: P
     from ultralytics import YOLO
 
     model = YOLO(choice.source)
-    with _offline(), _no_amp_download(device):
+    with _yolo_offline(True), _no_amp_download(device):
         model.train(
             data=str(data_yaml),
             epochs=settings.epochs,
@@ -434,9 +438,13 @@ def _epoch_times(results_csv: Path) -> list[float]:
 
 
 @contextmanager
-def _offline() -> Iterator[None]:
+def _yolo_offline(on: bool) -> Iterator[None]:
+    """YOLO_OFFLINE set (or removed) for the block, then put back as it was."""
     old = os.environ.get("YOLO_OFFLINE")
-    os.environ["YOLO_OFFLINE"] = "1"
+    if on:
+        os.environ["YOLO_OFFLINE"] = "1"
+    else:
+        os.environ.pop("YOLO_OFFLINE", None)
     try:
         yield
     finally:

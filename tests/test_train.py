@@ -285,38 +285,64 @@ def test_train_cli_offline_without_weights_warns_in_one_line_and_trains(tmp_path
 
 
 def test_missing_official_weights_are_fetched_through_ultralytics_when_online(tmp_path, monkeypatch):
-    """The download itself needs the internet; what is ours is when it is asked for and where it lands."""
+    """The download itself needs the internet; what is ours is when it is asked for and where it lands.
+
+    As in the CLI, autolabel's hygiene has set YOLO_OFFLINE=1 for the process (the user did not):
+    the fetch must still happen, with that flag lifted for it alone."""
+    import os
+
     import ultralytics.utils
     import ultralytics.utils.downloads as downloads
+
+    from autolabel.runtime import USER_OFFLINE_ENV, configure_environment
 
     asked = []
 
     def fake_download(file, *args, **kwargs):
+        assert "YOLO_OFFLINE" not in os.environ  # lifted for the download
         asked.append(Path(file))
         Path(file).write_bytes(b"weights")
         return str(file)
 
+    monkeypatch.delenv(USER_OFFLINE_ENV, raising=False)
     monkeypatch.delenv("YOLO_OFFLINE", raising=False)
-    monkeypatch.setattr(ultralytics.utils, "is_online", lambda: True)
+    configure_environment(tmp_path / "cache")  # the user set nothing; autolabel defaults YOLO_OFFLINE=1
+    assert os.environ["YOLO_OFFLINE"] == "1"
+    # ultralytics' own check answers offline while YOLO_OFFLINE is set, as the real one does
+    monkeypatch.setattr(ultralytics.utils, "is_online", lambda: "YOLO_OFFLINE" not in os.environ)
     monkeypatch.setattr(downloads, "attempt_download_asset", fake_download)
     choice = resolve_model("yolo11n.pt", tmp_path / "weights")
     assert asked == [tmp_path / "weights" / "yolo11n.pt"]
     assert choice.pretrained and choice.source == str(tmp_path / "weights" / "yolo11n.pt") and choice.warning is None
+    assert os.environ["YOLO_OFFLINE"] == "1"  # and put back for everything else
 
     asked.clear()  # not an official asset name: never asked for, the scratch fallback
     assert not resolve_model("my-own.pt", tmp_path / "weights").pretrained and asked == []
-    # --offline, or YOLO_OFFLINE=1: nothing is asked for
+    # --offline, or the user's own YOLO_OFFLINE=1: nothing is asked for
     assert not resolve_model("yolo11s.pt", tmp_path / "weights", download=False).pretrained
-    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv(USER_OFFLINE_ENV, "1")
     fallback = resolve_model("yolo11s.pt", tmp_path / "weights")
     assert asked == [] and not fallback.pretrained and "(offline)" in fallback.warning
 
     def failing(file, *args, **kwargs):
         raise ConnectionError("no route")
 
-    monkeypatch.delenv("YOLO_OFFLINE")
+    monkeypatch.setenv(USER_OFFLINE_ENV, "")
     monkeypatch.setattr(downloads, "attempt_download_asset", failing)
     assert not resolve_model("yolo11m.pt", tmp_path / "weights").pretrained  # a failed download falls back
+
+
+def test_the_users_yolo_offline_is_remembered_before_the_hygiene_default(monkeypatch, tmp_path):
+    from autolabel.runtime import USER_OFFLINE_ENV, configure_environment, offline_requested
+
+    monkeypatch.delenv(USER_OFFLINE_ENV, raising=False)
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    configure_environment(tmp_path / "a")
+    assert offline_requested()
+    monkeypatch.delenv(USER_OFFLINE_ENV)
+    monkeypatch.delenv("YOLO_OFFLINE")
+    configure_environment(tmp_path / "b")
+    assert not offline_requested()
 
 
 def test_a_killed_training_run_is_marked_failed_by_the_next_command(tmp_path):
