@@ -48,10 +48,6 @@ class Calibration:
     seconds_default: float  # the same pairs at DEFAULT_THRESHOLD for every class
     pairs: int
 
-    def as_dict(self) -> dict:
-        return {"thresholds": list(self.thresholds), "seconds": self.seconds,
-                "seconds_default": self.seconds_default, "pairs": self.pairs}  # fmt: skip
-
 
 def correction_seconds(pairs: Sequence[Pair], thresholds: Sequence[float], costs: CostModel | None = None) -> float:
     """Estimated human time to correct every prediction, filtered at ``thresholds``, into its labels."""

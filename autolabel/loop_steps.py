@@ -62,8 +62,6 @@ def _pool(store: Store):
 
 
 def step_select(ctx: LoopContext, round_index: int) -> dict:
-    import numpy as np
-
     from autolabel.sampling.select import resolve_strategy, select
 
     store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
@@ -156,26 +154,28 @@ def _embed_pixels(workspace, store, pool):
 def _embed_with_weights(workspace, store, pool, weights: Path, recipe):
     """Backbone embeddings of a pretrained detector (what it learned on its own data) for the pool
     and the labeled images: a cold start that knows objects, not only pixels."""
-    import numpy as np
-
-    from autolabel.progress import progress_bar
-    from autolabel.sampling.scorer import PoolScorer, ScorerSettings, score_pool
+    from autolabel.sampling.scorer import PoolScorer, ScorerSettings
 
     t = recipe.train
     embedder = PoolScorer(weights, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
-
-    def embed(images, what):
-        rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in images)
-        with progress_bar(what, total=len(images)) as advance:
-            out = [r for r in score_pool(embedder, rows, batch_size=8, advance=advance)]
-        return [r for r in out if r["error"] is None and r["embedding"] is not None]
-
-    good = embed(pool, "embedding pool (pretrained backbone)")
-    embeddings = np.asarray([r["embedding"] for r in good], dtype=np.float32) if good else None
+    ids, embeddings = _embed(workspace, embedder, pool, "embedding pool (pretrained backbone)")
     labeled = _labeled_for_training(store)
-    known = embed(labeled, "embedding labeled images") if labeled else []
-    labeled_embeddings = np.asarray([r["embedding"] for r in known], dtype=np.float32) if known else None
-    return [r["id"] for r in good], embeddings, labeled_embeddings
+    labeled_embeddings = _embed(workspace, embedder, labeled, "embedding labeled images")[1] if labeled else None
+    return ids, embeddings, labeled_embeddings
+
+
+def _embed(workspace, embedder, images, what: str):
+    """(ids, N x D float32 or None) of the images a ``PoolScorer`` could embed, with a progress bar."""
+    import numpy as np
+
+    from autolabel.progress import progress_bar
+    from autolabel.sampling.scorer import score_pool
+
+    rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in images)
+    with progress_bar(what, total=len(images)) as advance:
+        good = [r for r in score_pool(embedder, rows, batch_size=8, advance=advance) if r["embedding"] is not None]
+    vectors = np.asarray([r["embedding"] for r in good], dtype=np.float32) if good else None
+    return [r["id"] for r in good], vectors
 
 
 def _score_with_student(workspace, store, pool, student, recipe, log):
@@ -209,11 +209,7 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
         labeled = _labeled_for_training(store)
         if labeled:
             embedder = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
-            rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in labeled)
-            with progress_bar("embedding labeled images", total=len(labeled)) as advance:
-                vectors = [r["embedding"] for r in score_pool(embedder, rows, batch_size=8, advance=advance)]
-            vectors = [v for v in vectors if v is not None]
-            labeled_embeddings = np.asarray(vectors, dtype=np.float32) if vectors else None
+            labeled_embeddings = _embed(workspace, embedder, labeled, "embedding labeled images")[1]
     return ids, scores, embeddings, labeled_embeddings
 
 

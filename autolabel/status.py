@@ -47,7 +47,7 @@ RUN_METRICS = ("map50", "map50_95", "precision", "recall", "f1", "ap_small", "ap
 def training_runs(store: Store) -> list[dict]:
     """Every training run: round, state, data sizes, the weights its lineage started from, and its
     frozen-val metrics (None until evaluated)."""
-    from autolabel.train import started_from
+    from autolabel.train import run_origin, started_from
 
     out = []
     for run in store.runs():
@@ -63,7 +63,7 @@ def training_runs(store: Store) -> list[dict]:
                 "n_train": run["n_train"],
                 "n_val": run["n_val"],
                 "started_from": started_from(params),
-                "pretrained": bool(params.get("base_pretrained", params.get("pretrained"))),
+                "pretrained": run_origin(params)[1],
                 "warm_start": params.get("resume_from") is not None,
                 "epochs": params.get("epochs"),
                 "imgsz": params.get("imgsz"),

@@ -362,10 +362,16 @@ def _base_weights(store: Store, settings: TrainSettings, choice: ModelChoice) ->
     return Path(choice.source).name, choice.pretrained
 
 
+def run_origin(params: dict) -> tuple[str, bool]:
+    """(the weights file name a run's lineage started from, whether they were pretrained); runs
+    recorded before ``base_weights`` existed fall back to their own model source."""
+    name = params.get("base_weights") or Path(str(params.get("model_source") or params.get("model") or "?")).name
+    return name, bool(params.get("base_pretrained", params.get("pretrained")))
+
+
 def started_from(params: dict) -> str:
     """'yolo11n.pt (pretrained)' / 'yolo11n.yaml (random init)' for status and the model card."""
-    name = params.get("base_weights") or Path(str(params.get("model_source") or params.get("model") or "?")).name
-    pretrained = params.get("base_pretrained", params.get("pretrained"))
+    name, pretrained = run_origin(params)
     return f"{name} ({'pretrained' if pretrained else 'random init'})"
 
 

@@ -34,7 +34,6 @@ def analyse(root: Path) -> list[dict]:
     from autolabel import calibration
     from autolabel import detections as dets
     from autolabel.loop_steps import batch_ids
-    from autolabel.recipe import Recipe  # noqa: F401  (the workspace's loop tables)
     from autolabel.workspace import Workspace
 
     ws = Workspace.load(root / "ws")

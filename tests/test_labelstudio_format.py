@@ -23,27 +23,27 @@ def _rect(x, y, w, h, label="bolt", rotation=0, ow=200, oh=100, **extra):
 
 
 @pytest.mark.parametrize(
-    "result, xyxy, cls, counts",
+    "result, xyxy, cls, counts",  # counts: (clipped, rotated)
     [
-        (_rect(10, 20, 30, 40), [20, 20, 80, 60], 0, (0, 0, 0)),
-        (_rect(0, 0, 100, 100, "washer"), [0, 0, 200, 100], 2, (0, 0, 0)),
+        (_rect(10, 20, 30, 40), [20, 20, 80, 60], 0, (0, 0)),
+        (_rect(0, 0, 100, 100, "washer"), [0, 0, 200, 100], 2, (0, 0)),
         # 90 degrees clockwise around the top-left corner (50, 50) px: 40x20 px becomes 20x40 px.
-        (_rect(25, 50, 20, 20, "nut", rotation=90), [30, 50, 50, 90], 1, (0, 0, 1)),
+        (_rect(25, 50, 20, 20, "nut", rotation=90), [30, 50, 50, 90], 1, (0, 1)),
         # 180 degrees: the box flips to the upper left of its anchor.
-        (_rect(50, 50, 10, 10, rotation=180), [80, 40, 100, 50], 0, (0, 0, 1)),
+        (_rect(50, 50, 10, 10, rotation=180), [80, 40, 100, 50], 0, (0, 1)),
         # 45 degrees: the enclosing box of a 20x20 px square.
-        (_rect(50, 50, 10, 20, rotation=45), [100 - 20 / 2**0.5, 50, 100 + 20 / 2**0.5, 50 + 40 / 2**0.5], 0, (0, 0, 1)),
+        (_rect(50, 50, 10, 20, rotation=45), [100 - 20 / 2**0.5, 50, 100 + 20 / 2**0.5, 50 + 40 / 2**0.5], 0, (0, 1)),
         # Partly outside: clipped to the image and counted.
-        (_rect(-10, 90, 30, 20), [0, 90, 40, 100], 0, (1, 0, 0)),
+        (_rect(-10, 90, 30, 20), [0, 90, 40, 100], 0, (1, 0)),
         # Annotated on a half-size rendition: percent still maps to the stored size.
-        (_rect(10, 20, 30, 40, ow=100, oh=50), [20, 20, 80, 60], 0, (0, 0, 0)),
+        (_rect(10, 20, 30, 40, ow=100, oh=50), [20, 20, 80, 60], 0, (0, 0)),
     ],
 )
 def test_results_to_pixel_boxes(result, xyxy, cls, counts):
     conv = lsfmt.from_results([result], NAMES, 200, 100)
     np.testing.assert_allclose(conv.detections.xyxy, [xyxy], atol=1e-3)
     assert conv.detections.class_id.tolist() == [cls]
-    assert (conv.clipped, conv.dropped, conv.rotated) == counts and conv.usable
+    assert (conv.clipped, conv.rotated) == counts and conv.usable
 
 
 @pytest.mark.parametrize(

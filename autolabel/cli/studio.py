@@ -167,6 +167,8 @@ def pull(
                 store, client, title=ws.config.studio.project_title, costs=costs, advance=advance,
                 share=ws.config.studio.share_project,
             )
+        held = store.images(ids=[i for i, _ in summary.quarantined], include_errors=True)
+    paths = {im.id: im.path for im in held}
     out = console()
     out.print(
         f"{summary.labeled} images labeled ({summary.empty} verified empty), {summary.skipped} skipped, "
@@ -177,21 +179,15 @@ def pull(
     if summary.quarantined:
         out.print(f"[yellow]{len(summary.quarantined)} annotations held back (fix or delete them in Label Studio,"
                   " then pull again):[/yellow]")
-        paths = {im.id: im.path for im in _images(ws, [i for i, _ in summary.quarantined])}
         for image_id, reason in summary.quarantined[:10]:
             out.print(f"  {paths.get(image_id, image_id)}: {reason}")
         if len(summary.quarantined) > 10:
             out.print(f"  ... and {len(summary.quarantined) - 10} more ('autolabel status' lists them)")
-    if summary.clipped or summary.dropped or summary.rotated:
+    if summary.clipped or summary.rotated:
         out.print(
-            f"{summary.clipped} boxes clipped to the image, {summary.dropped} outside it dropped, "
+            f"{summary.clipped} boxes clipped to the image, "
             f"{summary.rotated} rotated boxes replaced by their enclosing box"
         )
     message = summary.error_message()
     if message:
         raise AutolabelError(message)
-
-
-def _images(ws, ids):
-    with ws.open_store() as store:
-        return store.images(ids=ids, include_errors=True)

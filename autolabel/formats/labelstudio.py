@@ -97,7 +97,6 @@ class Conversion:
 
     detections: sv.Detections
     clipped: int = 0                  # boxes partly outside the image, clipped to it
-    dropped: int = 0                  # boxes entirely outside the image (or zero-area)
     rotated: int = 0                  # rotated rectangles replaced by their enclosing box
     unknown_labels: set[str] = field(default_factory=set)
     ignored: int = 0                  # results that carry no region (choices, text areas, relations)

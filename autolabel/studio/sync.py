@@ -129,7 +129,6 @@ class PullSummary:
     skipped: int = 0              # tasks skipped (cancelled) by the annotator
     unchanged: int = 0
     clipped: int = 0
-    dropped: int = 0
     rotated: int = 0
     deleted: int = 0              # tasks deleted in Label Studio
     foreign: int = 0              # tasks not created by autolabel (ignored)
@@ -404,10 +403,11 @@ def push(
 
 
 def _filtered(prediction: tuple[str, str], thresholds: Sequence[float]) -> tuple[str, str]:
+    from autolabel.calibration import DEFAULT_THRESHOLD, STUDENT_PREFIX
+
     model_version, det_json = prediction
-    if not model_version.startswith("student:"):
+    if not model_version.startswith(STUDENT_PREFIX):
         return prediction
-    from autolabel.calibration import DEFAULT_THRESHOLD
 
     det = dets.from_json(det_json)
     # a class added after the round's fit has no threshold of its own yet: the default
@@ -466,9 +466,10 @@ def _import_batch(store, client, project: Project, batch, class_names, round_ind
                 (project.key, image.id, image.sha256, round_index, model_version, shown),
             )
     remaining = list(batch)
+    workspace_id = store.workspace_id()
     created = 0
     for attempt in range(MAX_IMPORT_ATTEMPTS):
-        payload = [_task_payload(image, url, pred, class_names, store.workspace_id()) for image, url, pred in remaining]
+        payload = [_task_payload(image, url, pred, class_names, workspace_id) for image, url, pred in remaining]
         try:
             task_ids = client.import_tasks(project.project_id, payload)
         except UncertainWrite:
@@ -788,7 +789,6 @@ def pull(
         summary.labeled += 1
         summary.empty += int(len(conv.detections) == 0)
         summary.clipped += conv.clipped
-        summary.dropped += conv.dropped
         summary.rotated += conv.rotated
 
     # 3. Tasks deleted in Label Studio: remember it, and free unlabeled images for a later push.
