@@ -37,6 +37,16 @@ def _server_tasks(client, project_id):
     return list(client.iter_tasks(project_id, fields="task_only"))
 
 
+def _task_ids_by_image(client, project_id) -> dict[int, int]:
+    return {t["data"]["autolabel_image_id"]: t["id"] for t in _server_tasks(client, project_id)}
+
+
+def _rect_result(width: int, height: int, region_id: str = "r") -> dict:
+    """A rectanglelabels result without its value, sized for one image."""
+    return {"id": region_id, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
+            "original_width": width, "original_height": height}
+
+
 def _assert_matches_truth(labels: dict, truth: dict, tolerance_px: float = 1.0) -> None:
     assert set(labels) == set(truth)
     for path, (xyxy, cls) in truth.items():
@@ -152,11 +162,10 @@ def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
         project = _project(sw, client, store)
-        by_image = {t["data"]["autolabel_image_id"]: t["id"] for t in _server_tasks(client, project.project_id)}
+        by_image = _task_ids_by_image(client, project.project_id)
         images = store.images()
         w, h = images[0].width, images[0].height
-        rect = {"id": "r", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-                "original_width": w, "original_height": h}
+        rect = _rect_result(w, h)
         rotated = {**rect, "value": {"x": 50, "y": 20, "width": 20, "height": 10, "rotation": 90,
                                      "rectanglelabels": ["nut"]}}
         outside = {**rect, "id": "o", "value": {"x": 90, "y": -10, "width": 30, "height": 40, "rotation": 0,
@@ -345,11 +354,10 @@ def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withd
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
         project = _project(sw, client, store)
-        by_image = {t["data"]["autolabel_image_id"]: t["id"] for t in _server_tasks(client, project.project_id)}
+        by_image = _task_ids_by_image(client, project.project_id)
         images = store.images()
         w, h = images[0].width, images[0].height
-        rect = {"type": "rectanglelabels", "from_name": "label", "to_name": "image", "original_width": w,
-                "original_height": h}
+        rect = _rect_result(w, h)
         good = {**rect, "id": "g", "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["bolt"]}}
         no_x = {**rect, "id": "n", "value": {"y": 10, "width": 20, "height": 20, "rectanglelabels": ["bolt"]}}
         polygon = {"id": "p", "type": "polygonlabels", "from_name": "label", "to_name": "image",
@@ -412,7 +420,7 @@ def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_se
     with client_for(studio_server) as client, a.ws.open_store() as sa, c.ws.open_store() as sc:
         pc = sync.push(sc, client, image_root=c.ws.image_root, document_root=server.document_root(c.ws.image_root),
                        title=title, share=True)
-        c_tasks = {t["data"]["autolabel_image_id"]: t["id"] for t in _server_tasks(client, pc.project_id)}
+        c_tasks = _task_ids_by_image(client, pc.project_id)
         annotated = c_tasks[1]
         client.create_annotation(annotated, [])  # a human decision on C's image 1
         pa = sync.push(sa, client, image_root=a.ws.image_root, document_root=server.document_root(a.ws.image_root),
