@@ -33,7 +33,15 @@ from autolabel.studio.diff import CostModel, diff
 if TYPE_CHECKING:
     import supervision as sv
 
-__all__ = ["FLOOR", "DEFAULT_THRESHOLD", "GRID", "Calibration", "calibrate", "correction_seconds", "from_scratch_seconds"]
+__all__ = [
+    "FLOOR",
+    "DEFAULT_THRESHOLD",
+    "GRID",
+    "Calibration",
+    "calibrate",
+    "correction_seconds",
+    "from_scratch_seconds",
+]
 
 FLOOR = 0.05  # the student pre-labels at this confidence; the thresholds filter from there
 DEFAULT_THRESHOLD = 0.25  # ultralytics' predict default: the fixed baseline
@@ -49,7 +57,9 @@ class Calibration:
     pairs: int
 
 
-def correction_seconds(pairs: Sequence[Pair], thresholds: Sequence[float], costs: CostModel | None = None) -> float:
+def correction_seconds(
+    pairs: Sequence[Pair], thresholds: Sequence[float], costs: CostModel | None = None
+) -> float:
     """Estimated human time to correct every prediction, filtered at ``thresholds``, into its labels."""
     costs = costs or CostModel()
     total = 0.0
@@ -128,7 +138,11 @@ def pairs_from_store(store, image_ids=None) -> list[Pair]:
 
 
 def calibrate_round(
-    store, round_index: int, costs: CostModel | None = None, *, extra_pairs: Callable[[], list[Pair]] | None = None
+    store,
+    round_index: int,
+    costs: CostModel | None = None,
+    *,
+    extra_pairs: Callable[[], list[Pair]] | None = None,
 ) -> Calibration:
     """Fit the thresholds for ``round_index`` on every earlier student pre-label that humans
     corrected plus ``extra_pairs()`` (the loop passes the current student on the frozen validation
@@ -146,7 +160,13 @@ def calibrate_round(
         store.conn.execute(
             "INSERT OR IGNORE INTO prelabel_calibration(round, thresholds, seconds, seconds_default, pairs)"
             " VALUES (?, ?, ?, ?, ?)",
-            (round_index, json.dumps(list(result.thresholds)), result.seconds, result.seconds_default, result.pairs),
+            (
+                round_index,
+                json.dumps(list(result.thresholds)),
+                result.seconds,
+                result.seconds_default,
+                result.pairs,
+            ),
         )
     return result
 
@@ -162,7 +182,9 @@ def recorded_thresholds(store) -> dict[int, Calibration]:
     return {r[0]: Calibration(tuple(json.loads(r[1])), r[2], r[3], r[4]) for r in rows}
 
 
-def validation_pairs(workspace, store, weights, *, imgsz: int, device: str = "auto", batch_size: int = 8) -> list[Pair]:
+def validation_pairs(
+    workspace, store, weights, *, imgsz: int, device: str = "auto", batch_size: int = 8
+) -> list[Pair]:
     """(the student's predictions at ``FLOOR``, human labels) on the frozen validation images.
 
     The current student has never trained on them, so they show how *this* student's scores
@@ -178,10 +200,15 @@ def validation_pairs(workspace, store, weights, *, imgsz: int, device: str = "au
     val = [im for im in val if im.id in labels]
     if not val:
         return []
-    mapper = BatchMapper(lambda: StudentProposer(weights, conf=FLOOR, imgsz=imgsz, device=device, batch_size=batch_size))
+    mapper = BatchMapper(
+        lambda: StudentProposer(weights, conf=FLOOR, imgsz=imgsz, device=device, batch_size=batch_size)
+    )
     pairs: list[Pair] = []
     for start in range(0, len(val), batch_size):
-        rows = [{"id": im.id, "path": str(workspace.image_root / im.path)} for im in val[start : start + batch_size]]
+        rows = [
+            {"id": im.id, "path": str(workspace.image_root / im.path)}
+            for im in val[start : start + batch_size]
+        ]
         for row in mapper.map_rows(rows):
             if row["error"] is None:
                 pairs.append((dets.from_dict(row["detections"]), dets.from_json(labels[row["id"]])))

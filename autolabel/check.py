@@ -97,9 +97,7 @@ def box_findings(det: sv.Detections, width: int, height: int, n_classes: int | N
             out.append(("degenerate box", f"{where}: {x2 - x1:.2f}x{y2 - y1:.2f} px"))
         sides = [
             name
-            for name, beyond in (
-                ("left", -x1), ("top", -y1), ("right", x2 - width), ("bottom", y2 - height)
-            )
+            for name, beyond in (("left", -x1), ("top", -y1), ("right", x2 - width), ("bottom", y2 - height))
             if beyond > EDGE_TOLERANCE
         ]
         if sides:

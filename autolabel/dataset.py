@@ -126,7 +126,11 @@ def load_groups_csv(path: Path) -> dict[str, str]:
             if len(row) < 2:
                 raise AutolabelError(f"{path}:{number}: expected 'path,group', got {','.join(row)!r}")
             image, group = row[0].strip(), row[1].strip()
-            if number == 1 and image.lower() in ("path", "image", "file", "filename") and group.lower() == "group":
+            if (
+                number == 1
+                and image.lower() in ("path", "image", "file", "filename")
+                and group.lower() == "group"
+            ):
                 continue
             mapping[Path(image).as_posix()] = group
     return mapping
@@ -151,7 +155,9 @@ def set_explicit_groups(store: Store, mapping: dict[str, str]) -> int:
 
 def train_val_ids(store: Store) -> tuple[list[int], list[int]]:
     """Image ids of the training set ('labeled') and the frozen validation set ('validation')."""
-    return [im.id for im in store.images(status="labeled")], [im.id for im in store.images(status="validation")]
+    return [im.id for im in store.images(status="labeled")], [
+        im.id for im in store.images(status="validation")
+    ]
 
 
 def _assignments(store: Store) -> dict[int, str]:
@@ -262,7 +268,9 @@ def split(
         if not grown:
             notes.append(f"--grow-val {grow_val}: no new group to add to val (only new groups can join it)")
         elif sum(len(components[n]) for n in grown) < grow_val:
-            notes.append(f"--grow-val {grow_val}: only {sum(len(components[n]) for n in grown)} new images available")
+            notes.append(
+                f"--grow-val {grow_val}: only {sum(len(components[n]) for n in grown)} new images available"
+            )
         if not has_train and grown and chosen | grown >= set(fresh):  # keep a group for training
             grown.discard(max(grown, key=lambda n: (len(components[n]), n)))
         chosen |= grown

@@ -68,14 +68,20 @@ def coco_metrics(
     from autolabel.formats import coco
 
     names = list(class_names)
-    images = [(i + 1, f"{i + 1}.jpg", int(w), int(h), truth) for i, (truth, (w, h)) in enumerate(zip(truths, sizes))]
+    images = [
+        (i + 1, f"{i + 1}.jpg", int(w), int(h), truth) for i, (truth, (w, h)) in enumerate(zip(truths, sizes))
+    ]
     truth_dict = coco.dataset(names, images)
     results = []
     for i, pred in enumerate(predictions):
         results += coco.annotations(pred, i + 1, len(results) + 1, with_scores=True)
     keys = ("map50_95", "map50", "ap_small", "ap_medium", "ap_large")
     if not truth_dict["annotations"]:
-        return {**dict.fromkeys(keys), "per_class_ap": dict.fromkeys(names), "per_class_ap50": dict.fromkeys(names)}
+        return {
+            **dict.fromkeys(keys),
+            "per_class_ap": dict.fromkeys(names),
+            "per_class_ap50": dict.fromkeys(names),
+        }
     if not results:  # nothing predicted: every defined AP is 0
         out = {k: 0.0 for k in ("map50_95", "map50")}
         areas = [a["area"] for a in truth_dict["annotations"]]
@@ -123,7 +129,9 @@ def _mean_defined(values: np.ndarray) -> float | None:
 # -- P/R/F1 at a threshold ------------------------------------------------------------------
 
 
-def match_image(truth: sv.Detections, pred: sv.Detections, iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def match_image(
+    truth: sv.Detections, pred: sv.Detections, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy one-to-one matching by descending score, class must match.
 
     Returns ``(truth_index_per_prediction, matched_truth_mask)``; -1 marks a false positive.
@@ -201,7 +209,14 @@ def threshold_metrics(
     per_class = {}
     for i, name in enumerate(class_names):
         p, r, f = _prf(int(tp[i]), int(fp[i]), int(fn[i]))
-        per_class[name] = {"tp": int(tp[i]), "fp": int(fp[i]), "fn": int(fn[i]), "precision": p, "recall": r, "f1": f}
+        per_class[name] = {
+            "tp": int(tp[i]),
+            "fp": int(fp[i]),
+            "fn": int(fn[i]),
+            "precision": p,
+            "recall": r,
+            "f1": f,
+        }
     return {
         "conf": conf,
         "iou": iou,

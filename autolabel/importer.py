@@ -73,11 +73,15 @@ def yolo_class_names(labels_dir: Path) -> list[str]:
             raise AutolabelError(f"{data_yaml}: no 'names' list or mapping")
         classes_txt = folder / "classes.txt"
         if classes_txt.is_file():
-            return [line.strip() for line in read_text(classes_txt, "classes.txt").splitlines() if line.strip()]
+            return [
+                line.strip() for line in read_text(classes_txt, "classes.txt").splitlines() if line.strip()
+            ]
     raise AutolabelError(f"no class names for {labels_dir}: put a data.yaml (names) or classes.txt there")
 
 
-def read_yolo(labels_dir: Path, images: dict[str, tuple[int, int]]) -> tuple[dict[str, sv.Detections], list[str]]:
+def read_yolo(
+    labels_dir: Path, images: dict[str, tuple[int, int]]
+) -> tuple[dict[str, sv.Detections], list[str]]:
     """rel image path -> detections (class ids index the file's names), and orphan label files.
 
     ``images``: rel path -> (width, height) of every candidate image below the images folder.
@@ -225,7 +229,9 @@ def _class_mapping(store, names, found, add_classes, ontology_names, summary) ->
             rel for rel, det in found.items() if len(det) and np.isin(det.class_id, out_of_range).any()
         )
         raise AutolabelError(
-            _listing(f"class ids {out_of_range} are outside the {len(names)} names of the label files", offenders)
+            _listing(
+                f"class ids {out_of_range} are outside the {len(names)} names of the label files", offenders
+            )
         )
     known = set(store.class_names()) | set(ontology_names or [])
     unknown = sorted({names[c] for c in used} - known)
@@ -252,7 +258,9 @@ def _count_outside(det: sv.Detections, width: int, height: int, tolerance: float
     if len(det) == 0:
         return 0
     x1, y1, x2, y2 = det.xyxy.T
-    return int(((x1 < -tolerance) | (y1 < -tolerance) | (x2 > width + tolerance) | (y2 > height + tolerance)).sum())
+    return int(
+        ((x1 < -tolerance) | (y1 < -tolerance) | (x2 > width + tolerance) | (y2 > height + tolerance)).sum()
+    )
 
 
 def _listing(head: str, items: list[str], limit: int = 8) -> str:

@@ -40,7 +40,9 @@ class LoopDeps:
 
 
 def batch_ids(store: Store, round_index: int) -> list[int]:
-    rows = store.conn.execute("SELECT image_id FROM loop_batches WHERE round = ? ORDER BY rank", (round_index,))
+    rows = store.conn.execute(
+        "SELECT image_id FROM loop_batches WHERE round = ? ORDER BY rank", (round_index,)
+    )
     return [r[0] for r in rows]
 
 
@@ -84,7 +86,9 @@ def step_select(ctx: LoopContext, round_index: int) -> dict:
         pretrained = pretrained_weights(recipe.train.model, deps.workspace)
         if pretrained is not None:
             ctx.log(f"cold start: embeddings from the backbone of {pretrained.name}")
-            ids, embeddings, labeled_embeddings = _embed_with_weights(deps.workspace, store, pool, pretrained, recipe)
+            ids, embeddings, labeled_embeddings = _embed_with_weights(
+                deps.workspace, store, pool, pretrained, recipe
+            )
         else:
             ids, embeddings, labeled_embeddings = _embed_pixels(deps.workspace, store, pool)
     strategy, note = resolve_strategy(
@@ -93,8 +97,13 @@ def step_select(ctx: LoopContext, round_index: int) -> dict:
     if note:
         ctx.log(note)
     picked = select(
-        strategy, budget, ids, scores=scores, embeddings=embeddings,
-        labeled_embeddings=labeled_embeddings, seed=recipe.seed + round_index,
+        strategy,
+        budget,
+        ids,
+        scores=scores,
+        embeddings=embeddings,
+        labeled_embeddings=labeled_embeddings,
+        seed=recipe.seed + round_index,
     )
     with store.transaction():
         for rank, image_id in enumerate(picked):
@@ -160,7 +169,9 @@ def _embed_with_weights(workspace, store, pool, weights: Path, recipe):
     embedder = PoolScorer(weights, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
     ids, embeddings = _embed(workspace, embedder, pool, "embedding pool (pretrained backbone)")
     labeled = _labeled_for_training(store)
-    labeled_embeddings = _embed(workspace, embedder, labeled, "embedding labeled images")[1] if labeled else None
+    labeled_embeddings = (
+        _embed(workspace, embedder, labeled, "embedding labeled images")[1] if labeled else None
+    )
     return ids, embeddings, labeled_embeddings
 
 
@@ -173,7 +184,9 @@ def _embed(workspace, embedder, images, what: str):
 
     rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in images)
     with progress_bar(what, total=len(images)) as advance:
-        good = [r for r in score_pool(embedder, rows, batch_size=8, advance=advance) if r["embedding"] is not None]
+        good = [
+            r for r in score_pool(embedder, rows, batch_size=8, advance=advance) if r["embedding"] is not None
+        ]
     vectors = np.asarray([r["embedding"] for r in good], dtype=np.float32) if good else None
     return [r["id"] for r in good], vectors
 
@@ -208,7 +221,9 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
         embeddings = np.asarray([r["embedding"] for r in good], dtype=np.float32)
         labeled = _labeled_for_training(store)
         if labeled:
-            embedder = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
+            embedder = PoolScorer(
+                student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False)
+            )
             labeled_embeddings = _embed(workspace, embedder, labeled, "embedding labeled images")[1]
     return ids, scores, embeddings, labeled_embeddings
 
@@ -230,18 +245,29 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
         # Stored at a low floor so the per-class thresholds (fitted now, applied at push) can go below
         # the default; the fit is recorded before anything is shown.
         fit = calibration.calibrate_round(
-            store, round_index, CostModel.from_config(ws.config.studio.costs),
+            store,
+            round_index,
+            CostModel.from_config(ws.config.studio.costs),
             extra_pairs=lambda: calibration.validation_pairs(
                 ws, store, student["weights_path"], imgsz=recipe.train.imgsz, device=recipe.train.device
             ),
         )
-        ctx.log(f"round {round_index}: student pre-label thresholds "
-                + ", ".join(f"{n} {t:.2f}" for n, t in zip(names, fit.thresholds))
-                + (f" (fitted on {fit.pairs} labeled images)" if fit.pairs >= 5 else " (default: too few labeled images)"))
+        ctx.log(
+            f"round {round_index}: student pre-label thresholds "
+            + ", ".join(f"{n} {t:.2f}" for n, t in zip(names, fit.thresholds))
+            + (
+                f" (fitted on {fit.pairs} labeled images)"
+                if fit.pairs >= 5
+                else " (default: too few labeled images)"
+            )
+        )
         settings = ProposerSettings(model="student", batch_size=8, device=recipe.train.device)
         mapper = BatchMapper(
             lambda: StudentProposer(
-                student["weights_path"], conf=calibration.FLOOR, imgsz=recipe.train.imgsz, device=recipe.train.device
+                student["weights_path"],
+                conf=calibration.FLOOR,
+                imgsz=recipe.train.imgsz,
+                device=recipe.train.device,
             )
         )
         class_ids = list(range(len(names)))
@@ -261,7 +287,11 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
         class_ids = [ids_by_name[n] for n in deps.ontology.names]
         key = model_key(settings, mapper.model_version, deps.ontology.fingerprint())
     summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, image_ids=ids)
-    return {"prelabeled": summary.proposed, "model": mapper.model_version, "errors": len(summary.model_errors)}
+    return {
+        "prelabeled": summary.proposed,
+        "model": mapper.model_version,
+        "errors": len(summary.model_errors),
+    }
 
 
 def step_push(ctx: LoopContext, round_index: int) -> dict:
@@ -270,14 +300,24 @@ def step_push(ctx: LoopContext, round_index: int) -> dict:
     store, deps = ctx.store, ctx.extras["deps"]
     ws = deps.workspace
     cfg = ws.config.studio
-    document_root = Path(cfg.document_root) if getattr(cfg, "document_root", None) else server.document_root(ws.image_root)
+    document_root = (
+        Path(cfg.document_root)
+        if getattr(cfg, "document_root", None)
+        else server.document_root(ws.image_root)
+    )
     from autolabel.calibration import recorded_thresholds
 
     fit = recorded_thresholds(store).get(round_index)
     summary = sync.push(
-        store, deps.studio(), image_root=ws.image_root, document_root=document_root,
-        title=cfg.project_title, batch_size=cfg.batch_size, image_ids=batch_ids(store, round_index),
-        student_thresholds=fit.thresholds if fit is not None else None, share=cfg.share_project,
+        store,
+        deps.studio(),
+        image_root=ws.image_root,
+        document_root=document_root,
+        title=cfg.project_title,
+        batch_size=cfg.batch_size,
+        image_ids=batch_ids(store, round_index),
+        student_thresholds=fit.thresholds if fit is not None else None,
+        share=cfg.share_project,
     )
     if summary.refused:
         ctx.log(f"{len(summary.refused)} images refused by push: {summary.refused[:3]}")
@@ -287,8 +327,7 @@ def step_push(ctx: LoopContext, round_index: int) -> dict:
 def _done_in_batch(store: Store, ids: list[int]) -> int:
     labeled = set(store.labels(ids))
     skipped = {
-        r[0]
-        for r in store.conn.execute("SELECT image_id FROM studio_annotations WHERE state = 'skipped'")
+        r[0] for r in store.conn.execute("SELECT image_id FROM studio_annotations WHERE state = 'skipped'")
     }
     return sum(1 for i in ids if i in labeled or i in skipped)
 
@@ -346,18 +385,29 @@ def step_train(ctx: LoopContext, round_index: int) -> dict:
     from autolabel.train import TrainSettings, train_student
 
     store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
-    finished = [r for r in store.runs(status="finished") if r["round"] == round_index and r["kind"] == "train"]
+    finished = [
+        r for r in store.runs(status="finished") if r["round"] == round_index and r["kind"] == "train"
+    ]
     if finished:  # trained before a crash that hit after the run was recorded: never train twice
         return {"run_id": finished[-1]["id"], "reused": True}
     previous = latest_student(store, before_round=round_index)
     t = recipe.train
     warm = bool(t.warm_start and previous)
     settings = TrainSettings(
-        model=t.model, epochs=t.epochs, imgsz=t.imgsz, batch=t.batch, seed=t.seed, device=t.device,
+        model=t.model,
+        epochs=t.epochs,
+        imgsz=t.imgsz,
+        batch=t.batch,
+        seed=t.seed,
+        device=t.device,
         resume_from=previous["weights_path"] if warm else None,
-        close_mosaic=min(10, max(1, t.epochs // 3)), patience=max(t.epochs, 1),
-        val_each_epoch=t.val_each_epoch, offline=t.offline,
-        warmup_epochs=0.0 if warm else 3.0,  # a trained student needs no warm-up; a short round would spend most of its steps in it
+        close_mosaic=min(10, max(1, t.epochs // 3)),
+        patience=max(t.epochs, 1),
+        val_each_epoch=t.val_each_epoch,
+        offline=t.offline,
+        warmup_epochs=0.0
+        if warm
+        else 3.0,  # a trained student needs no warm-up; a short round would spend most of its steps in it
     )
     run_id = train_student(deps.workspace, store, settings, warn=ctx.log)
     return {"run_id": run_id, "warm_start": settings.resume_from is not None}
@@ -381,7 +431,10 @@ def step_eval(ctx: LoopContext, round_index: int) -> dict:
         "run_id": run["id"],
         "labels": labeled,
         "human_seconds": _human_seconds(store),
-        **{k: metrics.get(k) for k in ("map50", "map50_95", "precision", "recall", "f1", "ap_small", "ap_medium", "ap_large")},
+        **{
+            k: metrics.get(k)
+            for k in ("map50", "map50_95", "precision", "recall", "f1", "ap_small", "ap_medium", "ap_large")
+        },
     }
 
 

@@ -110,7 +110,9 @@ def build_card(
         "classes": list(class_names),
         "imgsz": imgsz,
         # a weights path names the user's folders: the card keeps the file name only
-        "training": {k: Path(str(params[k])).name if k == "model" else params[k] for k in PUBLIC_PARAMS if k in params},
+        "training": {
+            k: Path(str(params[k])).name if k == "model" else params[k] for k in PUBLIC_PARAMS if k in params
+        },
         "started_from": _started_from(params),
         "validation_metrics": {k: metrics[k] for k in METRIC_KEYS if k in metrics},
         "labels": labels,

@@ -60,7 +60,9 @@ def render_grid(
         tile.thumbnail((tile_size, tile_size))
         x = (index % columns) * tile_size
         y = (index // columns) * (tile_size + title_height)
-        sheet.paste(tile, (x + (tile_size - tile.width) // 2, y + title_height + (tile_size - tile.height) // 2))
+        sheet.paste(
+            tile, (x + (tile_size - tile.width) // 2, y + title_height + (tile_size - tile.height) // 2)
+        )
         if titles:
             draw.text((x + 4, y + 2), str(titles[index])[:48], fill=(230, 230, 230))
     sheet.save(out_path)

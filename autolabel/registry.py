@@ -76,14 +76,18 @@ def register_images(
     summary = ScanSummary(found=len(paths), new=len(new))
     unnamed = [(p, rel) for p, rel in new if not _utf8(rel)]
     for _, rel in unnamed:  # SQLite, JSON and Label Studio all need text: report it, register the rest
-        summary.errors.append((_printable(rel), "file name is not valid UTF-8 (rename the file to register it)"))
+        summary.errors.append(
+            (_printable(rel), "file name is not valid UTF-8 (rename the file to register it)")
+        )
     new = [(p, rel) for p, rel in new if _utf8(rel)]
     # One rule everywhere: a symlink that leads out of the image folder is refused here, with the
     # reason, so that nothing is proposed, exported or trained that push would then refuse.
     root = Path(image_root).resolve()
     escaping = [(p, rel) for p, rel in new if not p.resolve().is_relative_to(root)]
     for _, rel in escaping:
-        summary.errors.append((rel, "a symbolic link to a file outside the image folder (copy the file in instead)"))
+        summary.errors.append(
+            (rel, "a symbolic link to a file outside the image folder (copy the file in instead)")
+        )
     new = [(p, rel) for p, rel in new if p.resolve().is_relative_to(root)]
     if on_total:
         on_total(len(new))

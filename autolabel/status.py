@@ -16,7 +16,9 @@ def collect_status(store: Store) -> dict:
         " FROM predictions GROUP BY model_version ORDER BY MIN(created_at)"
     )
     for version, images, errors, boxes in rows:
-        proposals.append({"model_version": version, "images": images, "errors": errors or 0, "boxes": boxes or 0})
+        proposals.append(
+            {"model_version": version, "images": images, "errors": errors or 0, "boxes": boxes or 0}
+        )
     labeled = store.labels()
     return {
         "images": {s: counts.get(s, 0) for s in IMAGE_STATUSES},

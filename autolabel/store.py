@@ -88,9 +88,7 @@ class ImageRecord:
     error: str | None
 
 
-_IMAGE_COLUMNS = (
-    "id, path, sha256, size_bytes, width, height, source_group, captured_at, status, note, error"
-)
+_IMAGE_COLUMNS = "id, path, sha256, size_bytes, width, height, source_group, captured_at, status, note, error"
 
 
 class Store:
@@ -160,7 +158,9 @@ class Store:
         import uuid
 
         with self.transaction():
-            self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('workspace_id', ?)", (uuid.uuid4().hex,))
+            self.conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('workspace_id', ?)", (uuid.uuid4().hex,)
+            )
         return str(self.get_meta("workspace_id"))
 
     def class_names(self) -> list[str]:
@@ -311,9 +311,13 @@ class Store:
         """Delete an image's labels when they came from ``source``; a 'labeled' image gets ``status``
         (a validation image stays in the frozen set, without labels until it is labeled again)."""
         with self.transaction():
-            cur = self.conn.execute("DELETE FROM labels WHERE image_id = ? AND source = ?", (image_id, source))
+            cur = self.conn.execute(
+                "DELETE FROM labels WHERE image_id = ? AND source = ?", (image_id, source)
+            )
             if cur.rowcount:
-                self.conn.execute("UPDATE images SET status = ? WHERE id = ? AND status = 'labeled'", (status, image_id))
+                self.conn.execute(
+                    "UPDATE images SET status = ? WHERE id = ? AND status = 'labeled'", (status, image_id)
+                )
         return bool(cur.rowcount)
 
     def labels(self, image_ids: Iterable[int] | None = None) -> dict[int, str]:
@@ -337,7 +341,9 @@ class Store:
             )
         return int(cur.lastrowid)
 
-    def finish_run(self, run_id: int, status: str, weights_path: str | None, metrics_json: str | None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, weights_path: str | None, metrics_json: str | None
+    ) -> None:
         with self.transaction():
             self.conn.execute(
                 "UPDATE runs SET status = ?, weights_path = ?, metrics = ?, finished_at = datetime('now')"

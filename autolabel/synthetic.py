@@ -263,7 +263,9 @@ def generate_dataset(
 # -- drawing ---------------------------------------------------------------------------------
 
 
-def _background(style: SceneStyle, width: int, height: int, rng: np.random.Generator, cache: dict | None) -> np.ndarray:
+def _background(
+    style: SceneStyle, width: int, height: int, rng: np.random.Generator, cache: dict | None
+) -> np.ndarray:
     """A float32 HxWx3 texture; the session's texture seed fixes it, the frame shifts it a little."""
     pad = max(width, height) // 8 + 1
     dx, dy = (int(v) for v in rng.integers(0, pad, size=2))
@@ -292,7 +294,9 @@ def _texture(style: SceneStyle, big_w: int, big_h: int) -> np.ndarray:
         t = 0.5 + 0.5 * np.sin((yy + warp) * freq)
         t = t**2 * 0.8 + 0.2 * _smooth_noise(tex_rng, big_w, big_h, cells=40)
     elif style.background == "concrete":
-        t = 0.6 * _smooth_noise(tex_rng, big_w, big_h, cells=12) + 0.4 * tex_rng.random((big_h, big_w), dtype=np.float32)
+        t = 0.6 * _smooth_noise(tex_rng, big_w, big_h, cells=12) + 0.4 * tex_rng.random(
+            (big_h, big_w), dtype=np.float32
+        )
     elif style.background == "fabric":
         period = tex_rng.uniform(3.0, 6.0)
         t = 0.5 + 0.25 * np.sin(xx * 2 * np.pi / period) * np.sin(yy * 2 * np.pi / period)
@@ -372,44 +376,125 @@ def _fastener(cls: int, length: float, center, angle: float, rng: np.random.Gene
         details.append((_regular_polygon(32, r * 0.9) * (1, tilt), 0))
     elif cls == 0:  # bolt, side view: hex head + threaded shank with a chamfered tip
         L = length
-        head_w, head_h, shank = L * rng.uniform(0.14, 0.2), L * rng.uniform(0.18, 0.24), L * rng.uniform(0.08, 0.11)
+        head_w, head_h, shank = (
+            L * rng.uniform(0.14, 0.2),
+            L * rng.uniform(0.18, 0.24),
+            L * rng.uniform(0.08, 0.11),
+        )
         x0 = -L / 2
-        shapes.append((np.array([[x0, -head_h], [x0 + head_w, -head_h], [x0 + head_w, head_h], [x0, head_h]]), 1))
+        shapes.append(
+            (np.array([[x0, -head_h], [x0 + head_w, -head_h], [x0 + head_w, head_h], [x0, head_h]]), 1)
+        )
         tip = L * 0.03
         shapes.append(
             (
                 np.array(
-                    [[x0 + head_w, -shank], [L / 2 - tip, -shank], [L / 2, -shank + tip],
-                     [L / 2, shank - tip], [L / 2 - tip, shank], [x0 + head_w, shank]]
+                    [
+                        [x0 + head_w, -shank],
+                        [L / 2 - tip, -shank],
+                        [L / 2, -shank + tip],
+                        [L / 2, shank - tip],
+                        [L / 2 - tip, shank],
+                        [x0 + head_w, shank],
+                    ]
                 ),
                 1,
             )
         )
-        details.append((np.array([[x0, -head_h * 0.34], [x0 + head_w, -head_h * 0.34],
-                                  [x0 + head_w, -head_h * 0.26], [x0, -head_h * 0.26]]), 1))
+        details.append(
+            (
+                np.array(
+                    [
+                        [x0, -head_h * 0.34],
+                        [x0 + head_w, -head_h * 0.34],
+                        [x0 + head_w, -head_h * 0.26],
+                        [x0, -head_h * 0.26],
+                    ]
+                ),
+                1,
+            )
+        )
         pitch = max(2.0, L * 0.05)
         x = x0 + head_w + L * rng.uniform(0.1, 0.4)
         while x < L / 2 - pitch:
-            details.append((np.array([[x, -shank], [x + pitch * 0.35, -shank], [x + pitch * 0.55, shank],
-                                      [x + pitch * 0.2, shank]]), 1))
+            details.append(
+                (
+                    np.array(
+                        [
+                            [x, -shank],
+                            [x + pitch * 0.35, -shank],
+                            [x + pitch * 0.55, shank],
+                            [x + pitch * 0.2, shank],
+                        ]
+                    ),
+                    1,
+                )
+            )
             x += pitch
     else:  # screw, side view: countersunk head, threaded taper to a point
         L = length
         head = L * rng.uniform(0.1, 0.14)
         head_h, shank = L * rng.uniform(0.15, 0.2), L * rng.uniform(0.05, 0.075)
         x0 = -L / 2
-        shapes.append((np.array([[x0, -head_h], [x0 + head * 0.25, -head_h], [x0 + head, -shank],
-                                 [x0 + head, shank], [x0 + head * 0.25, head_h], [x0, head_h]]), 1))
+        shapes.append(
+            (
+                np.array(
+                    [
+                        [x0, -head_h],
+                        [x0 + head * 0.25, -head_h],
+                        [x0 + head, -shank],
+                        [x0 + head, shank],
+                        [x0 + head * 0.25, head_h],
+                        [x0, head_h],
+                    ]
+                ),
+                1,
+            )
+        )
         body_end = L / 2 - L * 0.2
-        shapes.append((np.array([[x0 + head, -shank], [body_end, -shank], [L / 2, 0.0], [body_end, shank],
-                                 [x0 + head, shank]]), 1))
-        details.append((np.array([[x0, -head_h * 0.15], [x0 + head * 0.4, -head_h * 0.15],
-                                  [x0 + head * 0.4, head_h * 0.15], [x0, head_h * 0.15]]), 1))
+        shapes.append(
+            (
+                np.array(
+                    [
+                        [x0 + head, -shank],
+                        [body_end, -shank],
+                        [L / 2, 0.0],
+                        [body_end, shank],
+                        [x0 + head, shank],
+                    ]
+                ),
+                1,
+            )
+        )
+        details.append(
+            (
+                np.array(
+                    [
+                        [x0, -head_h * 0.15],
+                        [x0 + head * 0.4, -head_h * 0.15],
+                        [x0 + head * 0.4, head_h * 0.15],
+                        [x0, head_h * 0.15],
+                    ]
+                ),
+                1,
+            )
+        )
         pitch = max(2.0, L * 0.06)
         x = x0 + head + pitch
         while x < body_end:
-            details.append((np.array([[x, -shank], [x + pitch * 0.3, -shank], [x + pitch * 0.7, shank],
-                                      [x + pitch * 0.4, shank]]), 1))
+            details.append(
+                (
+                    np.array(
+                        [
+                            [x, -shank],
+                            [x + pitch * 0.3, -shank],
+                            [x + pitch * 0.7, shank],
+                            [x + pitch * 0.4, shank],
+                        ]
+                    ),
+                    1,
+                )
+            )
             x += pitch
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     offset = np.asarray(center, dtype=np.float64)
@@ -433,8 +518,10 @@ class _Patch:
         if bottom <= top or right <= left:
             return None
         return (
-            slice(top - self.y0, bottom - self.y0), slice(left - self.x0, right - self.x0),
-            slice(top - other.y0, bottom - other.y0), slice(left - other.x0, right - other.x0),
+            slice(top - self.y0, bottom - self.y0),
+            slice(left - self.x0, right - self.x0),
+            slice(top - other.y0, bottom - other.y0),
+            slice(left - other.x0, right - other.x0),
         )
 
     def overlap(self, other: _Patch) -> int:
@@ -452,7 +539,12 @@ class _Patch:
     def box(self) -> list[float]:
         rows = np.flatnonzero(self.mask.any(axis=1))
         cols = np.flatnonzero(self.mask.any(axis=0))
-        return [float(self.x0 + cols[0]), float(self.y0 + rows[0]), float(self.x0 + cols[-1] + 1), float(self.y0 + rows[-1] + 1)]
+        return [
+            float(self.x0 + cols[0]),
+            float(self.y0 + rows[0]),
+            float(self.x0 + cols[-1] + 1),
+            float(self.y0 + rows[-1] + 1),
+        ]
 
     def full(self, width: int, height: int) -> np.ndarray:
         out = np.zeros((height, width), bool)
@@ -545,13 +637,33 @@ def _occluder_mask(width: int, height: int, rng: np.random.Generator) -> _Patch 
     depth = rng.uniform(0.1, 0.3)
     span = sorted(rng.uniform(0, 1, size=2))
     if edge == 0:
-        points = [(span[0] * width, 0), (span[1] * width, 0), (span[1] * width, depth * height), (span[0] * width, depth * height * 0.7)]
+        points = [
+            (span[0] * width, 0),
+            (span[1] * width, 0),
+            (span[1] * width, depth * height),
+            (span[0] * width, depth * height * 0.7),
+        ]
     elif edge == 1:
-        points = [(span[0] * width, height), (span[1] * width, height), (span[1] * width, (1 - depth) * height), (span[0] * width, (1 - depth * 0.7) * height)]
+        points = [
+            (span[0] * width, height),
+            (span[1] * width, height),
+            (span[1] * width, (1 - depth) * height),
+            (span[0] * width, (1 - depth * 0.7) * height),
+        ]
     elif edge == 2:
-        points = [(0, span[0] * height), (0, span[1] * height), (depth * width, span[1] * height), (depth * width * 0.7, span[0] * height)]
+        points = [
+            (0, span[0] * height),
+            (0, span[1] * height),
+            (depth * width, span[1] * height),
+            (depth * width * 0.7, span[0] * height),
+        ]
     else:
-        points = [(width, span[0] * height), (width, span[1] * height), ((1 - depth) * width, span[1] * height), ((1 - depth * 0.7) * width, span[0] * height)]
+        points = [
+            (width, span[0] * height),
+            (width, span[1] * height),
+            ((1 - depth) * width, span[1] * height),
+            ((1 - depth * 0.7) * width, span[0] * height),
+        ]
     return _rasterize([(np.asarray(points, dtype=np.float64), 1)], width, height)
 
 
@@ -576,7 +688,9 @@ def _light(image: np.ndarray, style: SceneStyle, rng: np.random.Generator, cache
     return image
 
 
-def _noise(style: SceneStyle, width: int, height: int, rng: np.random.Generator, cache: dict | None) -> np.ndarray:
+def _noise(
+    style: SceneStyle, width: int, height: int, rng: np.random.Generator, cache: dict | None
+) -> np.ndarray:
     """Sensor noise; with a cache, a random window of a per-session noise bank (much cheaper)."""
     if cache is None:
         return rng.standard_normal(size=(height, width, 3), dtype=np.float32) * np.float32(style.noise_sigma)

@@ -68,7 +68,16 @@ class TrainSettings:
         base = {
             name: getattr(config, name)
             for name in (
-                "model", "epochs", "imgsz", "batch", "seed", "patience", "close_mosaic", "device", "conf", "val_each_epoch"
+                "model",
+                "epochs",
+                "imgsz",
+                "batch",
+                "seed",
+                "patience",
+                "close_mosaic",
+                "device",
+                "conf",
+                "val_each_epoch",
             )
             if hasattr(config, name)
         }
@@ -126,7 +135,9 @@ def collect_dataset(store: Store) -> DatasetSnapshot:
         splits[status] = rows
     snapshot = DatasetSnapshot(names, splits[TRAIN_STATUS], splits[VAL_STATUS], skipped)
     if not snapshot.train:
-        raise AutolabelError("no labeled training images: label some in Label Studio or run 'autolabel import'")
+        raise AutolabelError(
+            "no labeled training images: label some in Label Studio or run 'autolabel import'"
+        )
     if not snapshot.val:
         raise AutolabelError("no validation images: run 'autolabel split' to freeze a validation set")
     return snapshot
@@ -165,7 +176,9 @@ def write_yolo_dataset(snapshot: DatasetSnapshot, image_root: Path, out_dir: Pat
             (label_dir / Path(name).with_suffix(".txt")).write_text("".join(f"{line}\n" for line in lines))
     data_yaml = out_dir / "data.yaml"
     data_yaml.write_text(
-        yolo.data_yaml(snapshot.class_names, train="images/train", val="images/val", path=str(out_dir.resolve()))
+        yolo.data_yaml(
+            snapshot.class_names, train="images/train", val="images/val", path=str(out_dir.resolve())
+        )
     )
     return data_yaml
 
@@ -212,7 +225,11 @@ def resolve_model(model: str, weights_dir: Path | None = None, *, download: bool
     yaml_name = path.with_suffix(".yaml").name
     from autolabel.runtime import offline_requested
 
-    where = "offline" if not download or offline_requested() else f"looked in the working folder and {weights_dir}"
+    where = (
+        "offline"
+        if not download or offline_requested()
+        else f"looked in the working folder and {weights_dir}"
+    )
     return ModelChoice(
         yaml_name,
         pretrained=False,
@@ -344,7 +361,9 @@ def reconcile_interrupted_runs(store: Store) -> list[int]:
             continue  # an older run without a pid, another machine's, or still running
         stale.append(run["id"])
     for run_id in stale:
-        store.finish_run(run_id, "failed", None, json.dumps({"error": "interrupted: its process ended before it finished"}))
+        store.finish_run(
+            run_id, "failed", None, json.dumps({"error": "interrupted: its process ended before it finished"})
+        )
     return stale
 
 
@@ -365,7 +384,9 @@ def _base_weights(store: Store, settings: TrainSettings, choice: ModelChoice) ->
 def run_origin(params: dict) -> tuple[str, bool]:
     """(the weights file name a run's lineage started from, whether they were pretrained); runs
     recorded before ``base_weights`` existed fall back to their own model source."""
-    name = params.get("base_weights") or Path(str(params.get("model_source") or params.get("model") or "?")).name
+    name = (
+        params.get("base_weights") or Path(str(params.get("model_source") or params.get("model") or "?")).name
+    )
     return name, bool(params.get("base_pretrained", params.get("pretrained")))
 
 
@@ -375,7 +396,9 @@ def started_from(params: dict) -> str:
     return f"{name} ({'pretrained' if pretrained else 'random init'})"
 
 
-def latest_train_run(store: Store, *, before_round: int | None = None, weights_on_disk: bool = False) -> dict | None:
+def latest_train_run(
+    store: Store, *, before_round: int | None = None, weights_on_disk: bool = False
+) -> dict | None:
     """The newest finished training run with weights, optionally from a round before ``before_round``."""
     runs = [r for r in store.runs(status="finished") if r["kind"] == "train" and r["weights_path"]]
     if before_round is not None:
@@ -421,7 +444,11 @@ def _fit(choice: ModelChoice, settings: TrainSettings, device: str, data_yaml: P
         "metrics/mAP50(B)": "map50",
         "metrics/mAP50-95(B)": "map50_95",
     }
-    return {ours: round(float(trainer_metrics[theirs]), 5) for theirs, ours in keys.items() if theirs in trainer_metrics}
+    return {
+        ours: round(float(trainer_metrics[theirs]), 5)
+        for theirs, ours in keys.items()
+        if theirs in trainer_metrics
+    }
 
 
 def _best_weights(run_dir: Path) -> Path:

@@ -54,7 +54,9 @@ def prepare_dataset(name: str, root: Path, args) -> tuple[Path, list[str]]:
             (root / "images" / part).mkdir(parents=True)
             (root / "labels" / part).mkdir(parents=True)
             for image in sorted((source / "images" / split).iterdir()):
-                shutil.copy2(image, root / "images" / part / image.name)  # init refuses links out of the folder
+                shutil.copy2(
+                    image, root / "images" / part / image.name
+                )  # init refuses links out of the folder
                 label = source / "labels" / split / f"{image.stem}.txt"
                 if label.exists():
                     (root / "labels" / part / label.name).symlink_to(label)
@@ -117,13 +119,17 @@ def oracle_step(data: Path):
         pairs = [(dets.from_json(predictions[i][1]), truth[i]) for i in ids if i in predictions]
         n_classes = len(store.class_names())
         fit = calibration.recorded_thresholds(store).get(round_index)
-        time_report = {"seconds_scratch": calibration.from_scratch_seconds([(None, d) for d in truth.values()])}
+        time_report = {
+            "seconds_scratch": calibration.from_scratch_seconds([(None, d) for d in truth.values()])
+        }
         if pairs:
             time_report.update(
                 prelabeled=len(pairs),
                 thresholds=list(fit.thresholds) if fit else None,
                 seconds_calibrated=calibration.correction_seconds(pairs, fit.thresholds) if fit else None,
-                seconds_fixed=calibration.correction_seconds(pairs, [calibration.DEFAULT_THRESHOLD] * n_classes),
+                seconds_fixed=calibration.correction_seconds(
+                    pairs, [calibration.DEFAULT_THRESHOLD] * n_classes
+                ),
                 seconds_scratch_prelabeled=calibration.from_scratch_seconds(pairs),
             )
         for image_id, det in truth.items():
@@ -142,10 +148,23 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
     root = Path(tempfile.mkdtemp(prefix=f"bench-al-{dataset}-{strategy}-{seed}-"))
     ws, store = build_workspace(root, data, names)
     recipe = Recipe(
-        rounds=args.rounds, budget=args.budget, initial_budget=args.initial_budget or args.budget,
-        strategy="hybrid" if strategy == "coldstart" else strategy, score=args.score, seed=seed, plateau={"patience": args.rounds, "min_delta": 0.0},
-        train={"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "model": args.model,
-               "warm_start": True, "seed": seed, "device": "auto", "val_each_epoch": args.val_each_epoch},
+        rounds=args.rounds,
+        budget=args.budget,
+        initial_budget=args.initial_budget or args.budget,
+        strategy="hybrid" if strategy == "coldstart" else strategy,
+        score=args.score,
+        seed=seed,
+        plateau={"patience": args.rounds, "min_delta": 0.0},
+        train={
+            "epochs": args.epochs,
+            "imgsz": args.imgsz,
+            "batch": 16,
+            "model": args.model,
+            "warm_start": True,
+            "seed": seed,
+            "device": "auto",
+            "val_each_epoch": args.val_each_epoch,
+        },
     )
 
     def select(ctx, round_index):
@@ -161,20 +180,38 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
     started = time.perf_counter()
     outcome = run_loop(
         ctx,
-        [("select", select), ("prelabel", step_prelabel), ("label", oracle_step(data)), ("train", step_train),
-         ("eval", step_eval)],
+        [
+            ("select", select),
+            ("prelabel", step_prelabel),
+            ("label", oracle_step(data)),
+            ("train", step_train),
+            ("eval", step_eval),
+        ],
     )
     n_val = len(store.images(status="validation"))
     labeled = _label_results(store)
     boxes = [r.get("boxes", 0) for r in labeled]
     curve = []
     for h in outcome.history:
-        point = {"round": h["round"], "labels": h["labels"] - n_val, "boxes": sum(boxes[: h["round"] + 1]),
-                 "map50_95": h.get("map50_95") or 0.0, "map50": h.get("map50") or 0.0, "f1": h.get("f1")}
-        point.update({k: v for k, v in labeled[h["round"]].items() if k.startswith(("seconds", "thresholds", "prel"))})
+        point = {
+            "round": h["round"],
+            "labels": h["labels"] - n_val,
+            "boxes": sum(boxes[: h["round"] + 1]),
+            "map50_95": h.get("map50_95") or 0.0,
+            "map50": h.get("map50") or 0.0,
+            "f1": h.get("f1"),
+        }
+        point.update(
+            {k: v for k, v in labeled[h["round"]].items() if k.startswith(("seconds", "thresholds", "prel"))}
+        )
         curve.append(point)
-    return {"dataset": dataset, "strategy": strategy, "seed": seed, "curve": curve,
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "dataset": dataset,
+        "strategy": strategy,
+        "seed": seed,
+        "curve": curve,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def _label_results(store) -> list[dict]:
@@ -208,19 +245,28 @@ def summarize(results: list[dict]) -> dict:
 
     mean_curves, mean_boxes = per_round_mean("map50_95", 4), per_round_mean("boxes", 1)
     labels = [p["labels"] for p in results[0]["curve"]]
-    summary = {"labels": labels, "mean_map50_95": mean_curves, "mean_boxes": mean_boxes,
-               "seeds": sorted({r["seed"] for r in results}), "time_ratio": _time_ratios(by_strategy)}
+    summary = {
+        "labels": labels,
+        "mean_map50_95": mean_curves,
+        "mean_boxes": mean_boxes,
+        "seeds": sorted({r["seed"] for r in results}),
+        "time_ratio": _time_ratios(by_strategy),
+    }
     if "random" in mean_curves:
         target = mean_curves["random"][-1]
         summary["random_final"] = target
         for s, curve in mean_curves.items():
             reach = next((labels[i] for i, v in enumerate(curve) if v >= target), None)
             summary[f"{s}_labels_to_reach_random_final"] = reach
-            summary[f"{s}_labels_to_reach_random_final_interpolated"] = _interpolated_reach(labels, curve, target)
+            summary[f"{s}_labels_to_reach_random_final_interpolated"] = _interpolated_reach(
+                labels, curve, target
+            )
             summary[f"{s}_boxes_to_reach_random_final_interpolated"] = _interpolated_reach(
                 mean_boxes[s], curve, target
             )
-            summary[f"{s}_fraction_of_random_labels"] = None if reach is None else round(reach / labels[-1], 3)
+            summary[f"{s}_fraction_of_random_labels"] = (
+                None if reach is None else round(reach / labels[-1], 3)
+            )
             # equal budget: mean over rounds after round 0 of (strategy - random) mAP50-95
             diffs = np.asarray(curve[1:]) - np.asarray(mean_curves["random"][1:])
             summary[f"{s}_minus_random_mean"] = round(float(diffs.mean()), 4) if diffs.size else None
@@ -242,7 +288,10 @@ def _time_ratios(by_strategy: dict[str, list[dict]]) -> dict:
                     acc["fixed"] += p.get("seconds_fixed") or 0.0
                     acc["scratch"] += p["seconds_scratch_prelabeled"]
         out[strategy] = {
-            str(rnd): {"calibrated": round(a["calibrated"] / a["scratch"], 3), "fixed_0.25": round(a["fixed"] / a["scratch"], 3)}
+            str(rnd): {
+                "calibrated": round(a["calibrated"] / a["scratch"], 3),
+                "fixed_0.25": round(a["fixed"] / a["scratch"], 3),
+            }
             for rnd, a in sorted(rows.items())
         }
     return out
@@ -268,12 +317,26 @@ def plot(results: list[dict], summary: dict, out: Path, title: str = "") -> None
     fig, (by_images, by_boxes) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     colors = {s: f"C{i}" for i, s in enumerate(summary["mean_map50_95"])}
     for strategy, curve in summary["mean_map50_95"].items():
-        by_images.plot(summary["labels"], curve, "o-", color=colors[strategy], label=f"{strategy} (mean of seeds)")
+        by_images.plot(
+            summary["labels"], curve, "o-", color=colors[strategy], label=f"{strategy} (mean of seeds)"
+        )
     for r in results:
         color = colors[r["strategy"]]
-        by_images.plot([p["labels"] for p in r["curve"]], [p["map50_95"] for p in r["curve"]], ":", alpha=0.4, color=color)
-        by_boxes.plot([p["boxes"] for p in r["curve"]], [p["map50_95"] for p in r["curve"]], ".-", alpha=0.7,
-                      color=color, label=f"{r['strategy']} seed {r['seed']}")
+        by_images.plot(
+            [p["labels"] for p in r["curve"]],
+            [p["map50_95"] for p in r["curve"]],
+            ":",
+            alpha=0.4,
+            color=color,
+        )
+        by_boxes.plot(
+            [p["boxes"] for p in r["curve"]],
+            [p["map50_95"] for p in r["curve"]],
+            ".-",
+            alpha=0.7,
+            color=color,
+            label=f"{r['strategy']} seed {r['seed']}",
+        )
     by_images.set_xlabel("labeled images")
     by_boxes.set_xlabel("labeled boxes")
     by_images.set_ylabel("frozen-val mAP50-95")
@@ -287,7 +350,9 @@ def plot(results: list[dict], summary: dict, out: Path, title: str = "") -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", choices=DATASETS, default="scenes")
     parser.add_argument(
         "--strategies", nargs="+", default=["random", "uncertainty", "hybrid"],
@@ -298,7 +363,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--initial-budget", type=int, default=None, help="round 0 (default: --budget)")
     parser.add_argument("--budget", type=int, default=40)
-    parser.add_argument("--epochs", type=int, default=20, help="per round, warm-started from the previous round")
+    parser.add_argument(
+        "--epochs", type=int, default=20, help="per round, warm-started from the previous round"
+    )
     parser.add_argument("--imgsz", type=int, default=160)
     parser.add_argument("--pool", type=int, default=600, help="scenes: unlabeled pool size")
     parser.add_argument("--val", type=int, default=100, help="scenes: frozen validation size")
@@ -321,7 +388,9 @@ def main() -> None:
     for key, default in (("model", "yolo11n.yaml"), ("score", "entropy_sum")):
         if settings[key] == default:  # results written before these options existed stay reusable
             del settings[key]
-    previous = json.loads((args.out / f"{stem}.json").read_text()) if (args.out / f"{stem}.json").exists() else {}
+    previous = (
+        json.loads((args.out / f"{stem}.json").read_text()) if (args.out / f"{stem}.json").exists() else {}
+    )
     results = [r for r in previous.get("runs", []) if previous.get("settings") == settings]
     done = {(r["strategy"], r["seed"]) for r in results}
     for seed in args.seeds:
@@ -336,9 +405,11 @@ def main() -> None:
     summary = summarize(results)
     report = {"command": " ".join(sys.argv), "settings": settings, "runs": results, "summary": summary}
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
-    title = (f"{args.dataset}: {args.rounds} rounds, {args.initial_budget or args.budget}+{args.budget} images/round, "
-             f"{args.epochs} epochs/round warm-started, imgsz {args.imgsz}, "
-             + ("yolo11n from scratch" if args.model.endswith(".yaml") else Path(args.model).name))
+    title = (
+        f"{args.dataset}: {args.rounds} rounds, {args.initial_budget or args.budget}+{args.budget} images/round, "
+        f"{args.epochs} epochs/round warm-started, imgsz {args.imgsz}, "
+        + ("yolo11n from scratch" if args.model.endswith(".yaml") else Path(args.model).name)
+    )
     plot(results, summary, args.out / f"{stem}.png", title)
     print(json.dumps(summary, indent=2))
 

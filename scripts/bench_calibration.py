@@ -49,10 +49,18 @@ def analyse(root: Path) -> list[dict]:
             continue
         ids = batch_ids(store, r)
         predictions = store.latest_predictions(ids, model_prefix=calibration.STUDENT_PREFIX)
-        batch = [(dets.from_json(predictions[i][1]), dets.from_json(labels[i])) for i in ids if i in predictions and i in labels]
+        batch = [
+            (dets.from_json(predictions[i][1]), dets.from_json(labels[i]))
+            for i in ids
+            if i in predictions and i in labels
+        ]
         earlier = [i for rr in rounds if 0 < rr < r for i in batch_ids(store, rr)]
         earlier_preds = store.latest_predictions(earlier, model_prefix=calibration.STUDENT_PREFIX)
-        diffs = [(dets.from_json(earlier_preds[i][1]), dets.from_json(labels[i])) for i in earlier if i in earlier_preds]
+        diffs = [
+            (dets.from_json(earlier_preds[i][1]), dets.from_json(labels[i]))
+            for i in earlier
+            if i in earlier_preds
+        ]
         val = calibration.validation_pairs(ws, store, runs[r - 1]["weights_path"], imgsz=imgsz, device="cpu")
         fits = {
             "fixed": (calibration.DEFAULT_THRESHOLD,) * n_classes,
@@ -67,7 +75,12 @@ def analyse(root: Path) -> list[dict]:
             row[f"{name}_thresholds"] = list(thresholds)
         row["val_corrections"] = _corrections(batch, fits["val"])
         rows.append(row)
-        print(json.dumps({"workspace": root.name, **{k: v for k, v in row.items() if not k.endswith("thresholds")}}), flush=True)
+        print(
+            json.dumps(
+                {"workspace": root.name, **{k: v for k, v in row.items() if not k.endswith("thresholds")}}
+            ),
+            flush=True,
+        )
     store.close()
     return rows
 
@@ -86,7 +99,9 @@ def _corrections(pairs, thresholds) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workspaces", type=Path, nargs="+", required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -105,7 +120,8 @@ def main() -> None:
                 totals.setdefault(key, {}).setdefault(row["round"], 0.0)
                 totals[key][row["round"]] += row[key]
     report["ratio_to_scratch_by_round"] = {
-        key: {r: round(v / totals["scratch"][r], 3) for r, v in by_round.items()} for key, by_round in totals.items()
+        key: {r: round(v / totals["scratch"][r], 3) for r, v in by_round.items()}
+        for key, by_round in totals.items()
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

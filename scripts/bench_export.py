@@ -80,13 +80,17 @@ def main() -> None:
     int8_path = None
     if args.int8:
         int8_path = export_weights(
-            weights, out / "exports", ExportOptions(format="onnx", imgsz=args.imgsz, int8=True),
+            weights,
+            out / "exports",
+            ExportOptions(format="onnx", imgsz=args.imgsz, int8=True),
             calibration=calibration_yaml(out / "calibration"),
         )
         backends.append(latency.onnxruntime_backend(int8_path, args.imgsz, threads))
     openvino = None
     if args.openvino:  # same threads as the others, OpenVINO's default precision
-        openvino = export_weights(weights, out / "exports", ExportOptions(format="openvino", imgsz=args.imgsz))
+        openvino = export_weights(
+            weights, out / "exports", ExportOptions(format="openvino", imgsz=args.imgsz)
+        )
         backends.append(latency.openvino_backend(openvino, args.imgsz, threads))
     engine = None
     if args.engine:

@@ -59,6 +59,7 @@ class Row:
 
 # -- workspaces with known truth ------------------------------------------------------------------
 
+
 def make_workspace(root: Path, n: int, url: str, title: str, seed: int):
     from autolabel import detections as dets
     from autolabel.config import WorkspaceConfig
@@ -68,8 +69,10 @@ def make_workspace(root: Path, n: int, url: str, title: str, seed: int):
     from autolabel.workspace import Workspace
 
     generate_dataset(root / "scenes", n=n, seed=seed, imgsz=96, groups=max(1, n // 8))
-    ws = Workspace.create(root / "ws", WorkspaceConfig(images=str(root / "scenes" / "images"),
-                                                       studio={"url": url, "project_title": title}))
+    ws = Workspace.create(
+        root / "ws",
+        WorkspaceConfig(images=str(root / "scenes" / "images"), studio={"url": url, "project_title": title}),
+    )
     truth = {}
     with ws.open_store() as store:
         register_images(store, ws.image_root, ws.config.grouping)
@@ -89,8 +92,15 @@ def push(ws, client, **kw):
     from autolabel.studio import server, sync
 
     with ws.open_store() as store:
-        return sync.push(store, client, image_root=ws.image_root, document_root=server.document_root(ws.image_root),
-                         title=ws.config.studio.project_title, batch_size=kw.pop("batch_size", 20), **kw)
+        return sync.push(
+            store,
+            client,
+            image_root=ws.image_root,
+            document_root=server.document_root(ws.image_root),
+            title=ws.config.studio.project_title,
+            batch_size=kw.pop("batch_size", 20),
+            **kw,
+        )
 
 
 def pull(ws, client):
@@ -137,8 +147,10 @@ def check(ws, client, truth: dict, annotated: set[int], row: Row) -> None:
         if image_id not in annotated or len(got) != len(want):
             row.wrong += 1
             continue
-        if len(want) and not (np.abs(np.sort(got.xyxy, 0) - np.sort(want.xyxy, 0)).max() <= 1.0
-                              and sorted(got.class_id.tolist()) == sorted(want.class_id.tolist())):
+        if len(want) and not (
+            np.abs(np.sort(got.xyxy, 0) - np.sort(want.xyxy, 0)).max() <= 1.0
+            and sorted(got.class_id.tolist()) == sorted(want.class_id.tolist())
+        ):
             row.wrong += 1
 
 
@@ -164,6 +176,7 @@ def annotated_images(ws) -> set[int]:
 
 # -- scenarios ---------------------------------------------------------------------------------------
 
+
 def malformed_results(w: int, h: int) -> list[list[dict]]:
     def rect(**value):
         base = {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["bolt"]}
@@ -172,23 +185,76 @@ def malformed_results(w: int, h: int) -> list[list[dict]]:
                 base.pop(k[5:])
             else:
                 base[k] = v
-        return {"id": "m", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-                "original_width": w, "original_height": h, "value": base}
+        return {
+            "id": "m",
+            "type": "rectanglelabels",
+            "from_name": "label",
+            "to_name": "image",
+            "original_width": w,
+            "original_height": h,
+            "value": base,
+        }
 
     good = rect()
     return [
-        [rect(drop_x=None)], [rect(drop_y=None)], [rect(drop_width=None)], [rect(drop_height=None)],
-        [rect(x="abc")], [rect(y=None)], [rect(width=float("nan"))], [rect(x=True)],
-        [rect(width=-5)], [rect(height=0)], [rect(x=120)], [rect(x=1e12)], [rect(rotation="left")],
-        [rect(rectanglelabels=[])], [rect(rectanglelabels="bolt")], [{**good, "original_width": 0}],
-        [{"id": "p", "type": "polygonlabels", "from_name": "label", "to_name": "image", "original_width": w,
-          "original_height": h, "value": {"points": [[1, 1], [9, 1], [9, 9]], "polygonlabels": ["bolt"]}}],
-        [{"id": "k", "type": "keypointlabels", "from_name": "label", "to_name": "image", "original_width": w,
-          "original_height": h, "value": {"x": 5, "y": 5, "keypointlabels": ["bolt"]}}],
-        [{"id": "b", "type": "brushlabels", "from_name": "label", "to_name": "image",
-          "value": {"rle": [1, 2, 3], "brushlabels": ["bolt"]}}],
-        [{"id": "e", "type": "ellipselabels", "from_name": "label", "to_name": "image", "original_width": w,
-          "original_height": h, "value": {"x": 5, "y": 5, "radiusX": 2, "radiusY": 2, "ellipselabels": ["bolt"]}}],
+        [rect(drop_x=None)],
+        [rect(drop_y=None)],
+        [rect(drop_width=None)],
+        [rect(drop_height=None)],
+        [rect(x="abc")],
+        [rect(y=None)],
+        [rect(width=float("nan"))],
+        [rect(x=True)],
+        [rect(width=-5)],
+        [rect(height=0)],
+        [rect(x=120)],
+        [rect(x=1e12)],
+        [rect(rotation="left")],
+        [rect(rectanglelabels=[])],
+        [rect(rectanglelabels="bolt")],
+        [{**good, "original_width": 0}],
+        [
+            {
+                "id": "p",
+                "type": "polygonlabels",
+                "from_name": "label",
+                "to_name": "image",
+                "original_width": w,
+                "original_height": h,
+                "value": {"points": [[1, 1], [9, 1], [9, 9]], "polygonlabels": ["bolt"]},
+            }
+        ],
+        [
+            {
+                "id": "k",
+                "type": "keypointlabels",
+                "from_name": "label",
+                "to_name": "image",
+                "original_width": w,
+                "original_height": h,
+                "value": {"x": 5, "y": 5, "keypointlabels": ["bolt"]},
+            }
+        ],
+        [
+            {
+                "id": "b",
+                "type": "brushlabels",
+                "from_name": "label",
+                "to_name": "image",
+                "value": {"rle": [1, 2, 3], "brushlabels": ["bolt"]},
+            }
+        ],
+        [
+            {
+                "id": "e",
+                "type": "ellipselabels",
+                "from_name": "label",
+                "to_name": "image",
+                "original_width": w,
+                "original_height": h,
+                "value": {"x": 5, "y": 5, "radiusX": 2, "radiusY": 2, "ellipselabels": ["bolt"]},
+            }
+        ],
         [good, {**good}],  # the same region id twice
         [{"id": "u", "type": "rectanglelabels", "from_name": "label", "to_name": "image", "value": "x"}],
         [rect(x=-1e9, width=2e9)],
@@ -207,10 +273,15 @@ def scenario_malformed(url: str, token: str, work: Path) -> Row:
         with ws.open_store() as store:
             project = sync.find_project(store, url, ws.config.studio.project_title)
             images = {im.id: im for im in store.images()}
-        tasks = {t["data"]["autolabel_image_id"]: t["id"] for t in client.iter_tasks(project.project_id, fields="task_only")}
+        tasks = {
+            t["data"]["autolabel_image_id"]: t["id"]
+            for t in client.iter_tasks(project.project_id, fields="task_only")
+        }
         bad_images = sorted(tasks)[: len(malformed_results(1, 1))]
         refused = 0
-        for image_id, result in zip(bad_images, malformed_results(images[bad_images[0]].width, images[bad_images[0]].height)):
+        for image_id, result in zip(
+            bad_images, malformed_results(images[bad_images[0]].width, images[bad_images[0]].height)
+        ):
             try:
                 client.create_annotation(tasks[image_id], result)
             except Exception:  # the server itself refused it (or could not even encode NaN): nothing to pull
@@ -349,9 +420,15 @@ def scenario_kill_autolabel(url: str, token: str, work: Path) -> Row:
             with StudioClient(url, token) as client:
                 answer(ws, client, scenes)
         for delay in delays:
-            proc = subprocess.Popen([*cli, command, "-w", str(ws.root), "--batch-size", "10"] if command == "push"
-                                    else [*cli, command, "-w", str(ws.root)], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                [*cli, command, "-w", str(ws.root), "--batch-size", "10"]
+                if command == "push"
+                else [*cli, command, "-w", str(ws.root)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -369,7 +446,9 @@ LOOP_STEPS = ("select", "prelabel", "push", "wait", "split", "train", "eval")
 def _step_started(db_path: Path, round_index: int, step: str) -> bool:
     try:
         db = sqlite3.connect(db_path, timeout=1)
-        row = db.execute("SELECT 1 FROM loop_steps WHERE round = ? AND step = ?", (round_index, step)).fetchone()
+        row = db.execute(
+            "SELECT 1 FROM loop_steps WHERE round = ? AND step = ?", (round_index, step)
+        ).fetchone()
         db.close()
         return row is not None
     except sqlite3.Error:
@@ -386,9 +465,29 @@ def scenario_kill_loop(url: str, token: str, work: Path) -> Row:
     env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token}
     cli = [sys.executable, "-m", "autolabel.cli.app"]
     for step in LOOP_STEPS:
-        ws, truth, scenes = make_workspace(work / f"kill-loop-{step}", 24, url, f"faults loop {step}", seed=61)
-        args = [*cli, "loop", "-w", str(ws.root), "--recipe", str(REPO / "loop" / "default.yaml"), "--annotator",
-                "replay", "--labels", str(scenes), "--rounds", "2", "--budget", "6", "--epochs", "1", "--imgsz", "64"]
+        ws, truth, scenes = make_workspace(
+            work / f"kill-loop-{step}", 24, url, f"faults loop {step}", seed=61
+        )
+        args = [
+            *cli,
+            "loop",
+            "-w",
+            str(ws.root),
+            "--recipe",
+            str(REPO / "loop" / "default.yaml"),
+            "--annotator",
+            "replay",
+            "--labels",
+            str(scenes),
+            "--rounds",
+            "2",
+            "--budget",
+            "6",
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+        ]
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 600
         while not _step_started(ws.db_path, 1, step) and proc.poll() is None and time.monotonic() < deadline:
@@ -405,7 +504,9 @@ def scenario_kill_loop(url: str, token: str, work: Path) -> Row:
         db = sqlite3.connect(ws.db_path)
         picked = [r[0] for r in db.execute("SELECT image_id FROM loop_batches")]
         row.duplicates += len(picked) - len(set(picked))
-        runs = db.execute("SELECT round, COUNT(*) FROM runs WHERE status = 'finished' GROUP BY round").fetchall()
+        runs = db.execute(
+            "SELECT round, COUNT(*) FROM runs WHERE status = 'finished' GROUP BY round"
+        ).fetchall()
         if runs != [(0, 1), (1, 1)]:
             row.note += f"{step}: trainings per round {runs}; "
         db.close()
@@ -441,8 +542,11 @@ def scenario_bad_images(url: str, token: str, work: Path) -> Row:
     env = {**os.environ, "LABEL_STUDIO_URL": url, "LABEL_STUDIO_API_KEY": token}
     cli = [sys.executable, "-m", "autolabel.cli.app"]
     ws = work / "bad" / "ws"
-    for args in (["init", "--images", str(raw), "-w", str(ws)], ["status", "-w", str(ws)],
-                 ["export-labels", "-w", str(ws), "--format", "coco", "--out", str(work / "bad" / "coco")]):
+    for args in (
+        ["init", "--images", str(raw), "-w", str(ws)],
+        ["status", "-w", str(ws)],
+        ["export-labels", "-w", str(ws), "--format", "coco", "--out", str(work / "bad" / "coco")],
+    ):
         out = subprocess.run([*cli, *args], env=env, capture_output=True, text=True)
         row.tracebacks += int("Traceback" in out.stdout + out.stderr)
         if out.returncode not in (0, 2):
@@ -459,6 +563,7 @@ def scenario_bad_images(url: str, token: str, work: Path) -> Row:
 
 # -- main ----------------------------------------------------------------------------------------------
 
+
 def run(scenarios: list[str], work: Path) -> list[Row]:
     from autolabel.runtime import configure_environment
     from autolabel.studio import server
@@ -474,8 +579,12 @@ def run(scenarios: list[str], work: Path) -> list[Row]:
             "malformed": lambda: scenario_malformed(state.url, token, work),
             "two-workspaces": lambda: scenario_two_workspaces(state.url, token, work),
             "http": lambda: scenario_http(state.url, token, work),
-            "kill-studio-push": lambda: scenario_kill_studio(state.url, token, work, studio_dir, port, "push"),
-            "kill-studio-pull": lambda: scenario_kill_studio(state.url, token, work, studio_dir, port, "pull"),
+            "kill-studio-push": lambda: scenario_kill_studio(
+                state.url, token, work, studio_dir, port, "push"
+            ),
+            "kill-studio-pull": lambda: scenario_kill_studio(
+                state.url, token, work, studio_dir, port, "pull"
+            ),
             "kill-autolabel": lambda: scenario_kill_autolabel(state.url, token, work),
             "kill-loop": lambda: scenario_kill_loop(state.url, token, work),
             "bad-images": lambda: scenario_bad_images(state.url, token, work),
@@ -491,22 +600,37 @@ def run(scenarios: list[str], work: Path) -> list[Row]:
     return rows
 
 
-ALL = ["malformed", "two-workspaces", "http", "kill-studio-push", "kill-studio-pull", "kill-autolabel", "kill-loop",
-       "bad-images"]
+ALL = [
+    "malformed",
+    "two-workspaces",
+    "http",
+    "kill-studio-push",
+    "kill-studio-pull",
+    "kill-autolabel",
+    "kill-loop",
+    "bad-images",
+]
 QUICK = ["malformed", "two-workspaces", "http", "bad-images"]
 
 
 def render(rows: list[Row]) -> str:
-    lines = ["| scenario | faults injected | annotations lost | wrong image | duplicate tasks | tracebacks |"
-             " integrity_check | note |", "|---|---:|---:|---:|---:|---:|---|---|"]
+    lines = [
+        "| scenario | faults injected | annotations lost | wrong image | duplicate tasks | tracebacks |"
+        " integrity_check | note |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r.scenario} | {r.faults} | {r.lost} | {r.wrong} | {r.duplicates} | {r.tracebacks} |"
-                     f" {r.integrity} | {r.note} |")
+        lines.append(
+            f"| {r.scenario} | {r.faults} | {r.lost} | {r.wrong} | {r.duplicates} | {r.tracebacks} |"
+            f" {r.integrity} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="the CI subset")
     parser.add_argument("--scenarios", nargs="+", choices=ALL)
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
@@ -517,7 +641,9 @@ def main() -> None:
     print(render(rows))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": [asdict(r) for r in rows]}, indent=2))
+        args.out.write_text(
+            json.dumps({"command": " ".join(sys.argv), "rows": [asdict(r) for r in rows]}, indent=2)
+        )
     bad = [r for r in rows if r.lost or r.wrong or r.duplicates or r.tracebacks or r.integrity != "ok"]
     sys.exit(1 if bad else 0)
 

@@ -95,7 +95,9 @@ def speed(args) -> dict:
         mapper = BatchMapper(lambda: proposer)
         key = model_key(settings, mapper.model_version, ontology.fingerprint())
         start = time.perf_counter()
-        summary = run_proposals(store, tmp / "images", mapper, [ids[n] for n in ontology.names], settings, key)
+        summary = run_proposals(
+            store, tmp / "images", mapper, [ids[n] for n in ontology.names], settings, key
+        )
         elapsed = time.perf_counter() - start
         assert summary.proposed == args.n, summary
         return elapsed
@@ -174,7 +176,9 @@ def main() -> None:
     from autolabel.runtime import configure_environment
 
     configure_environment(Path(tempfile.mkdtemp(prefix="bench-propose-cache-")))  # nothing into $HOME
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, default=8)

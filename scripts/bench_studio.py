@@ -44,7 +44,9 @@ def make_workspace(base: Path, n: int, seed: int = 0):
     width, height = 160, 120
     for i in range(n):
         stem = f"img_{i:05d}"
-        Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, 3))).save(images / f"{stem}.jpg")
+        Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 255, 3))).save(
+            images / f"{stem}.jpg"
+        )
         k = int(rng.integers(1, 5))
         x1 = rng.uniform(0, width - 40, k)
         y1 = rng.uniform(0, height - 40, k)
@@ -60,8 +62,9 @@ def make_workspace(base: Path, n: int, seed: int = 0):
         rows = []
         for image in store.images():
             det = truth[image.path]
-            shifted = dets.make(det.xyxy + rng.normal(0, 2, det.xyxy.shape), det.class_id,
-                                rng.uniform(0.3, 1.0, len(det)))
+            shifted = dets.make(
+                det.xyxy + rng.normal(0, 2, det.xyxy.shape), det.class_id, rng.uniform(0.3, 1.0, len(det))
+            )
             shifted = dets.clip_to_image(shifted, image.width, image.height)
             rows.append((image.id, "bench", "bench-proposer", dets.to_json(shifted), None))
         store.save_predictions(rows)
@@ -83,10 +86,13 @@ def naive_push(client, ws, project_id: int, n: int) -> float:
     for image in images:
         model_version, det_json = preds[image.id]
         task = {
-            "data": {"image": sync.local_files_url(ws.image_root, doc_root, image.path),
-                     "autolabel_image_id": image.id},
-            "predictions": [lsfmt.prediction(dets.from_json(det_json), names, image.width, image.height,
-                                             model_version)],
+            "data": {
+                "image": sync.local_files_url(ws.image_root, doc_root, image.path),
+                "autolabel_image_id": image.id,
+            },
+            "predictions": [
+                lsfmt.prediction(dets.from_json(det_json), names, image.width, image.height, model_version)
+            ],
         }
         client.import_tasks(project_id, [task])
     return time.perf_counter() - start
@@ -110,7 +116,8 @@ def repull(args) -> None:
     with StudioClient(args.url, args.token) as client, ws.open_store() as store:
         sync.ensure_schema(store)
         (key, title) = store.conn.execute(
-            "SELECT id, title FROM studio_projects WHERE title NOT LIKE '%naive%' ORDER BY id LIMIT 1").fetchone()
+            "SELECT id, title FROM studio_projects WHERE title NOT LIKE '%naive%' ORDER BY id LIMIT 1"
+        ).fetchone()
         with store.transaction():
             for table in ("studio_annotations", "studio_corrections", "labels"):
                 store.conn.execute(f"DELETE FROM {table}")
@@ -123,8 +130,13 @@ def repull(args) -> None:
         start = time.perf_counter()
         sync.pull(store, client, title=title)
         results["repull_noop_s"] = time.perf_counter() - start
-        task_ids = [r[0] for r in store.conn.execute(
-            "SELECT task_id FROM studio_tasks WHERE project = ? ORDER BY task_id LIMIT ?", (key, args.baseline_n))]
+        task_ids = [
+            r[0]
+            for r in store.conn.execute(
+                "SELECT task_id FROM studio_tasks WHERE project = ? ORDER BY task_id LIMIT ?",
+                (key, args.baseline_n),
+            )
+        ]
         results["naive_pull_sample_s"] = naive_pull(client, task_ids)
     results["naive_pull_extrapolated_s"] = results["naive_pull_sample_s"] * args.n / args.baseline_n
     results["pull_speedup"] = results["naive_pull_extrapolated_s"] / results["pull_s"]
@@ -142,13 +154,19 @@ def main() -> None:
     parser.add_argument("--baseline-n", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--url")
-    parser.add_argument("--token", default=os.environ.get("LABEL_STUDIO_API_KEY"),
-                        help="Default: $LABEL_STUDIO_API_KEY (keeps the token out of the process list).")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("LABEL_STUDIO_API_KEY"),
+        help="Default: $LABEL_STUDIO_API_KEY (keeps the token out of the process list).",
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="Write the results here too.")
-    parser.add_argument("--repull", action="store_true",
-                        help="Reuse --workdir from an earlier run (pushed and annotated): forget what was pulled, "
-                             "then time the pull again (skips the slow replay of N annotations).")
+    parser.add_argument(
+        "--repull",
+        action="store_true",
+        help="Reuse --workdir from an earlier run (pushed and annotated): forget what was pulled, "
+        "then time the pull again (skips the slow replay of N annotations).",
+    )
     args = parser.parse_args()
     if args.repull:
         return repull(args)
@@ -169,24 +187,36 @@ def main() -> None:
         url, token = state.url, server.read_credentials(studio_dir).token
     else:
         url, token = args.url, args.token
-    results: dict = {"n": args.n, "baseline_n": args.baseline_n, "batch_size": args.batch_size,
-                     "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip()}
+    results: dict = {
+        "n": args.n,
+        "baseline_n": args.baseline_n,
+        "batch_size": args.batch_size,
+        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+    }
     try:
         with StudioClient(url, token) as client, ws.open_store() as store:
             sync.ensure_schema(store)
             title = f"bench {int(time.time())}"
             doc_root = server.document_root(ws.image_root)
             start = time.perf_counter()
-            pushed = sync.push(store, client, image_root=ws.image_root, document_root=doc_root, title=title,
-                               batch_size=args.batch_size)
+            pushed = sync.push(
+                store,
+                client,
+                image_root=ws.image_root,
+                document_root=doc_root,
+                title=title,
+                batch_size=args.batch_size,
+            )
             results["push_s"] = time.perf_counter() - start
             assert pushed.created == args.n, pushed
             start = time.perf_counter()
             again = sync.push(store, client, image_root=ws.image_root, document_root=doc_root, title=title)
             results["repush_noop_s"] = time.perf_counter() - start
             assert again.created == 0
-            print(f"push {args.n}: {results['push_s']:.1f} s (re-push no-op {results['repush_noop_s']:.1f} s)",
-                  flush=True)
+            print(
+                f"push {args.n}: {results['push_s']:.1f} s (re-push no-op {results['repush_noop_s']:.1f} s)",
+                flush=True,
+            )
 
             project = sync.find_project(store, client.url, title)
             start = time.perf_counter()
@@ -202,14 +232,22 @@ def main() -> None:
             start = time.perf_counter()
             again = sync.pull(store, client, title=title)
             results["repull_noop_s"] = time.perf_counter() - start
-            print(f"pull {args.n}: {results['pull_s']:.1f} s (incremental re-pull {results['repull_noop_s']:.1f} s)",
-                  flush=True)
+            print(
+                f"pull {args.n}: {results['pull_s']:.1f} s (incremental re-pull {results['repull_noop_s']:.1f} s)",
+                flush=True,
+            )
 
             # Baselines on a sample, extrapolated linearly.
-            task_ids = [r[0] for r in store.conn.execute(
-                "SELECT task_id FROM studio_tasks WHERE project = ? ORDER BY task_id LIMIT ?",
-                (project.key, args.baseline_n))]
-            naive = client.create_project(f"{title} naive", client.get_project(project.project_id)["label_config"])
+            task_ids = [
+                r[0]
+                for r in store.conn.execute(
+                    "SELECT task_id FROM studio_tasks WHERE project = ? ORDER BY task_id LIMIT ?",
+                    (project.key, args.baseline_n),
+                )
+            ]
+            naive = client.create_project(
+                f"{title} naive", client.get_project(project.project_id)["label_config"]
+            )
             client.ensure_local_storage(naive["id"], ws.image_root)
             results["naive_push_sample_s"] = naive_push(client, ws, naive["id"], args.baseline_n)
             results["naive_pull_sample_s"] = naive_pull(client, task_ids)

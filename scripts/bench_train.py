@@ -61,7 +61,9 @@ def build_workspace(root: Path, data: Path, val_folders: set[str]):
     return ws
 
 
-def ultralytics_val(weights: str, data_yaml: str, imgsz: int, device: str, single_label: bool = False) -> dict:
+def ultralytics_val(
+    weights: str, data_yaml: str, imgsz: int, device: str, single_label: bool = False
+) -> dict:
     """ultralytics' own validator; ``single_label`` patches its NMS to one class per box, as predict does."""
     from ultralytics import YOLO
     import ultralytics.models.yolo.detect.val as detect_val
@@ -77,13 +79,25 @@ def ultralytics_val(weights: str, data_yaml: str, imgsz: int, device: str, singl
     if single_label:
         detect_val.nms.non_max_suppression = one_label
     try:
-        metrics = YOLO(weights).val(data=data_yaml, imgsz=imgsz, device=device, batch=8, plots=False, verbose=False,
-                                    project=str(Path(weights).parents[2] / "ultralytics-val"), exist_ok=True)
+        metrics = YOLO(weights).val(
+            data=data_yaml,
+            imgsz=imgsz,
+            device=device,
+            batch=8,
+            plots=False,
+            verbose=False,
+            project=str(Path(weights).parents[2] / "ultralytics-val"),
+            exist_ok=True,
+        )
     finally:
         detect_val.nms.non_max_suppression = original
     box = metrics.box
-    return {"map50": round(float(box.map50), 5), "map50_95": round(float(box.map), 5),
-            "precision": round(float(box.mp), 5), "recall": round(float(box.mr), 5)}
+    return {
+        "map50": round(float(box.map50), 5),
+        "map50_95": round(float(box.map), 5),
+        "precision": round(float(box.mp), 5),
+        "recall": round(float(box.mr), 5),
+    }
 
 
 def record_stopped_run(ws, run_id: int, planned_epochs: int) -> None:
@@ -99,11 +113,18 @@ def record_stopped_run(ws, run_id: int, planned_epochs: int) -> None:
     last = rows[-1]
     metrics = {
         "stopped": f"stopped by hand after {len(rows)} of {planned_epochs} epochs (time budget)",
-        "train": {"seconds": cumulative[-1], "epochs_run": len(rows),
-                  "seconds_per_epoch": round(sum(per_epoch) / len(per_epoch), 1),
-                  "epoch_seconds": [round(x, 1) for x in per_epoch]},
-        "ultralytics": {"map50": float(last["metrics/mAP50(B)"]), "map50_95": float(last["metrics/mAP50-95(B)"]),
-                        "precision": float(last["metrics/precision(B)"]), "recall": float(last["metrics/recall(B)"])},
+        "train": {
+            "seconds": cumulative[-1],
+            "epochs_run": len(rows),
+            "seconds_per_epoch": round(sum(per_epoch) / len(per_epoch), 1),
+            "epoch_seconds": [round(x, 1) for x in per_epoch],
+        },
+        "ultralytics": {
+            "map50": float(last["metrics/mAP50(B)"]),
+            "map50_95": float(last["metrics/mAP50-95(B)"]),
+            "precision": float(last["metrics/precision(B)"]),
+            "recall": float(last["metrics/recall(B)"]),
+        },
     }
     with ws.open_store() as store:
         store.finish_run(run_id, "failed", str(run_dir / "weights" / "last.pt"), json.dumps(metrics))
@@ -119,8 +140,13 @@ def main() -> int:
     parser.add_argument("--model", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--val-folders", default="val", help="comma list of image folders frozen as val")
-    parser.add_argument("--stopped", type=int, nargs=2, metavar=("RUN", "PLANNED_EPOCHS"),
-                        help="record a run killed mid-training (its last.pt), then evaluate it")
+    parser.add_argument(
+        "--stopped",
+        type=int,
+        nargs=2,
+        metavar=("RUN", "PLANNED_EPOCHS"),
+        help="record a run killed mid-training (its last.pt), then evaluate it",
+    )
     parser.add_argument("--eval-only", type=int, default=None, metavar="RUN", help="evaluate a finished run")
     args = parser.parse_args()
 
@@ -134,10 +160,17 @@ def main() -> int:
     with ws.open_store() as store:
         if args.eval_only is None:
             settings = TrainSettings.from_config(
-                ws.config.train, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch, model=args.model,
-                device=args.device, evaluate=False,
+                ws.config.train,
+                epochs=args.epochs,
+                imgsz=args.imgsz,
+                batch=args.batch,
+                model=args.model,
+                device=args.device,
+                evaluate=False,
             )
-            run_id = train_student(ws, store, settings, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+            run_id = train_student(
+                ws, store, settings, warn=lambda m: print(f"warning: {m}", file=sys.stderr)
+            )
         else:
             run_id = args.eval_only
         from autolabel.evaluate import evaluate_run  # late: a long training picks up the current code
@@ -148,24 +181,44 @@ def main() -> int:
         run = next(r for r in store.runs() if r["id"] == run_id)
         params = json.loads(run["params"])
         metrics = json.loads(run["metrics"])
-    ours = {k: report.metrics[k] for k in ("map50", "map50_95", "ap_small", "ap_medium", "ap_large",
-                                           "precision", "recall", "f1", "conf", "iou")}
+    ours = {
+        k: report.metrics[k]
+        for k in (
+            "map50",
+            "map50_95",
+            "ap_small",
+            "ap_medium",
+            "ap_large",
+            "precision",
+            "recall",
+            "f1",
+            "conf",
+            "iou",
+        )
+    }
     data_yaml = str(run_directory(ws, run_id) / "data" / "data.yaml")
     device = resolve_device("auto")
     theirs = ultralytics_val(run["weights_path"], data_yaml, params["imgsz"], device)
-    theirs_single = ultralytics_val(run["weights_path"], data_yaml, params["imgsz"], device, single_label=True)
-    print(json.dumps({
-        "run": run_id,
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
-        "params": params,
-        "train": metrics.get("train"),
-        "ultralytics_during_training": metrics.get("ultralytics"),
-        "ours": ours,
-        "per_class_ap": report.metrics["per_class_ap"],
-        "ultralytics_val": theirs,  # multi_label NMS, its default in val
-        "ultralytics_val_single_label": theirs_single,  # one class per box, as model.predict and ours
-        "eval_seconds": round(eval_seconds, 1),
-    }, indent=2))
+    theirs_single = ultralytics_val(
+        run["weights_path"], data_yaml, params["imgsz"], device, single_label=True
+    )
+    print(
+        json.dumps(
+            {
+                "run": run_id,
+                "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+                "params": params,
+                "train": metrics.get("train"),
+                "ultralytics_during_training": metrics.get("ultralytics"),
+                "ours": ours,
+                "per_class_ap": report.metrics["per_class_ap"],
+                "ultralytics_val": theirs,  # multi_label NMS, its default in val
+                "ultralytics_val_single_label": theirs_single,  # one class per box, as model.predict and ours
+                "eval_seconds": round(eval_seconds, 1),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -39,7 +39,9 @@ def has_command(name: str) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dir", type=Path, default=REPO / "demo")
     parser.add_argument("--images", type=int, default=240)
     parser.add_argument("--imgsz", type=int, default=160)
@@ -60,8 +62,19 @@ def main() -> None:
 
     if not (scenes / "data.yaml").exists():
         say("generating fastener scenes with exact boxes")
-        run("synth", "--out", str(scenes), "--n", str(args.images), "--seed", "0", "--imgsz", str(args.imgsz),
-            "--difficulty", args.difficulty)
+        run(
+            "synth",
+            "--out",
+            str(scenes),
+            "--n",
+            str(args.images),
+            "--seed",
+            "0",
+            "--imgsz",
+            str(args.imgsz),
+            "--difficulty",
+            args.difficulty,
+        )
 
     if not (model_dir / "config.json").exists():
         say("building a small Grounding DINO with RANDOM weights (offline: no weights can be downloaded)")
@@ -71,16 +84,61 @@ def main() -> None:
         build_tiny_grounding_dino(model_dir)
 
     say("workspace")
-    run("init", "--images", str(scenes / "images"), "-w", str(ws), "--ontology", str(REPO / "prompts" / "fasteners.yaml"))
+    run(
+        "init",
+        "--images",
+        str(scenes / "images"),
+        "-w",
+        str(ws),
+        "--ontology",
+        str(REPO / "prompts" / "fasteners.yaml"),
+    )
 
-    say("pre-labeling (random-weight model: the boxes show the pipeline works, not what a trained detector finds)")
-    run("propose", "-w", str(ws), "--prompts", str(REPO / "prompts" / "fasteners.yaml"),
-        "--model-path", str(model_dir), "--box-threshold", "0.2", "--text-threshold", "0.2", "--max-det", "10")
+    say(
+        "pre-labeling (random-weight model: the boxes show the pipeline works, not what a trained detector finds)"
+    )
+    run(
+        "propose",
+        "-w",
+        str(ws),
+        "--prompts",
+        str(REPO / "prompts" / "fasteners.yaml"),
+        "--model-path",
+        str(model_dir),
+        "--box-threshold",
+        "0.2",
+        "--text-threshold",
+        "0.2",
+        "--max-det",
+        "10",
+    )
     run("preview", "-w", str(ws), "--n", "16", "--out", str(root / "preview.png"))
-    run("export-labels", "-w", str(ws), "--format", "coco", "--source", "predictions",
-        "--status", "proposed", "--out", str(root / "export-coco"))
-    run("export-labels", "-w", str(ws), "--format", "yolo", "--source", "predictions",
-        "--status", "proposed", "--out", str(root / "export-yolo"))
+    run(
+        "export-labels",
+        "-w",
+        str(ws),
+        "--format",
+        "coco",
+        "--source",
+        "predictions",
+        "--status",
+        "proposed",
+        "--out",
+        str(root / "export-coco"),
+    )
+    run(
+        "export-labels",
+        "-w",
+        str(ws),
+        "--format",
+        "yolo",
+        "--source",
+        "predictions",
+        "--status",
+        "proposed",
+        "--out",
+        str(root / "export-yolo"),
+    )
     run("status", "-w", str(ws))
 
     if args.no_loop:
@@ -88,7 +146,9 @@ def main() -> None:
     if not has_command("loop"):
         say("the active-learning loop is not part of this build yet; stopping after propose")
         return
-    say("active-learning loop: local Label Studio + replay annotator answering from the generated ground truth")
+    say(
+        "active-learning loop: local Label Studio + replay annotator answering from the generated ground truth"
+    )
     print(
         f"{args.rounds} rounds of {args.budget} images; each round: select (round 0: typicality, then the student's"
         f" uncertainty + diversity), pre-label with the student, push to Label Studio, the replay annotator corrects,"
@@ -99,16 +159,34 @@ def main() -> None:
     )
     run("studio", "start", "-w", str(ws))
     try:
-        run("loop", "-w", str(ws), "--recipe", str(REPO / "loop" / "demo.yaml"),
-            "--annotator", "replay", "--labels", str(scenes),
-            "--rounds", str(args.rounds), "--budget", str(args.budget),
-            "--epochs", str(args.epochs), "--imgsz", str(args.imgsz))
+        run(
+            "loop",
+            "-w",
+            str(ws),
+            "--recipe",
+            str(REPO / "loop" / "demo.yaml"),
+            "--annotator",
+            "replay",
+            "--labels",
+            str(scenes),
+            "--rounds",
+            str(args.rounds),
+            "--budget",
+            str(args.budget),
+            "--epochs",
+            str(args.epochs),
+            "--imgsz",
+            str(args.imgsz),
+        )
         run("status", "-w", str(ws))
         run("export", "-w", str(ws), "--format", "onnx")
     finally:
         run("studio", "stop", "-w", str(ws))
-    report = json.loads(subprocess.run([str(BIN), "status", "-w", str(ws), "--json"], check=True,
-                                       capture_output=True, text=True).stdout)
+    report = json.loads(
+        subprocess.run(
+            [str(BIN), "status", "-w", str(ws), "--json"], check=True, capture_output=True, text=True
+        ).stdout
+    )
     rounds = report["rounds"]
     if rounds:
         curve = ", ".join(f"{r['map50']:.2f}" for r in rounds if r["map50"] is not None)

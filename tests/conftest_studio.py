@@ -98,7 +98,9 @@ def studio_server(tmp_path_factory) -> StudioServer:
         server.stop(studio_dir)
 
 
-def _draw_image(path: Path, width: int, height: int, boxes: list[tuple[int, float, float, float, float]], rng) -> None:
+def _draw_image(
+    path: Path, width: int, height: int, boxes: list[tuple[int, float, float, float, float]], rng
+) -> None:
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 80, 3)))
@@ -110,14 +112,21 @@ def _draw_image(path: Path, width: int, height: int, boxes: list[tuple[int, floa
 
 @dataclass
 class StudioWorkspace:
-    ws: object            # autolabel.workspace.Workspace
-    gt_dir: Path          # YOLO ground truth: labels/<stem>.txt + data.yaml
-    truth: dict           # image path -> (xyxy array, class ids)
+    ws: object  # autolabel.workspace.Workspace
+    gt_dir: Path  # YOLO ground truth: labels/<stem>.txt + data.yaml
+    truth: dict  # image path -> (xyxy array, class ids)
     title: str
 
 
-def make_workspace(studio: StudioServer, tmp_path: Path, n_images: int, *, seed: int = 0, predict: bool = True,
-                   empty_every: int = 0) -> StudioWorkspace:
+def make_workspace(
+    studio: StudioServer,
+    tmp_path: Path,
+    n_images: int,
+    *,
+    seed: int = 0,
+    predict: bool = True,
+    empty_every: int = 0,
+) -> StudioWorkspace:
     """A registered workspace whose images live below the server's local-files root.
 
     Ground truth: 0-3 random boxes per image (none on every ``empty_every``-th image). Predictions

@@ -87,8 +87,19 @@ def test_the_loop_records_one_calibration_per_round(tmp_path):
     store.ensure_classes(["bolt"])
     rows = []
     for i in range(6):
-        store.add_images([{"path": f"{i}.png", "sha256": f"{i:064d}", "size_bytes": 1, "width": 500, "height": 500,
-                           "source_group": "g", "status": "unlabeled"}])
+        store.add_images(
+            [
+                {
+                    "path": f"{i}.png",
+                    "sha256": f"{i:064d}",
+                    "size_bytes": 1,
+                    "width": 500,
+                    "height": 500,
+                    "source_group": "g",
+                    "status": "unlabeled",
+                }
+            ]
+        )
     for image in store.images():
         prediction, human = pair(0, 0.80, [0.30, 0.50])
         rows.append((image.id, "student:run-1", "student:best.pt:abc", dets.to_json(prediction), None))

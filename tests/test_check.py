@@ -61,7 +61,9 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_correct_labels_pass(synthetic_yolo, tmp_path):
     out = tmp_path / "grid.png"
-    result = runner.invoke(app, ["check", "labels", "--labels", str(synthetic_yolo / "labels"), "--out", str(out)])
+    result = runner.invoke(
+        app, ["check", "labels", "--labels", str(synthetic_yolo / "labels"), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "no problems found" in result.output and out.is_file()
 
@@ -76,7 +78,9 @@ def test_shifted_label_format_is_caught(synthetic_yolo, tmp_path, mode, directio
     assert len(shifted) >= 0.75 * len(items)
     assert any(direction in f.detail for f in result.findings if f.problem == "shifted labels")
     assert any("look shifted" in note for note in result.notes)
-    cli = runner.invoke(app, ["check", "labels", "--labels", str(root / "labels"), "--out", str(tmp_path / "c.png")])
+    cli = runner.invoke(
+        app, ["check", "labels", "--labels", str(root / "labels"), "--out", str(tmp_path / "c.png")]
+    )
     assert cli.exit_code == 1 and "shifted labels" in cli.output
 
 
@@ -99,7 +103,9 @@ def test_unknown_class_ids_in_a_yolo_folder(synthetic_yolo, tmp_path):
     root = _copy(synthetic_yolo, tmp_path / "ids")
     first = sorted((root / "labels").rglob("*.txt"))[0]
     first.write_text(first.read_text().replace("\n", "\n", 1) + "7 0.5 0.5 0.1 0.1\n")
-    result = runner.invoke(app, ["check", "labels", "--labels", str(root / "labels"), "--out", str(tmp_path / "g.png")])
+    result = runner.invoke(
+        app, ["check", "labels", "--labels", str(root / "labels"), "--out", str(tmp_path / "g.png")]
+    )
     assert result.exit_code == 1
     assert "unknown class" in result.output and "class id 7" in result.output
 
@@ -109,7 +115,17 @@ def test_check_workspace_labels_round_trip(synthetic_yolo, tmp_path):
     images = _copy(synthetic_yolo / "images", tmp_path / "photos")
     assert runner.invoke(app, ["init", "--images", str(images), "-w", str(ws)]).exit_code == 0
     result = runner.invoke(
-        app, ["import", "--labels", str(synthetic_yolo / "labels"), "--format", "yolo", "--add-classes", "-w", str(ws)]
+        app,
+        [
+            "import",
+            "--labels",
+            str(synthetic_yolo / "labels"),
+            "--format",
+            "yolo",
+            "--add-classes",
+            "-w",
+            str(ws),
+        ],
     )
     assert result.exit_code == 0, result.output
     out = tmp_path / "check.png"

@@ -1,7 +1,17 @@
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "ultralytics", "supervision", "cv2", "faiss", "label_studio_sdk", "matplotlib", "onnxruntime")
+HEAVY = (
+    "torch",
+    "transformers",
+    "ultralytics",
+    "supervision",
+    "cv2",
+    "faiss",
+    "label_studio_sdk",
+    "matplotlib",
+    "onnxruntime",
+)
 
 
 def test_help_imports_nothing_heavy():
@@ -23,8 +33,24 @@ def test_every_command_has_help():
     from autolabel.cli.app import app
 
     runner = CliRunner()
-    for command in ("init", "propose", "preview", "export-labels", "status", "push", "pull", "import", "split",
-                    "train", "eval", "select", "loop", "export", "bench", "synth"):
+    for command in (
+        "init",
+        "propose",
+        "preview",
+        "export-labels",
+        "status",
+        "push",
+        "pull",
+        "import",
+        "split",
+        "train",
+        "eval",
+        "select",
+        "loop",
+        "export",
+        "bench",
+        "synth",
+    ):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0, (command, result.output)
     for group, sub in (("studio", "start"), ("studio", "replay"), ("check", "labels")):

@@ -64,7 +64,8 @@ def test_near_duplicate_pairs_is_an_exact_range_search():
     vectors[99] = (twin / np.linalg.norm(twin)).astype(np.float32)
     vectors[100] = np.zeros(63, np.float32)  # flat image: never a duplicate
     brute = sorted(
-        (a, b) for a, b in itertools.combinations(sorted(vectors), 2)
+        (a, b)
+        for a, b in itertools.combinations(sorted(vectors), 2)
         if vectors[a].any() and vectors[b].any() and float(vectors[a] @ vectors[b]) >= 0.95
     )
     found = embeddings.near_duplicate_pairs(vectors, 0.95)
@@ -76,8 +77,18 @@ def test_embeddings_are_cached_and_recomputed_when_the_file_changes(tmp_path):
     rgb, _ = generate_scene(np.random.default_rng(1), 64)
     path = tmp_path / "a.png"
     Image.fromarray(rgb).save(path)
-    store.add_images([{"path": "a.png", "sha256": file_sha256(path), "size_bytes": 1, "width": 64, "height": 64,
-                       "source_group": "g"}])
+    store.add_images(
+        [
+            {
+                "path": "a.png",
+                "sha256": file_sha256(path),
+                "size_bytes": 1,
+                "width": 64,
+                "height": 64,
+                "source_group": "g",
+            }
+        ]
+    )
     (image,) = store.images()
     first = embeddings.ensure_embeddings(store, tmp_path, [image])
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(path)  # same row, new content, cache still valid

@@ -41,7 +41,10 @@ CASES = {
     "wrong_class": ([truth(A, B)], [pred((*A[:4], 1, 0.9), (*B, 0.8))]),
     "shifted_and_scored": (
         [truth(A, B, C), truth(B)],
-        [pred((14, 12, 52, 55, 0, 0.6), (*B, 0.95), (150, 150, 190, 190, 1, 0.9)), pred((105, 98, 160, 150, 1, 0.4))],
+        [
+            pred((14, 12, 52, 55, 0, 0.6), (*B, 0.95), (150, 150, 190, 190, 1, 0.9)),
+            pred((105, 98, 160, 150, 1, 0.4)),
+        ],
     ),
     "empty_image_with_false_positive": ([truth(A), truth()], [pred((*A, 0.9)), pred((*B, 0.99))]),
     "sizes": (
@@ -61,14 +64,31 @@ def pycocotools_stats(truths, preds, names=NAMES):
         images.append({"id": image_id, "width": SIZE[0], "height": SIZE[1], "file_name": f"{image_id}.png"})
         for box, cls in zip(t.xyxy, t.class_id):
             w, h = float(box[2] - box[0]), float(box[3] - box[1])
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(cls) + 1,
-                         "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h, "iscrowd": 0})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "bbox": [float(box[0]), float(box[1]), w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         for box, cls, score in zip(p.xyxy, p.class_id, p.confidence if len(p) else []):
-            results.append({"image_id": image_id, "category_id": int(cls) + 1, "score": float(score),
-                            "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]})
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(cls) + 1,
+                    "score": float(score),
+                    "bbox": [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])],
+                }
+            )
     gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns,
-                  "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    gt.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
@@ -84,7 +104,13 @@ def test_coco_metrics_match_pycocotools(case):
     ours = coco_metrics(truths, preds, [SIZE] * len(truths), NAMES)
     reference = pycocotools_stats(truths, preds)
     stats = reference.stats
-    expected = {"map50_95": stats[0], "map50": stats[1], "ap_small": stats[3], "ap_medium": stats[4], "ap_large": stats[5]}
+    expected = {
+        "map50_95": stats[0],
+        "map50": stats[1],
+        "ap_small": stats[3],
+        "ap_medium": stats[4],
+        "ap_large": stats[5],
+    }
     for key, value in expected.items():
         if value < 0:
             assert ours[key] is None, key
@@ -185,8 +211,20 @@ def test_matching_takes_highest_score_first_and_best_overlap():
 def test_compute_metrics_has_the_keys_others_read():
     truths, preds = CASES["perfect"]
     metrics = compute_metrics(truths, preds, [SIZE] * 2, NAMES, conf=0.3, iou=0.5)
-    for key in ("map50", "map50_95", "ap_small", "ap_medium", "ap_large", "per_class_ap", "precision", "recall",
-                "f1", "conf", "iou", "confusion_matrix"):
+    for key in (
+        "map50",
+        "map50_95",
+        "ap_small",
+        "ap_medium",
+        "ap_large",
+        "per_class_ap",
+        "precision",
+        "recall",
+        "f1",
+        "conf",
+        "iou",
+        "confusion_matrix",
+    ):
         assert key in metrics
     assert metrics["f1"] == 1.0 and metrics["conf"] == 0.3
     with pytest.raises(ValueError):

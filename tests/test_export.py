@@ -445,7 +445,6 @@ def test_int8_onnx_is_quantized_calibrated_on_training_images_and_keeps_names(tr
     assert "| onnx-int8.onnx | onnx | int8 |" in (out_dir / "MODEL_CARD.md").read_text()
 
 
-
 def test_fp16_onnx_on_cpu_has_half_weights_float_io_and_close_outputs(trained, tmp_path):
     """--half on a CPU: ultralytics converts the graph to fp16 and keeps float32 inputs/outputs;
     parity is reported against PyTorch fp32 (not held to the fp32 mAP tolerance)."""
@@ -469,6 +468,7 @@ def test_fp16_onnx_on_cpu_has_half_weights_float_io_and_close_outputs(trained, t
     assert parity["names_exported"] == NAMES and parity["map_tolerance_points"] is None and parity["passed"]
     assert 0 < parity["max_abs_diff_scores"] < 1e-2  # fp16 rounding: not bit-equal, close
     assert "| onnx-fp16.onnx | onnx | fp16 |" in (out_dir / "MODEL_CARD.md").read_text()
+
 
 # -- latency ------------------------------------------------------------------------------------
 def test_interleaved_timing_uses_the_clock_per_call_after_warmup():
@@ -614,5 +614,8 @@ def test_openvino_export_matches_pytorch_keeps_names_and_is_timed(trained, tmp_p
     assert result.exit_code == 0, result.output
     latency = json.loads((out_dir / "latency.json").read_text())
     rows = {r["backend"]: r for r in latency["rows"]}
-    assert set(rows) == {"pytorch", "openvino"} and 0 < rows["openvino"]["median_ms"] <= rows["openvino"]["p90_ms"]
+    assert (
+        set(rows) == {"pytorch", "openvino"}
+        and 0 < rows["openvino"]["median_ms"] <= rows["openvino"]["p90_ms"]
+    )
     assert latency["cpu_threads"] >= 1

@@ -21,14 +21,28 @@ YOLO_TABLE = [
     pytest.param(["3 0.5 0.5 1 1"], 640, 480, [[0, 0, 640, 480]], [3], None, id="whole image"),
     pytest.param(
         ["1 0.05 0.1 0.1 0.2", "2 0.95 0.9 0.1 0.2"],
-        200, 100, [[0, 0, 20, 20], [180, 80, 200, 100]], [1, 2], None, id="touching the corners",
+        200,
+        100,
+        [[0, 0, 20, 20], [180, 80, 200, 100]],
+        [1, 2],
+        None,
+        id="touching the corners",
     ),
     pytest.param(
         ["0 0.5 0.5 0.2 0.2 0.875", "1 0.25 0.25 0.1 0.1 0.5"],
-        100, 100, [[40, 40, 60, 60], [20, 20, 30, 30]], [0, 1], [0.875, 0.5], id="scores column",
+        100,
+        100,
+        [[40, 40, 60, 60], [20, 20, 30, 30]],
+        [0, 1],
+        [0.875, 0.5],
+        id="scores column",
     ),
-    pytest.param(["2.0 0.5 0.5 0.5 0.5"], 10, 10, [[2.5, 2.5, 7.5, 7.5]], [2], None, id="class written as 2.0"),
-    pytest.param(["7   0.5\t0.5 0.25 0.5  "], 37, 91, [[13.875, 22.75, 23.125, 68.25]], [7], None, id="odd spacing"),
+    pytest.param(
+        ["2.0 0.5 0.5 0.5 0.5"], 10, 10, [[2.5, 2.5, 7.5, 7.5]], [2], None, id="class written as 2.0"
+    ),
+    pytest.param(
+        ["7   0.5\t0.5 0.25 0.5  "], 37, 91, [[13.875, 22.75, 23.125, 68.25]], [7], None, id="odd spacing"
+    ),
 ]
 
 
@@ -92,8 +106,12 @@ INTERNAL_TABLE = [
     pytest.param([], [], None, 64, 48, id="empty"),
     pytest.param([[0, 0, 64, 48]], [0], None, 64, 48, id="whole image"),
     pytest.param([[0, 10.25, 5.5, 48]], [2], [0.31], 64, 48, id="left and bottom edge"),
-    pytest.param([[10.01, 20.02, 30.03, 40.04], [1.5, 2.5, 3.5, 4.5]], [1, 0], [0.9, 0.12345], 999, 777, id="fractions"),
-    pytest.param([[3999, 2999, 4000, 3000]], [5], None, 4000, 3000, id="1 px at the far corner of a large image"),
+    pytest.param(
+        [[10.01, 20.02, 30.03, 40.04], [1.5, 2.5, 3.5, 4.5]], [1, 0], [0.9, 0.12345], 999, 777, id="fractions"
+    ),
+    pytest.param(
+        [[3999, 2999, 4000, 3000]], [5], None, 4000, 3000, id="1 px at the far corner of a large image"
+    ),
 ]
 
 
@@ -115,7 +133,11 @@ def test_internal_yolo_internal(xyxy, class_ids, scores, width, height):
 def test_internal_coco_internal(xyxy, class_ids, scores, width, height):
     det = dets.make(xyxy, class_ids, scores) if class_ids else dets.empty()
     names = [f"class{i}" for i in range(6)]
-    data = coco.dataset(names, [(1, "x.jpg", width, height, det), (2, "empty.jpg", width, height, dets.empty())], with_scores=True)
+    data = coco.dataset(
+        names,
+        [(1, "x.jpg", width, height, det), (2, "empty.jpg", width, height, dets.empty())],
+        with_scores=True,
+    )
     assert [c["id"] for c in data["categories"]] == list(range(1, 7))
     assert [im["file_name"] for im in data["images"]] == ["x.jpg", "empty.jpg"]
     assert len({a["id"] for a in data["annotations"]}) == len(data["annotations"]) == len(class_ids)
@@ -165,7 +187,9 @@ def test_round_trips_within_a_thousandth_of_a_pixel(width, height, corners, clas
         boxes.append([x1, y1, x2, y2])
     det = dets.make(boxes, classes[: len(boxes)]) if boxes else dets.empty()
     via_yolo = yolo.from_lines(yolo.to_lines(det, width, height), width, height)
-    via_coco = coco.image_detections(coco.dataset([str(i) for i in range(10)], [(1, "a.jpg", width, height, det)]))[1]
+    via_coco = coco.image_detections(
+        coco.dataset([str(i) for i in range(10)], [(1, "a.jpg", width, height, det)])
+    )[1]
     for back in (via_yolo, via_coco):
         assert len(back) == len(det)
         if boxes:

@@ -118,7 +118,9 @@ def test_unknown_classes_are_listed_in_one_error_unless_added(tmp_path):
     assert "pin, rivet" in lines[0] and "--add-classes" in lines[0]
     with _store(ws) as store:
         assert store.labels() == {}  # nothing written
-    result = runner.invoke(app, ["import", "--labels", str(labels), "--format", "yolo", "--add-classes", "-w", str(ws)])
+    result = runner.invoke(
+        app, ["import", "--labels", str(labels), "--format", "yolo", "--add-classes", "-w", str(ws)]
+    )
     assert result.exit_code == 0, result.output
     with _store(ws) as store:
         assert store.class_names() == [*CLASS_NAMES, "rivet", "pin"]  # in the file's order
@@ -155,7 +157,8 @@ def test_missing_labels_orphans_and_images_outside_the_workspace(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(images, elsewhere)
     result = runner.invoke(
-        app, ["import", "--labels", str(labels), "--format", "yolo", "--images", str(elsewhere), "-w", str(ws)]
+        app,
+        ["import", "--labels", str(labels), "--format", "yolo", "--images", str(elsewhere), "-w", str(ws)],
     )
     assert result.exit_code == 2 and "outside the workspace image folder" in result.output
 
@@ -164,7 +167,17 @@ def test_import_from_a_subfolder_of_the_image_root(tmp_path):
     ws, images, labels = _workspace(tmp_path, n=4)
     result = runner.invoke(
         app,
-        ["import", "--labels", str(labels / "g01"), "--format", "yolo", "--images", str(images / "g01"), "-w", str(ws)],
+        [
+            "import",
+            "--labels",
+            str(labels / "g01"),
+            "--format",
+            "yolo",
+            "--images",
+            str(images / "g01"),
+            "-w",
+            str(ws),
+        ],
     )
     # names come from data.yaml in the parent of the labels folder
     assert result.exit_code == 0, result.output
@@ -249,7 +262,15 @@ def test_files_that_are_not_utf8_are_one_error_line(tmp_path, kind):
         target = tmp_path / "prompts.yaml"
         target.write_bytes(latin1)
         (tmp_path / "raw").mkdir()
-        args = ["init", "--images", str(tmp_path / "raw"), "-w", str(tmp_path / "ws"), "--ontology", str(target)]
+        args = [
+            "init",
+            "--images",
+            str(tmp_path / "raw"),
+            "-w",
+            str(tmp_path / "ws"),
+            "--ontology",
+            str(target),
+        ]
     elif kind == "config":
         ws, _, _ = _workspace(tmp_path, n=2)
         target = ws / "autolabel.yaml"
@@ -262,7 +283,9 @@ def test_files_that_are_not_utf8_are_one_error_line(tmp_path, kind):
         args = ["select", "-w", str(ws), "--recipe", str(target)]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
-    assert "is not valid UTF-8 (byte 0xe9" in result.output and "Traceback" not in result.output, result.output
+    assert "is not valid UTF-8 (byte 0xe9" in result.output and "Traceback" not in result.output, (
+        result.output
+    )
     assert result.output.count("error:") == 1
 
 
@@ -272,4 +295,6 @@ def test_an_empty_prompt_list_is_an_error_not_the_class_name(tmp_path):
 
     with pytest.raises(AutolabelError, match="class 'bolt' has no prompts"):
         Ontology.from_dict({"classes": [{"name": "bolt", "prompts": []}]}, source="p.yaml")
-    assert Ontology.from_dict({"classes": [{"name": "bolt"}]}, source="p.yaml").classes[0].prompts == ("bolt",)
+    assert Ontology.from_dict({"classes": [{"name": "bolt"}]}, source="p.yaml").classes[0].prompts == (
+        "bolt",
+    )

@@ -38,7 +38,9 @@ VALIDATION = {"c/val.jpg": dets.make([[7, 8, 9, 10]], [1])}
 @pytest.fixture()
 def workspace(tmp_path) -> Path:
     raw = tmp_path / "raw"
-    for seed, rel in enumerate(["a/img.jpg", "b/img.jpg", "b/pic.jpg", "b/pic.png", "c/human.jpg", "c/val.jpg", "d/none.jpg"]):
+    for seed, rel in enumerate(
+        ["a/img.jpg", "b/img.jpg", "b/pic.jpg", "b/pic.png", "c/human.jpg", "c/val.jpg", "d/none.jpg"]
+    ):
         rgb(raw / rel, width=96, height=64, seed=seed)
     (raw / "d" / "broken.jpg").write_bytes(b"not an image")
     ws_dir = tmp_path / "ws"
@@ -49,10 +51,13 @@ def workspace(tmp_path) -> Path:
         ids = {r.path: r.id for r in store.images(include_errors=True)}
         store.ensure_classes(["bolt", "nut"])
         store.save_predictions(
-            (ids[path], "test-model", "test-model v1", dets.to_json(det), None) for path, det in PREDICTED.items()
+            (ids[path], "test-model", "test-model v1", dets.to_json(det), None)
+            for path, det in PREDICTED.items()
         )
         # the broken file has a stored prediction too; its status 'error' still keeps it out
-        store.save_predictions([(ids["d/broken.jpg"], "test-model", "v1", dets.to_json(PREDICTED["b/img.jpg"]), None)])
+        store.save_predictions(
+            [(ids["d/broken.jpg"], "test-model", "v1", dets.to_json(PREDICTED["b/img.jpg"]), None)]
+        )
         for path, det in LABELED.items():
             store.set_labels(ids[path], "import", dets.to_json(det))
         for path, det in VALIDATION.items():
@@ -93,7 +98,9 @@ def test_yolo_export_reads_back(workspace, tmp_path, source):
     assert result.exit_code == 0, result.output
     want = expected(source)
     label_files = sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.txt"))
-    image_files = sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*") if not p.is_dir())
+    image_files = sorted(
+        p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*") if not p.is_dir()
+    )
     assert len(label_files) == len(image_files) == len(want)
     stems = {p: yolo_paths([p])[0] for p in want}
     raw_root = Workspace.load(workspace).image_root
@@ -155,7 +162,9 @@ def test_coco_export_reads_back(workspace, tmp_path, source):
         image = files[rel]
         assert (image["width"], image["height"]) == (96, 64)
         assert_same(by_id[image["id"]], det, with_scores=not human and len(det) > 0)
-    assert Path(data["info"]["image_root"]) / "a/img.jpg" == Workspace.load(workspace).image_root / "a/img.jpg"
+    assert (
+        Path(data["info"]["image_root"]) / "a/img.jpg" == Workspace.load(workspace).image_root / "a/img.jpg"
+    )
 
 
 @pytest.mark.parametrize(
@@ -186,7 +195,9 @@ def test_export_refuses_to_clear_a_folder_it_did_not_write(workspace, tmp_path):
 
 def test_preview_writes_grid_png(workspace, tmp_path):
     out = tmp_path / "p" / "grid.png"
-    result = runner.invoke(app, ["preview", "-w", str(workspace), "--n", "3", "--out", str(out), "--seed", "1"])
+    result = runner.invoke(
+        app, ["preview", "-w", str(workspace), "--n", "3", "--out", str(out), "--seed", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == str(out)
     with Image.open(out) as image:

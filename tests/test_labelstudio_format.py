@@ -15,8 +15,12 @@ NAMES = ["bolt", "nut", "washer"]
 
 def _rect(x, y, w, h, label="bolt", rotation=0, ow=200, oh=100, **extra):
     return {
-        "id": "r", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-        "original_width": ow, "original_height": oh,
+        "id": "r",
+        "type": "rectanglelabels",
+        "from_name": "label",
+        "to_name": "image",
+        "original_width": ow,
+        "original_height": oh,
         "value": {"x": x, "y": y, "width": w, "height": h, "rotation": rotation, "rectanglelabels": [label]},
         **extra,
     }
@@ -32,7 +36,12 @@ def _rect(x, y, w, h, label="bolt", rotation=0, ow=200, oh=100, **extra):
         # 180 degrees: the box flips to the upper left of its anchor.
         (_rect(50, 50, 10, 10, rotation=180), [80, 40, 100, 50], 0, (0, 1)),
         # 45 degrees: the enclosing box of a 20x20 px square.
-        (_rect(50, 50, 10, 20, rotation=45), [100 - 20 / 2**0.5, 50, 100 + 20 / 2**0.5, 50 + 40 / 2**0.5], 0, (0, 1)),
+        (
+            _rect(50, 50, 10, 20, rotation=45),
+            [100 - 20 / 2**0.5, 50, 100 + 20 / 2**0.5, 50 + 40 / 2**0.5],
+            0,
+            (0, 1),
+        ),
         # Partly outside: clipped to the image and counted.
         (_rect(-10, 90, 30, 20), [0, 90, 40, 100], 0, (1, 0)),
         # Annotated on a half-size rendition: percent still maps to the stored size.
@@ -49,10 +58,15 @@ def test_results_to_pixel_boxes(result, xyxy, cls, counts):
 @pytest.mark.parametrize(
     "results, n_boxes, unknown, ignored",
     [
-        ([], 0, set(), 0),                                                       # verified empty image
-        ([_rect(1, 1, 5, 5, "screw"), _rect(1, 1, 5, 5, "rivet"), _rect(1, 1, 5, 5)], 1, {"screw", "rivet"}, 0),
+        ([], 0, set(), 0),  # verified empty image
+        (
+            [_rect(1, 1, 5, 5, "screw"), _rect(1, 1, 5, 5, "rivet"), _rect(1, 1, 5, 5)],
+            1,
+            {"screw", "rivet"},
+            0,
+        ),
         ([{"type": "choices", "value": {"choices": ["blurry"]}}, _rect(1, 1, 5, 5)], 1, set(), 1),
-        ([{"type": "textarea", "value": {"text": ["ok"]}}], 0, set(), 1),      # no region: still verified empty
+        ([{"type": "textarea", "value": {"text": ["ok"]}}], 0, set(), 1),  # no region: still verified empty
     ],
 )
 def test_results_edge_cases(results, n_boxes, unknown, ignored):
@@ -92,13 +106,25 @@ MALFORMED = [
     (_value(rectanglelabels=[]), "a rectangle without a label"),
     (_value(rectanglelabels="bolt"), "a rectangle without a label"),
     ({**_rect(1, 1, 5, 5), "original_width": 0}, "'original_width' must be a positive number"),
-    ({"type": "polygonlabels", "value": {"points": [[1, 1], [5, 1], [5, 5]], "polygonlabels": ["bolt"]}},
-     "polygonlabels regions are not supported"),
-    ({"type": "keypointlabels", "value": {"x": 5, "y": 5, "keypointlabels": ["bolt"]}},
-     "keypointlabels regions are not supported"),
-    ({"type": "brushlabels", "value": {"rle": [1, 2], "brushlabels": ["bolt"]}}, "brushlabels regions are not supported"),
-    ({"type": "ellipselabels", "value": {"x": 5, "y": 5, "radiusX": 2, "radiusY": 2, "ellipselabels": ["bolt"]}},
-     "ellipselabels regions are not supported"),
+    (
+        {"type": "polygonlabels", "value": {"points": [[1, 1], [5, 1], [5, 5]], "polygonlabels": ["bolt"]}},
+        "polygonlabels regions are not supported",
+    ),
+    (
+        {"type": "keypointlabels", "value": {"x": 5, "y": 5, "keypointlabels": ["bolt"]}},
+        "keypointlabels regions are not supported",
+    ),
+    (
+        {"type": "brushlabels", "value": {"rle": [1, 2], "brushlabels": ["bolt"]}},
+        "brushlabels regions are not supported",
+    ),
+    (
+        {
+            "type": "ellipselabels",
+            "value": {"x": 5, "y": 5, "radiusX": 2, "radiusY": 2, "ellipselabels": ["bolt"]},
+        },
+        "ellipselabels regions are not supported",
+    ),
     ("not a dict", "not an object"),
     ({"type": "rectanglelabels", "value": "x"}, "'value' is not an object"),
 ]

@@ -44,9 +44,23 @@ def _scenes_workspace(studio, tmp_path, name, n=24):
 
 def _loop_args(ws, scenes, rounds=2):
     return [
-        "loop", "-w", str(ws.root), "--recipe", str(REPO / "loop" / "default.yaml"),
-        "--annotator", "replay", "--labels", str(scenes),
-        "--rounds", str(rounds), "--budget", "6", "--epochs", "1", "--imgsz", "64",
+        "loop",
+        "-w",
+        str(ws.root),
+        "--recipe",
+        str(REPO / "loop" / "default.yaml"),
+        "--annotator",
+        "replay",
+        "--labels",
+        str(scenes),
+        "--rounds",
+        str(rounds),
+        "--budget",
+        "6",
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
     ]
 
 
@@ -67,9 +81,13 @@ def _invariants(ws, studio, rounds):
     project = db.execute("SELECT project_id FROM studio_projects").fetchone()[0]
     with client_for(studio) as client:
         assert client.task_ids(project) == {t for _, t in tasks}  # and nothing else on the server
-    finished = db.execute("SELECT round, COUNT(*) FROM runs WHERE status = 'finished' GROUP BY round").fetchall()
+    finished = db.execute(
+        "SELECT round, COUNT(*) FROM runs WHERE status = 'finished' GROUP BY round"
+    ).fetchall()
     assert finished == [(r, 1) for r in range(rounds)]  # one finished training per round
-    evals = db.execute("SELECT round, result FROM loop_steps WHERE step = 'eval' AND status = 'done'").fetchall()
+    evals = db.execute(
+        "SELECT round, result FROM loop_steps WHERE step = 'eval' AND status = 'done'"
+    ).fetchall()
     assert [r for r, _ in evals] == list(range(rounds))
     assert [json.loads(res)["labels"] for _, res in evals] == [6 * (r + 1) for r in range(rounds)]
     return batches
@@ -86,7 +104,9 @@ def test_two_round_loop_with_replay_annotator(studio_server, tmp_path, monkeypat
     assert "stopped:" in result.output
     _invariants(ws, studio_server, rounds=2)
     db = sqlite3.connect(ws.db_path)
-    params = [json.loads(p) for (p,) in db.execute("SELECT params FROM runs WHERE status = 'finished' ORDER BY id")]
+    params = [
+        json.loads(p) for (p,) in db.execute("SELECT params FROM runs WHERE status = 'finished' ORDER BY id")
+    ]
     assert params[0].get("resume_from") is None and params[1].get("resume_from")  # round 1 warm-starts
     assert (params[0]["warmup_epochs"], params[1]["warmup_epochs"]) == (3.0, 0.0)  # ... without LR warm-up
     status = CliRunner().invoke(app, ["status", "-w", str(ws.root)])
@@ -106,16 +126,24 @@ def _status_json_matches_the_table(ws, table_text: str) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     db = sqlite3.connect(ws.db_path)
-    assert report["images"]["validation"] + report["images"]["labeled"] == db.execute(
-        "SELECT COUNT(*) FROM images WHERE status IN ('labeled', 'validation')").fetchone()[0]
+    assert (
+        report["images"]["validation"] + report["images"]["labeled"]
+        == db.execute("SELECT COUNT(*) FROM images WHERE status IN ('labeled', 'validation')").fetchone()[0]
+    )
     assert [r["round"] for r in report["rounds"]] == [0, 1]
-    assert [r["round"] for r in report["runs"]] == [0, 1] and all(r["status"] == "finished" for r in report["runs"])
+    assert [r["round"] for r in report["runs"]] == [0, 1] and all(
+        r["status"] == "finished" for r in report["runs"]
+    )
     assert report["runs"][0]["started_from"] == "yolo11n.yaml (random init)"  # offline: no official weights
     assert report["runs"][1]["warm_start"] is True
     lines = table_text.splitlines()
     for r in report["rounds"]:
         assert set(r) >= {"labels", "boxes", "human_seconds", "map50", "map50_95", "f1", "thresholds"}
-        row = next(line for line in lines if line.strip("│ ").startswith(f"{r['round']} ") and f" {r['labels']} " in line)
+        row = next(
+            line
+            for line in lines
+            if line.strip("│ ").startswith(f"{r['round']} ") and f" {r['labels']} " in line
+        )
         for key in ("map50", "map50_95", "f1"):
             assert f"{r[key]:.3f}" in row, (key, row)
         assert f"{r['human_seconds'] / 60:.1f} min" in row and f" {r['boxes']} " in row
@@ -129,7 +157,9 @@ def _round_one_showed_the_calibrated_student_pre_labels(ws) -> None:
     from autolabel import detections as dets
 
     db = sqlite3.connect(ws.db_path)
-    limits = json.loads(db.execute("SELECT thresholds FROM prelabel_calibration WHERE round = 1").fetchone()[0])
+    limits = json.loads(
+        db.execute("SELECT thresholds FROM prelabel_calibration WHERE round = 1").fetchone()[0]
+    )
     rows = db.execute(
         "SELECT t.model_version, t.shown FROM studio_tasks t JOIN loop_batches b ON b.image_id = t.image_id"
         " WHERE b.round = 1"
@@ -164,8 +194,12 @@ def test_kill_minus_nine_then_rerun_resumes(studio_server, tmp_path, kill_at):
     ws, scenes = _scenes_workspace(studio_server, tmp_path, name)
     env = {**os.environ, **_env(studio_server)}
     cli = [sys.executable, "-m", "autolabel.cli.app"]
-    subprocess.run([*cli, "init", "--images", str(scenes / "images"), "-w", str(ws.root)], env=env, check=True)
-    proc = subprocess.Popen([*cli, *_loop_args(ws, scenes)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*cli, "init", "--images", str(scenes / "images"), "-w", str(ws.root)], env=env, check=True
+    )
+    proc = subprocess.Popen(
+        [*cli, *_loop_args(ws, scenes)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 600
     while not _step_started(ws.db_path, *kill_at):
         assert proc.poll() is None, "the loop ended before the kill point"

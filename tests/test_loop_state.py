@@ -24,7 +24,12 @@ def test_plateau_rule(scores, patience, min_delta, expected):
 
 
 def test_best_round_prefers_earliest_tie():
-    assert best_round([{"round": 0, "map50_95": 0.2}, {"round": 1, "map50_95": 0.4}, {"round": 2, "map50_95": 0.4}]) == 1
+    assert (
+        best_round(
+            [{"round": 0, "map50_95": 0.2}, {"round": 1, "map50_95": 0.4}, {"round": 2, "map50_95": 0.4}]
+        )
+        == 1
+    )
 
 
 class Recorder:
@@ -53,11 +58,19 @@ def _steps(rec):
 def test_rounds_run_until_plateau_and_pick_best(tmp_path):
     store = Store.open(tmp_path / "s.db")
     rec = Recorder([0.1, 0.3, 0.29, 0.3, 0.9])
-    outcome = run_loop(LoopContext(store, Recipe(rounds=10, plateau={"patience": 2, "min_delta": 0.01}), log=lambda m: None), _steps(rec))
+    outcome = run_loop(
+        LoopContext(store, Recipe(rounds=10, plateau={"patience": 2, "min_delta": 0.01}), log=lambda m: None),
+        _steps(rec),
+    )
     assert outcome.rounds_done == 4
     assert outcome.best_round == 1
     assert outcome.stop_reason.startswith("plateau")
-    assert [c for c in rec.calls if c[1] == "train"] == [(0, "train"), (1, "train"), (2, "train"), (3, "train")]
+    assert [c for c in rec.calls if c[1] == "train"] == [
+        (0, "train"),
+        (1, "train"),
+        (2, "train"),
+        (3, "train"),
+    ]
 
 
 def test_crash_mid_round_resumes_at_the_unfinished_step(tmp_path):

@@ -20,7 +20,11 @@ def test_shipped_fasteners_ontology_loads():
     [
         (["bolt"], ["bolt"], [("bolt", 0)]),
         (["bolt", "nut"], ["bolt", "nut"], [("bolt", 0), ("nut", 1)]),
-        (["bolt=hex bolt,machine bolt", "nut"], ["bolt", "nut"], [("hex bolt", 0), ("machine bolt", 0), ("nut", 1)]),
+        (
+            ["bolt=hex bolt,machine bolt", "nut"],
+            ["bolt", "nut"],
+            [("hex bolt", 0), ("machine bolt", 0), ("nut", 1)],
+        ),
     ],
 )
 def test_from_prompts(prompts, names, table):
@@ -46,7 +50,9 @@ def test_bad_ontologies_are_one_line_errors(data, message):
 
 
 def test_prompt_shared_by_two_classes_is_refused():
-    onto = Ontology.from_dict({"classes": [{"name": "a", "prompts": ["Hex Nut"]}, {"name": "b", "prompts": ["hex nut"]}]})
+    onto = Ontology.from_dict(
+        {"classes": [{"name": "a", "prompts": ["Hex Nut"]}, {"name": "b", "prompts": ["hex nut"]}]}
+    )
     with pytest.raises(AutolabelError, match="used by two classes"):
         onto.prompt_table()
 

@@ -38,7 +38,9 @@ def bccd_workspace(root: Path):
         split, name = image.path.split("/")
         lines = (BCCD / "labels" / split / name).with_suffix(".txt").read_text().splitlines()
         det = yolo.from_lines(lines, image.width, image.height)
-        store.set_labels(image.id, "import", dets.to_json(det), status="validation" if split == "val" else "labeled")
+        store.set_labels(
+            image.id, "import", dets.to_json(det), status="validation" if split == "val" else "labeled"
+        )
     return ws, store
 
 
@@ -51,8 +53,15 @@ def fine_tuned(tmp_path_factory, torch_one_thread):
     runs = {}
     for name, model in (("pretrained", str(COCO_YOLO11N)), ("scratch", "yolo11n.yaml")):
         settings = TrainSettings(
-            model=model, epochs=EPOCHS, imgsz=IMGSZ, batch=8, workers=0, device="cpu", deterministic=False,
-            val_each_epoch=False, plots=False,
+            model=model,
+            epochs=EPOCHS,
+            imgsz=IMGSZ,
+            batch=8,
+            workers=0,
+            device="cpu",
+            deterministic=False,
+            val_each_epoch=False,
+            plots=False,
         )
         runs[name] = train_student(ws, store, settings)
     yield ws, store, runs
@@ -83,8 +92,15 @@ def test_status_and_model_card_say_which_weights_a_run_started_from(fine_tuned):
     assert by_id[runs["pretrained"]]["pretrained"] is True
     assert by_id[runs["scratch"]]["started_from"] == "yolo11n.yaml (random init)"
     run = next(r for r in store.runs() if r["id"] == runs["pretrained"])
-    card = build_card(run=run, class_names=store.class_names(), imgsz=IMGSZ, exports={}, latency=None,
-                      labels={"images": 0, "boxes": 0, "by_source": {}}, human_time=None)
+    card = build_card(
+        run=run,
+        class_names=store.class_names(),
+        imgsz=IMGSZ,
+        exports={},
+        latency=None,
+        labels={"images": 0, "boxes": 0, "by_source": {}},
+        human_time=None,
+    )
     assert card["started_from"] == "yolo11n-coco.pt (pretrained)"
     assert "- Started from: yolo11n-coco.pt (pretrained)" in render_markdown(card)
     assert str(COCO_YOLO11N.parent) not in json.dumps(card)  # a name, never the path
@@ -104,7 +120,9 @@ def test_cold_start_embeds_the_pool_with_the_pretrained_backbone(tmp_path, torch
     store.set_status([im.id for im in pool], "unlabeled")
     ensure_loop_schema(store)
     logs: list[str] = []
-    recipe = Recipe(initial_budget=4, budget=4, strategy="hybrid", train={"model": str(COCO_YOLO11N), "imgsz": 160})
+    recipe = Recipe(
+        initial_budget=4, budget=4, strategy="hybrid", train={"model": str(COCO_YOLO11N), "imgsz": 160}
+    )
     ctx = LoopContext(store, recipe, log=logs.append, extras={"deps": LoopDeps(workspace=ws)})
     result = step_select(ctx, 0)
     assert result["strategy"] == "typicality" and result["n"] == 4
@@ -116,7 +134,9 @@ def test_cold_start_embeds_the_pool_with_the_pretrained_backbone(tmp_path, torch
     store.conn.execute("DELETE FROM loop_batches")
     store.conn.commit()
     logs.clear()
-    ctx.recipe = recipe.model_copy(update={"train": recipe.train.model_copy(update={"model": "yolo11n.yaml"})})
+    ctx.recipe = recipe.model_copy(
+        update={"train": recipe.train.model_copy(update={"model": "yolo11n.yaml"})}
+    )
     assert step_select(ctx, 0)["strategy"] == "typicality"
     assert not any("backbone" in m for m in logs)
     store.close()

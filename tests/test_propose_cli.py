@@ -33,17 +33,35 @@ def _predictions(ws):
     return rows, names
 
 
-@pytest.mark.parametrize("backend, fixture", [("grounding-dino", "tiny_grounding_dino_dir"), ("owlv2", "tiny_owlv2_dir")])
+@pytest.mark.parametrize(
+    "backend, fixture", [("grounding-dino", "tiny_grounding_dino_dir"), ("owlv2", "tiny_owlv2_dir")]
+)
 def test_propose_end_to_end_and_resume(workspace, backend, fixture, request):
     model_dir = request.getfixturevalue(fixture)
     args = [
-        "propose", "-w", str(workspace), "--prompts", "prompts/fasteners.yaml", "--model", backend,
-        "--model-path", str(model_dir), "--box-threshold", "0.0", "--text-threshold", "0.0",
-        "--max-det", "7", "--batch-size", "3",
+        "propose",
+        "-w",
+        str(workspace),
+        "--prompts",
+        "prompts/fasteners.yaml",
+        "--model",
+        backend,
+        "--model-path",
+        str(model_dir),
+        "--box-threshold",
+        "0.0",
+        "--text-threshold",
+        "0.0",
+        "--max-det",
+        "7",
+        "--batch-size",
+        "3",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    good = 5 + 5  # five RGB frames + the decodable files of the bad corpus (good, cmyk, 16-bit, gray, rotated)
+    good = (
+        5 + 5
+    )  # five RGB frames + the decodable files of the bad corpus (good, cmyk, 16-bit, gray, rotated)
     assert f"proposed {good} images" in result.output
     assert "Traceback" not in result.output
     rows, names = _predictions(workspace)

@@ -64,8 +64,14 @@ def test_phrase_to_class(phrase, expected):
 
 
 def post(boxes, scores, phrases, *, default=0.3, max_det=100, size=(200, 100), nms_iou=None):
-    raw = RawPhrases(np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(scores, dtype=np.float32), tuple(phrases))
-    options = FinalizeOptions(thresholds=tuple(ONTOLOGY.thresholds(default)), max_det=max_det, nms_iou=nms_iou)
+    raw = RawPhrases(
+        np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        np.asarray(scores, dtype=np.float32),
+        tuple(phrases),
+    )
+    options = FinalizeOptions(
+        thresholds=tuple(ONTOLOGY.thresholds(default)), max_det=max_det, nms_iou=nms_iou
+    )
     return raw_to_detections(raw, TABLE, options, width=size[0], height=size[1])
 
 
@@ -85,7 +91,13 @@ def test_normalized_cxcywh_to_pixel_xyxy(box, size, expected_xyxy):
 
 def test_classes_thresholds_and_dropped_phrases():
     det = post(
-        [(0.2, 0.2, 0.1, 0.1), (0.4, 0.4, 0.1, 0.1), (0.6, 0.6, 0.1, 0.1), (0.8, 0.8, 0.1, 0.1), (0.5, 0.5, 0.1, 0.1)],
+        [
+            (0.2, 0.2, 0.1, 0.1),
+            (0.4, 0.4, 0.1, 0.1),
+            (0.6, 0.6, 0.1, 0.1),
+            (0.8, 0.8, 0.1, 0.1),
+            (0.5, 0.5, 0.1, 0.1),
+        ],
         [0.9, 0.45, 0.55, 0.8, 0.7],
         ["hex bolt", "nut", "hex nut", "hex", "wood screw"],
     )
@@ -114,7 +126,9 @@ def test_installed_package_with_transformers_5_is_refused(tmp_path, monkeypatch)
     package.mkdir(parents=True)
     (tmp_path / "groundingdino" / "__init__.py").write_text("")
     (package / "__init__.py").write_text("")
-    (package / "inference.py").write_text("def load_model(config, checkpoint, device='cuda'):\n    raise AssertionError\n")
+    (package / "inference.py").write_text(
+        "def load_model(config, checkpoint, device='cuda'):\n    raise AssertionError\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in [m for m in sys.modules if m == "groundingdino" or m.startswith("groundingdino.")]:
         monkeypatch.delitem(sys.modules, name)

@@ -54,7 +54,11 @@ def post(rows, *, default=0.3, max_det=100, nms_iou=None, agnostic=False, size=(
 
 def test_prompt_table_maps_prompt_indices_to_classes():
     assert ONTOLOGY.prompt_table() == [
-        ("bolt", 0), ("hex bolt", 0), ("nut", 1), ("washer", 2), ("flat washer", 2)
+        ("bolt", 0),
+        ("hex bolt", 0),
+        ("nut", 1),
+        ("washer", 2),
+        ("flat washer", 2),
     ]
 
 
@@ -63,10 +67,22 @@ def test_prompt_table_maps_prompt_indices_to_classes():
     [
         ([], [], []),
         # each prompt index lands on its class
-        ([(0, 0, 10, 10, 0.9, 0), (20, 20, 30, 30, 0.8, 1), (40, 40, 50, 50, 0.7, 3), (60, 0, 70, 10, 0.65, 4)],
-         [0, 0, 2, 2], [0.9, 0.8, 0.7, 0.65]),
+        (
+            [
+                (0, 0, 10, 10, 0.9, 0),
+                (20, 20, 30, 30, 0.8, 1),
+                (40, 40, 50, 50, 0.7, 3),
+                (60, 0, 70, 10, 0.65, 4),
+            ],
+            [0, 0, 2, 2],
+            [0.9, 0.8, 0.7, 0.65],
+        ),
         # 'nut' has its own 0.6 threshold; bolt uses the default 0.3
-        ([(0, 0, 10, 10, 0.5, 2), (20, 20, 30, 30, 0.35, 0), (40, 40, 50, 50, 0.61, 2)], [0, 1], [0.35, 0.61]),
+        (
+            [(0, 0, 10, 10, 0.5, 2), (20, 20, 30, 30, 0.35, 0), (40, 40, 50, 50, 0.61, 2)],
+            [0, 1],
+            [0.35, 0.61],
+        ),
         ([(0, 0, 10, 10, 0.29, 0)], [], []),
         # two prompts of one class on the same object merge into the better box
         ([(0, 0, 20, 20, 0.5, 0), (1, 1, 20, 20, 0.9, 1)], [0], [0.9]),
@@ -84,7 +100,12 @@ def test_postprocess_table(rows, expected_classes, expected_scores):
 
 
 def test_postprocess_cross_class_nms_max_det_and_clipping():
-    rows = [(0, 0, 20, 20, 0.7, 0), (1, 1, 20, 20, 0.9, 2), (50, 50, 60, 60, 0.8, 0), (90, 70, 130, 95, 0.95, 3)]
+    rows = [
+        (0, 0, 20, 20, 0.7, 0),
+        (1, 1, 20, 20, 0.9, 2),
+        (50, 50, 60, 60, 0.8, 0),
+        (90, 70, 130, 95, 0.95, 3),
+    ]
     det = post(rows, nms_iou=0.5, agnostic=True)
     assert sorted(det.confidence.astype(float).round(2).tolist()) == [0.8, 0.9, 0.95]
     clipped = det[det.class_id == 2]
@@ -105,7 +126,9 @@ def test_embeddings_file_rows_follow_prompts(tmp_path):
 
 
 def test_missing_weights_offline_is_one_line_error(tmp_path):
-    settings = ProposerSettings(model="yolo-world", model_path=str(tmp_path / "missing" / "world.pt"), device="cpu")
+    settings = ProposerSettings(
+        model="yolo-world", model_path=str(tmp_path / "missing" / "world.pt"), device="cpu"
+    )
     with pytest.raises(AutolabelError, match="file not found"):
         build_proposer(settings, ONTOLOGY)
 
@@ -127,7 +150,10 @@ def test_prompts_without_embeddings_offline_say_where_to_put_them(tmp_path, monk
 
 def images(seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), rng.integers(0, 255, (90, 70, 3), dtype=np.uint8)]
+    return [
+        rng.integers(0, 255, (120, 160, 3), dtype=np.uint8),
+        rng.integers(0, 255, (90, 70, 3), dtype=np.uint8),
+    ]
 
 
 @pytest.mark.parametrize("config", ["yoloe-v8n.yaml", "yolov8n-worldv2.yaml"])
@@ -163,7 +189,9 @@ def test_real_forward_from_config_with_given_embeddings(tmp_path, config):
         assert ((det.confidence >= 0) & (det.confidence <= 1)).all()
     # thresholds act on the real scores: a threshold just above the best score keeps nothing
     best = max(float(det.confidence.max()) for det in results if len(det))
-    strict = ProposerSettings(model="yolo-world", model_path=config, device="cpu", box_threshold=min(best + 1e-4, 1.0))
+    strict = ProposerSettings(
+        model="yolo-world", model_path=config, device="cpu", box_threshold=min(best + 1e-4, 1.0)
+    )
     proposer.finalize_options = replace(
         proposer.finalize_options, thresholds=tuple(ONTOLOGY.thresholds(strict.box_threshold))
     )
@@ -195,8 +223,25 @@ def test_propose_cli_end_to_end_with_yoloe_config(tmp_path):
     ws = tmp_path / "ws"
     assert runner.invoke(app, ["init", "--images", str(tmp_path / "raw"), "-w", str(ws)]).exit_code == 0
     args = [
-        "propose", "-w", str(ws), "--model", "yolo-world", "--model-path", str(config), "--prompt", "bolt=bolt,hex bolt",
-        "--prompt", "nut", "--box-threshold", "0", "--max-det", "5", "--device", "cpu", "--preview", "0",
+        "propose",
+        "-w",
+        str(ws),
+        "--model",
+        "yolo-world",
+        "--model-path",
+        str(config),
+        "--prompt",
+        "bolt=bolt,hex bolt",
+        "--prompt",
+        "nut",
+        "--box-threshold",
+        "0",
+        "--max-det",
+        "5",
+        "--device",
+        "cpu",
+        "--preview",
+        "0",
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -62,7 +62,9 @@ def test_cli_bad_score_is_one_line_exit_2(tmp_path):
 
     (tmp_path / "images").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
-    init = CliRunner().invoke(app, ["init", "--images", str(tmp_path / "images"), "--workspace", str(tmp_path)])
+    init = CliRunner().invoke(
+        app, ["init", "--images", str(tmp_path / "images"), "--workspace", str(tmp_path)]
+    )
     assert init.exit_code == 0, init.output
     result = CliRunner().invoke(
         app, ["select", "--recipe", str(REPO / "loop" / "default.yaml"), "--score", "bogus", "--no-push",

@@ -72,7 +72,8 @@ def test_a_student_that_sees_nothing_does_not_hand_the_batch_to_the_first_files(
     ids = list(range(200))
     embeddings = rng.normal(size=(200, 8)).astype(np.float32)
     picks = [
-        S.select(strategy, 10, ids, scores=np.zeros(200), embeddings=embeddings, seed=seed) for seed in range(3)
+        S.select(strategy, 10, ids, scores=np.zeros(200), embeddings=embeddings, seed=seed)
+        for seed in range(3)
     ]
     assert all(max(p) >= 40 for p in picks)  # pool order would keep them all in the first 10 (or 40)
     assert picks[0] != picks[1]

@@ -39,8 +39,16 @@ class Builder:
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(path, format=fmt)
         self.store.add_images(
-            [{"path": rel, "sha256": file_sha256(path), "size_bytes": path.stat().st_size,
-              "width": pixels.shape[1], "height": pixels.shape[0], "source_group": group}]
+            [
+                {
+                    "path": rel,
+                    "sha256": file_sha256(path),
+                    "size_bytes": path.stat().st_size,
+                    "width": pixels.shape[1],
+                    "height": pixels.shape[0],
+                    "source_group": group,
+                }
+            ]
         )
         image_id = self.store.conn.execute("SELECT id FROM images WHERE path = ?", (rel,)).fetchone()[0]
         self.store.set_labels(image_id, "import", BOX)
@@ -57,13 +65,17 @@ class Builder:
 
 
 def _by_split(status: dict[int, str]) -> tuple[set[int], set[int]]:
-    return {i for i, s in status.items() if s == "labeled"}, {i for i, s in status.items() if s == "validation"}
+    return {i for i, s in status.items() if s == "labeled"}, {
+        i for i, s in status.items() if s == "validation"
+    }
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rounds=st.lists(
-        st.tuples(st.lists(st.integers(0, 7), min_size=1, max_size=7), st.integers(0, 3)), min_size=1, max_size=4
+        st.tuples(st.lists(st.integers(0, 7), min_size=1, max_size=7), st.integers(0, 3)),
+        min_size=1,
+        max_size=4,
     ),
     seed=st.integers(0, 5),
     fraction=st.floats(0.1, 0.6),
@@ -199,7 +211,9 @@ def test_groups_csv_ties_folders_together(tmp_path):
         b.add(f"g{g}")
     paths = {im.path: im.id for im in b.store.images()}
     csv_path = tmp_path / "groups.csv"
-    csv_path.write_text("path,group\n" + "".join(f"{p},rig\n" for p in paths if p.split("/")[0] in ("g0", "g1", "g2")))
+    csv_path.write_text(
+        "path,group\n" + "".join(f"{p},rig\n" for p in paths if p.split("/")[0] in ("g0", "g1", "g2"))
+    )
     dataset.set_explicit_groups(b.store, dataset.load_groups_csv(csv_path))
     for seed in range(4):
         b.store.conn.execute("DELETE FROM split_assignments")
@@ -217,9 +231,14 @@ def test_split_command_with_report(tmp_path):
 
     generate_dataset(tmp_path / "photos", n=8, seed=0, imgsz=64, groups=4)
     ws = tmp_path / "ws"
-    assert runner.invoke(app, ["init", "--images", str(tmp_path / "photos" / "images"), "-w", str(ws)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["init", "--images", str(tmp_path / "photos" / "images"), "-w", str(ws)]).exit_code
+        == 0
+    )
     labels = tmp_path / "photos" / "labels"
-    result = runner.invoke(app, ["import", "--labels", str(labels), "--format", "yolo", "--add-classes", "-w", str(ws)])
+    result = runner.invoke(
+        app, ["import", "--labels", str(labels), "--format", "yolo", "--add-classes", "-w", str(ws)]
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["split", "--report", "--val-fraction", "0.25", "-w", str(ws)])
     assert result.exit_code == 0, result.output

@@ -24,7 +24,12 @@ def raw(rows):
         ([(1, 1, 5, 5, 0.1, 0)], 0.25, 10, []),  # below conf
         ([(-3, 2, 5, 70, 0.9, 1)], 0.25, 10, [(0, 2, 5, 48, 1)]),  # clipped to the 64x48 image
         ([(70, 2, 90, 9, 0.9, 1)], 0.25, 10, []),  # entirely outside: dropped
-        ([(1, 1, 5, 5, 0.5, 0), (2, 2, 6, 6, 0.9, 1), (3, 3, 7, 7, 0.7, 0)], 0.0, 2, [(2, 2, 6, 6, 1), (3, 3, 7, 7, 0)]),
+        (
+            [(1, 1, 5, 5, 0.5, 0), (2, 2, 6, 6, 0.9, 1), (3, 3, 7, 7, 0.7, 0)],
+            0.0,
+            2,
+            [(2, 2, 6, 6, 1), (3, 3, 7, 7, 0)],
+        ),
     ],
 )
 def test_postprocess_table(rows, conf, max_det, expected):
@@ -51,7 +56,10 @@ def random_weights(tmp_path_factory):
 
 def test_student_predicts_in_original_pixels_and_takes_rgb(random_weights):
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 255, (48, 96, 3), dtype=np.uint8), rng.integers(0, 255, (80, 40, 3), dtype=np.uint8)]
+    images = [
+        rng.integers(0, 255, (48, 96, 3), dtype=np.uint8),
+        rng.integers(0, 255, (80, 40, 3), dtype=np.uint8),
+    ]
     student = StudentProposer(random_weights, conf=0.0, max_det=50, imgsz=64, device="cpu", batch_size=1)
     assert student.model_version.startswith("student:random.pt:")
     out = student.predict(images)
@@ -62,7 +70,12 @@ def test_student_predicts_in_original_pixels_and_takes_rgb(random_weights):
         assert (det.xyxy >= 0).all() and det.confidence is not None
     # the same model fed the BGR array directly gives the same boxes: the RGB -> BGR flip is ours
     direct = student.model.predict(
-        np.ascontiguousarray(images[0][..., ::-1]), conf=0.0, imgsz=64, max_det=50, device="cpu", verbose=False
+        np.ascontiguousarray(images[0][..., ::-1]),
+        conf=0.0,
+        imgsz=64,
+        max_det=50,
+        device="cpu",
+        verbose=False,
     )[0]
     np.testing.assert_allclose(
         np.sort(out[0].xyxy, axis=0), np.sort(direct.boxes.xyxy.numpy().clip(0, None), axis=0), atol=1e-3

@@ -15,8 +15,9 @@ from autolabel.studio.client import StudioClient, StudioUnavailable, UncertainWr
 
 
 def _client(handler, token="legacy-token-0123456789", retries=3):
-    return StudioClient("http://ls.test", token, retries=retries, backoff=0.001,
-                        transport=httpx.MockTransport(handler))
+    return StudioClient(
+        "http://ls.test", token, retries=retries, backoff=0.001, transport=httpx.MockTransport(handler)
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,7 +66,9 @@ def test_imports_are_never_retried_blindly(failure):
 
 
 def test_unauthorized_is_one_line_without_the_token():
-    with _client(lambda r: httpx.Response(401, json={"detail": "nope"}), token="very-secret-token-xyz") as client:
+    with _client(
+        lambda r: httpx.Response(401, json={"detail": "nope"}), token="very-secret-token-xyz"
+    ) as client:
         with pytest.raises(AutolabelError) as err:
             client.request("GET", "/api/projects/")
     message = str(err.value)

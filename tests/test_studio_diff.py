@@ -10,9 +10,9 @@ from autolabel.store import Store
 from autolabel.studio import diff, sync
 
 A = [10, 10, 50, 50]
-A_NUDGED = [11, 10, 50, 50]      # IoU 0.975: kept
-A_MOVED = [14, 14, 54, 54]       # IoU ~0.67: moved, still a true positive
-A_FAR = [30, 30, 70, 70]         # IoU ~0.14: not the same object
+A_NUDGED = [11, 10, 50, 50]  # IoU 0.975: kept
+A_MOVED = [14, 14, 54, 54]  # IoU ~0.67: moved, still a true positive
+A_FAR = [30, 30, 70, 70]  # IoU ~0.14: not the same object
 B = [100, 100, 140, 160]
 
 
@@ -53,10 +53,23 @@ def test_cost_model_defaults_and_overrides():
 def test_round_summaries_group_by_push_round(tmp_path):
     store = Store.open(tmp_path / "s.db")
     sync.ensure_schema(store)
-    store.add_images([{"path": f"{i}.jpg", "sha256": str(i), "size_bytes": 1, "width": 10, "height": 10,
-                       "source_group": "g"} for i in range(3)])
+    store.add_images(
+        [
+            {
+                "path": f"{i}.jpg",
+                "sha256": str(i),
+                "size_bytes": 1,
+                "width": 10,
+                "height": 10,
+                "source_group": "g",
+            }
+            for i in range(3)
+        ]
+    )
     with store.transaction():
-        store.conn.execute("INSERT INTO studio_projects(url, project_id, title, labels) VALUES ('u', 1, 't', '[]')")
+        store.conn.execute(
+            "INSERT INTO studio_projects(url, project_id, title, labels) VALUES ('u', 1, 't', '[]')"
+        )
         rows = [  # image, round, shown, human, kept, moved, relabeled, deleted, added, tp, seconds
             (1, 0, 2, 2, 1, 1, 0, 0, 0, 2, 8.6),
             (2, 0, 1, 0, 0, 0, 0, 1, 0, 0, 4.0),

@@ -25,8 +25,11 @@ def gt(tmp_path):
 
 def _task(task_id: int, stem: str, width: int = 200, height: int = 100) -> dict:
     pred = {"result": [{"original_width": width, "original_height": height, "value": {}}]}
-    return {"id": task_id, "data": {"image": f"/data/local-files/?d=images/{stem}.jpg", "autolabel_path": f"{stem}.jpg"},
-            "predictions": [pred]}
+    return {
+        "id": task_id,
+        "data": {"image": f"/data/local-files/?d=images/{stem}.jpg", "autolabel_path": f"{stem}.jpg"},
+        "predictions": [pred],
+    }
 
 
 def test_exact_answer_matches_ground_truth(gt):
@@ -61,7 +64,9 @@ def test_jitter_is_seeded_and_stays_inside_the_image(gt):
     assert first == again and first != other
     boxes = lsfmt.from_results(first, NAMES, 200, 100)
     assert boxes.clipped == 0 and (boxes.detections.xyxy >= 0).all()
-    exact = lsfmt.from_results(replay.build_answer(_task(1, "img_1"), gt, NAMES, replay.Noise())[0], NAMES, 200, 100)
+    exact = lsfmt.from_results(
+        replay.build_answer(_task(1, "img_1"), gt, NAMES, replay.Noise())[0], NAMES, 200, 100
+    )
     assert not np.allclose(boxes.detections.xyxy, exact.detections.xyxy[: len(boxes.detections)])
 
 

@@ -18,18 +18,37 @@ from tests.conftest_studio import client_for, make_workspace
 
 def test_server_environment_drops_variables_label_studio_would_misread(tmp_path):
     parent = {
-        "PATH": "/usr/bin", "PORT": "9999", "HOST": "0.0.0.0", "USERNAME": "me", "PASSWORD": "pw",
-        "USER_TOKEN": "t0k", "LABEL_STUDIO_PORT": "1", "HEARTEX_HOST": "x", "LABEL_STUDIO_API_KEY": "k",
+        "PATH": "/usr/bin",
+        "PORT": "9999",
+        "HOST": "0.0.0.0",
+        "USERNAME": "me",
+        "PASSWORD": "pw",
+        "USER_TOKEN": "t0k",
+        "LABEL_STUDIO_PORT": "1",
+        "HEARTEX_HOST": "x",
+        "LABEL_STUDIO_API_KEY": "k",
         "DEBUG": "1",
     }
     creds = server.Credentials(email="a@b.c", password="secret-pw", token="secret-token")
     env = server.server_environment(tmp_path / "studio", tmp_path / "images", creds, base=parent)
-    for name in ("PORT", "HOST", "USERNAME", "PASSWORD", "USER_TOKEN", "LABEL_STUDIO_PORT", "HEARTEX_HOST",
-                 "LABEL_STUDIO_API_KEY", "DEBUG"):
+    for name in (
+        "PORT",
+        "HOST",
+        "USERNAME",
+        "PASSWORD",
+        "USER_TOKEN",
+        "LABEL_STUDIO_PORT",
+        "HEARTEX_HOST",
+        "LABEL_STUDIO_API_KEY",
+        "DEBUG",
+    ):
         assert name not in env, name
     assert env["PATH"] == "/usr/bin"
     assert env["LABEL_STUDIO_USERNAME"] == "a@b.c" and env["LABEL_STUDIO_USER_TOKEN"] == "secret-token"
-    assert env["LABEL_STUDIO_COLLECT_ANALYTICS"] == "false" and env["LABEL_STUDIO_LATEST_VERSION_CHECK"] == "false"
+    assert (
+        env["LABEL_STUDIO_COLLECT_ANALYTICS"] == "false"
+        and env["LABEL_STUDIO_LATEST_VERSION_CHECK"] == "false"
+    )
     assert env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == str(tmp_path.resolve())
     for key in ("HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "LABEL_STUDIO_BASE_DATA_DIR"):
         assert env[key].startswith(str(tmp_path / "studio")), key
@@ -66,15 +85,15 @@ def test_unreachable_server_is_one_line(tmp_path, monkeypatch):
     sw_root = tmp_path / "ws"
     (tmp_path / "images").mkdir()
     runner = CliRunner()
-    assert runner.invoke(app, ["init", "--images", str(tmp_path / "images"), "-w", str(sw_root)]).exit_code == 0
+    assert (
+        runner.invoke(app, ["init", "--images", str(tmp_path / "images"), "-w", str(sw_root)]).exit_code == 0
+    )
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "not-a-real-token-123")
     result = runner.invoke(app, ["pull", "-w", str(sw_root), "--url", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot reach Label Studio")
     assert "not-a-real-token-123" not in result.output
-
-
 
 
 @pytest.mark.studio
@@ -95,18 +114,26 @@ def test_personal_access_token_works(studio_server):  # noqa: F811
     creds = server.read_credentials(studio_server.studio_dir)
     with httpx.Client(base_url=studio_server.url, timeout=60) as web:
         web.get("/user/login/")
-        web.post("/user/login/", data={"email": creds.email, "password": creds.password,
-                                       "csrfmiddlewaretoken": web.cookies["csrftoken"]},
-                 headers={"Referer": f"{studio_server.url}/user/login/"})
-        answer = web.post("/api/token/", headers={"X-CSRFToken": web.cookies["csrftoken"],
-                                                  "Referer": f"{studio_server.url}/"})
+        web.post(
+            "/user/login/",
+            data={
+                "email": creds.email,
+                "password": creds.password,
+                "csrfmiddlewaretoken": web.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{studio_server.url}/user/login/"},
+        )
+        answer = web.post(
+            "/api/token/",
+            headers={"X-CSRFToken": web.cookies["csrftoken"], "Referer": f"{studio_server.url}/"},
+        )
         assert answer.status_code == 201
         pat = answer.json()["token"]
     assert pat.count(".") == 2  # a JWT refresh token, not the legacy token
     with StudioClient(studio_server.url, pat) as client:
-        assert client.check()["email"] == creds.email          # raw httpx path (Bearer after refresh)
+        assert client.check()["email"] == creds.email  # raw httpx path (Bearer after refresh)
         project = client.create_project("pat project", "<View><Image name='image' value='$image'/></View>")
-        assert client.find_project("pat project")["id"] == project["id"]   # SDK path
+        assert client.find_project("pat project")["id"] == project["id"]  # SDK path
 
 
 @pytest.mark.studio
@@ -126,7 +153,10 @@ def test_cli_push_replay_pull_and_no_token_in_logs(studio_server, tmp_path, monk
     for output in (pushed.output, replayed.output, pulled.output):
         assert studio_server.token not in output
     log = (studio_server.studio_dir / "server.log").read_text(errors="replace")
-    assert studio_server.token not in log and server.read_credentials(studio_server.studio_dir).password not in log
+    assert (
+        studio_server.token not in log
+        and server.read_credentials(studio_server.studio_dir).password not in log
+    )
     with sw.ws.open_store() as store:
         dump = "\n".join(store.conn.iterdump())
     assert studio_server.token not in dump
@@ -135,7 +165,12 @@ def test_cli_push_replay_pull_and_no_token_in_logs(studio_server, tmp_path, monk
 def test_status_and_stop_without_a_server(tmp_path):
     (tmp_path / "images").mkdir()
     runner = CliRunner()
-    assert runner.invoke(app, ["init", "--images", str(tmp_path / "images"), "-w", str(tmp_path / "ws")]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["init", "--images", str(tmp_path / "images"), "-w", str(tmp_path / "ws")]
+        ).exit_code
+        == 0
+    )
     status = runner.invoke(app, ["studio", "status", "-w", str(tmp_path / "ws")])
     assert status.exit_code == 1 and "not running" in status.output
     stopped = runner.invoke(app, ["studio", "stop", "-w", str(tmp_path / "ws")])

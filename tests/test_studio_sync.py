@@ -24,8 +24,12 @@ pytestmark = pytest.mark.studio
 
 def _push(sw, client, store, **kwargs):
     return sync.push(
-        store, client, image_root=sw.ws.image_root, document_root=server.document_root(sw.ws.image_root),
-        title=sw.title, **kwargs,
+        store,
+        client,
+        image_root=sw.ws.image_root,
+        document_root=server.document_root(sw.ws.image_root),
+        title=sw.title,
+        **kwargs,
     )
 
 
@@ -43,8 +47,14 @@ def _task_ids_by_image(client, project_id) -> dict[int, int]:
 
 def _rect_result(width: int, height: int, region_id: str = "r") -> dict:
     """A rectanglelabels result without its value, sized for one image."""
-    return {"id": region_id, "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-            "original_width": width, "original_height": height}
+    return {
+        "id": region_id,
+        "type": "rectanglelabels",
+        "from_name": "label",
+        "to_name": "image",
+        "original_width": width,
+        "original_height": height,
+    }
 
 
 def _assert_matches_truth(labels: dict, truth: dict, tolerance_px: float = 1.0) -> None:
@@ -150,7 +160,9 @@ def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):
         client.update_annotation(annotation_id, [])
         third = sync.pull(store, client, title=sw.title)
         assert third.labeled == 1 and third.empty == 1
-        image_id = store.conn.execute("SELECT image_id FROM studio_tasks WHERE task_id = ?", (task_id,)).fetchone()[0]
+        image_id = store.conn.execute(
+            "SELECT image_id FROM studio_tasks WHERE task_id = ?", (task_id,)
+        ).fetchone()[0]
         assert len(dets.from_json(store.labels()[image_id])) == 0
 
 
@@ -166,13 +178,32 @@ def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path
         images = store.images()
         w, h = images[0].width, images[0].height
         rect = _rect_result(w, h)
-        rotated = {**rect, "value": {"x": 50, "y": 20, "width": 20, "height": 10, "rotation": 90,
-                                     "rectanglelabels": ["nut"]}}
-        outside = {**rect, "id": "o", "value": {"x": 90, "y": -10, "width": 30, "height": 40, "rotation": 0,
-                                                "rectanglelabels": ["bolt"]}}
+        rotated = {
+            **rect,
+            "value": {
+                "x": 50,
+                "y": 20,
+                "width": 20,
+                "height": 10,
+                "rotation": 90,
+                "rectanglelabels": ["nut"],
+            },
+        }
+        outside = {
+            **rect,
+            "id": "o",
+            "value": {
+                "x": 90,
+                "y": -10,
+                "width": 30,
+                "height": 40,
+                "rotation": 0,
+                "rectanglelabels": ["bolt"],
+            },
+        }
         client.create_annotation(by_image[images[0].id], [rotated, outside])
-        client.create_annotation(by_image[images[1].id], [])                        # verified: no objects
-        client.create_annotation(by_image[images[2].id], [], was_cancelled=True)    # skipped
+        client.create_annotation(by_image[images[1].id], [])  # verified: no objects
+        client.create_annotation(by_image[images[2].id], [], was_cancelled=True)  # skipped
         client.delete_task(by_image[images[3].id])
 
         pulled = sync.pull(store, client, title=sw.title)
@@ -187,9 +218,9 @@ def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path
         assert det.class_id.tolist() == [1, 0]
         assert len(dets.from_json(labels[images[1].id])) == 0
         statuses = {im.id: im.status for im in store.images()}
-        assert statuses[images[1].id] == "labeled"           # a verified empty image is labeled
-        assert statuses[images[2].id] == "in_review"         # skipped: still waiting for a human
-        assert statuses[images[3].id] == "proposed"          # task deleted: back to the pool
+        assert statuses[images[1].id] == "labeled"  # a verified empty image is labeled
+        assert statuses[images[2].id] == "in_review"  # skipped: still waiting for a human
+        assert statuses[images[3].id] == "proposed"  # task deleted: back to the pool
         # Re-push does not resurrect a task deleted in Label Studio.
         assert _push(sw, client, store).created == 0
 
@@ -203,13 +234,22 @@ def test_unknown_label_is_one_error_and_recovers(studio_server, tmp_path):  # no
         client.set_label_config(project.project_id, lsfmt.label_config(CLASSES + ["screw", "rivet"]))
         task = _server_tasks(client, project.project_id)[0]
         image = store.images(ids=[task["data"]["autolabel_image_id"]])[0]
-        box = {"id": "a", "type": "rectanglelabels", "from_name": "label", "to_name": "image",
-               "original_width": image.width, "original_height": image.height,
-               "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0}}
-        client.create_annotation(task["id"], [
-            {**box, "value": {**box["value"], "rectanglelabels": ["screw"]}},
-            {**box, "id": "b", "value": {**box["value"], "rectanglelabels": ["rivet"]}},
-        ])
+        box = {
+            "id": "a",
+            "type": "rectanglelabels",
+            "from_name": "label",
+            "to_name": "image",
+            "original_width": image.width,
+            "original_height": image.height,
+            "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rotation": 0},
+        }
+        client.create_annotation(
+            task["id"],
+            [
+                {**box, "value": {**box["value"], "rectanglelabels": ["screw"]}},
+                {**box, "id": "b", "value": {**box["value"], "rectanglelabels": ["rivet"]}},
+            ],
+        )
         pulled = sync.pull(store, client, title=sw.title)
         message = pulled.error_message()
         assert message.count("\n") == 0 and "'rivet', 'screw'" in message
@@ -252,7 +292,9 @@ def test_interrupted_import_is_reconciled_without_duplicates(studio_server, tmp_
         assert summary.recovered == 4 and summary.created == 4
         tasks = _server_tasks(client, project.project_id)
         assert sorted(t["data"]["autolabel_image_id"] for t in tasks) == sorted(ids)
-        rows = store.conn.execute("SELECT COUNT(*), COUNT(DISTINCT task_id) FROM studio_tasks WHERE state='pushed'")
+        rows = store.conn.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT task_id) FROM studio_tasks WHERE state='pushed'"
+        )
         assert tuple(rows.fetchone()) == (12, 12)
 
 
@@ -274,14 +316,17 @@ def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):  # n
     sw = make_workspace(studio_server, tmp_path, 60)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _PUSH_SCRIPT, str(sw.ws.root), studio_server.url, studio_server.token], env=env,
+        [sys.executable, "-c", _PUSH_SCRIPT, str(sw.ws.root), studio_server.url, studio_server.token],
+        env=env,
     )
     try:
         deadline = time.monotonic() + 120
         with sw.ws.open_store() as store:
             sync.ensure_schema(store)
             while time.monotonic() < deadline and proc.poll() is None:
-                done = store.conn.execute("SELECT COUNT(*) FROM studio_tasks WHERE state = 'pushed'").fetchone()[0]
+                done = store.conn.execute(
+                    "SELECT COUNT(*) FROM studio_tasks WHERE state = 'pushed'"
+                ).fetchone()[0]
                 if done >= 10:
                     break
                 time.sleep(0.05)
@@ -289,7 +334,9 @@ def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):  # n
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     with client_for(studio_server) as client, sw.ws.open_store() as store:
-        killed_at = store.conn.execute("SELECT COUNT(*) FROM studio_tasks WHERE state = 'pushed'").fetchone()[0]
+        killed_at = store.conn.execute("SELECT COUNT(*) FROM studio_tasks WHERE state = 'pushed'").fetchone()[
+            0
+        ]
         assert killed_at < 60, "the push finished before it could be killed; the test proves nothing"
         _push(sw, client, store, batch_size=5)
         project = _project(sw, client, store)
@@ -308,7 +355,9 @@ def test_pull_after_server_restart(studio_server, tmp_path):  # noqa: F811
         project = _project(sw, client, store)
         replay.replay(client, project.project_id, sw.gt_dir)
     assert server.stop(studio_server.studio_dir)
-    state = server.start(studio_server.studio_dir, studio_server.images_base / "root", studio_server.port, timeout=300)
+    state = server.start(
+        studio_server.studio_dir, studio_server.images_base / "root", studio_server.port, timeout=300
+    )
     assert state.url == studio_server.url
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         assert sync.pull(store, client, title=sw.title).labeled == 8
@@ -320,7 +369,9 @@ def test_image_paths_that_escape_the_root_are_refused(tmp_path):
     root.mkdir()
     (tmp_path / "secret.jpg").write_bytes(b"x")
     (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
-    assert sync.local_files_url(root, tmp_path, "a b/c#1.jpg") == "/data/local-files/?d=images/a%20b/c%231.jpg"
+    assert (
+        sync.local_files_url(root, tmp_path, "a b/c#1.jpg") == "/data/local-files/?d=images/a%20b/c%231.jpg"
+    )
     for bad in ("../secret.jpg", "/etc/passwd", "link.jpg", ""):
         with pytest.raises(AutolabelError):
             sync.local_files_url(root, tmp_path, bad)
@@ -358,11 +409,21 @@ def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withd
         images = store.images()
         w, h = images[0].width, images[0].height
         rect = _rect_result(w, h)
-        good = {**rect, "id": "g", "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["bolt"]}}
+        good = {
+            **rect,
+            "id": "g",
+            "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["bolt"]},
+        }
         no_x = {**rect, "id": "n", "value": {"y": 10, "width": 20, "height": 20, "rectanglelabels": ["bolt"]}}
-        polygon = {"id": "p", "type": "polygonlabels", "from_name": "label", "to_name": "image",
-                   "original_width": w, "original_height": h,
-                   "value": {"points": [[10, 10], [30, 10], [30, 30]], "polygonlabels": ["nut"]}}
+        polygon = {
+            "id": "p",
+            "type": "polygonlabels",
+            "from_name": "label",
+            "to_name": "image",
+            "original_width": w,
+            "original_height": h,
+            "value": {"points": [[10, 10], [30, 10], [30, 30]], "polygonlabels": ["nut"]},
+        }
         bad_id = client.create_annotation(by_image[images[0].id], [no_x])
         poly_id = client.create_annotation(by_image[images[1].id], [polygon])
         good_id = client.create_annotation(by_image[images[2].id], [good])
@@ -377,8 +438,8 @@ def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withd
         assert len(again.quarantined) == 2 and set(store.labels()) == {images[2].id}
 
         client.update_annotation(bad_id, [{**no_x, "value": {**no_x["value"], "x": 5}}])  # fixed
-        client.delete_annotation(poly_id)                                                   # given up on
-        client.delete_annotation(good_id)                                                   # withdrawn
+        client.delete_annotation(poly_id)  # given up on
+        client.delete_annotation(good_id)  # withdrawn
         fixed = sync.pull(store, client, title=sw.title)
         assert fixed.quarantined == [] and sync.quarantined(store) == []
         assert fixed.withdrawn == 2  # the polygon's quarantine and the good annotation's labels
@@ -395,10 +456,20 @@ def test_two_workspaces_with_one_title_get_their_own_projects(studio_server, tmp
     title = f"shared {a.title}"[:50]
     with client_for(studio_server) as client, a.ws.open_store() as sa, c.ws.open_store() as sc:
         assert sa.workspace_id() != sc.workspace_id() and sa.workspace_id() == sa.workspace_id()
-        pc = sync.push(sc, client, image_root=c.ws.image_root, document_root=server.document_root(c.ws.image_root),
-                       title=title)
-        pa = sync.push(sa, client, image_root=a.ws.image_root, document_root=server.document_root(a.ws.image_root),
-                       title=title)
+        pc = sync.push(
+            sc,
+            client,
+            image_root=c.ws.image_root,
+            document_root=server.document_root(c.ws.image_root),
+            title=title,
+        )
+        pa = sync.push(
+            sa,
+            client,
+            image_root=a.ws.image_root,
+            document_root=server.document_root(a.ws.image_root),
+            title=title,
+        )
         assert pa.project_id != pc.project_id and pa.created == pc.created == 3
         assert sync.project_owner(client.get_project(pc.project_id)["description"]) == sc.workspace_id()
         assert sync.project_owner(client.get_project(pa.project_id)["description"]) == sa.workspace_id()
@@ -418,13 +489,25 @@ def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_se
     c = make_workspace(studio_server, tmp_path / "c", 3, seed=4)
     title = f"both {a.title}"[:50]
     with client_for(studio_server) as client, a.ws.open_store() as sa, c.ws.open_store() as sc:
-        pc = sync.push(sc, client, image_root=c.ws.image_root, document_root=server.document_root(c.ws.image_root),
-                       title=title, share=True)
+        pc = sync.push(
+            sc,
+            client,
+            image_root=c.ws.image_root,
+            document_root=server.document_root(c.ws.image_root),
+            title=title,
+            share=True,
+        )
         c_tasks = _task_ids_by_image(client, pc.project_id)
         annotated = c_tasks[1]
         client.create_annotation(annotated, [])  # a human decision on C's image 1
-        pa = sync.push(sa, client, image_root=a.ws.image_root, document_root=server.document_root(a.ws.image_root),
-                       title=title, share=True)
+        pa = sync.push(
+            sa,
+            client,
+            image_root=a.ws.image_root,
+            document_root=server.document_root(a.ws.image_root),
+            title=title,
+            share=True,
+        )
         assert pa.project_id == pc.project_id and pa.created == 3
         project = sync.find_project(sa, client.url, title)
         # A crashed after persisting intent for its image 1 but before the server answered:

@@ -13,8 +13,14 @@ def _flat_style(**overrides):
     """A session without lighting, blur or noise: every non-object pixel is the base colour."""
     style = synthetic.sample_style(np.random.default_rng(0), background="plain")
     return dataclasses.replace(
-        style, gain=1.0, tint=(1.0, 1.0, 1.0), light_strength=0.0, blur_sigma=0.0, noise_sigma=0.0,
-        frame_gain_jitter=0.0, **overrides
+        style,
+        gain=1.0,
+        tint=(1.0, 1.0, 1.0),
+        light_strength=0.0,
+        blur_sigma=0.0,
+        noise_sigma=0.0,
+        frame_gain_jitter=0.0,
+        **overrides,
     )
 
 
@@ -31,7 +37,12 @@ def test_same_seed_same_scene_and_other_seed_differs():
 def test_boxes_are_the_tight_extent_of_the_drawn_pixels(seed):
     style = _flat_style()
     rgb, det = synthetic.generate_scene(
-        np.random.default_rng(seed), (160, 120), style=style, n_objects=(2, 6), blur=False, noise=False,
+        np.random.default_rng(seed),
+        (160, 120),
+        style=style,
+        n_objects=(2, 6),
+        blur=False,
+        noise=False,
         with_masks=True,
     )
     assert len(det) >= 1
@@ -93,7 +104,9 @@ def test_class_names_match_the_fastener_ontology():
 
 
 def test_synth_command(tmp_path):
-    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "d"), "--n", "4", "--imgsz", "64", "--groups", "2"])
+    result = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path / "d"), "--n", "4", "--imgsz", "64", "--groups", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "d" / "images").rglob("*.jpg"))) == 4
     assert "4 images" in result.output

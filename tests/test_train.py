@@ -37,7 +37,9 @@ def build_workspace(root: Path, n: int = N_IMAGES, n_val: int = N_VAL):
     rng = np.random.default_rng(0)
     truth = {}
     for i in range(n):
-        pixels, det = generate_scene(rng, IMGSZ, n_objects=(1, 3), scale=(0.25, 0.45), clutter=False, blur=False)
+        pixels, det = generate_scene(
+            rng, IMGSZ, n_objects=(1, 3), scale=(0.25, 0.45), clutter=False, blur=False
+        )
         rel = f"g{i % 3}/scene_{i:02d}.png"
         (root / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(root / "images" / rel)
@@ -88,7 +90,14 @@ def trained(tmp_path_factory):
         )
         warnings: list[str] = []
         run_id = train_student(ws, store, settings, warn=warnings.append)
-    yield {"ws": ws, "store": store, "run_id": run_id, "network": network, "warnings": warnings, "truth": truth}
+    yield {
+        "ws": ws,
+        "store": store,
+        "run_id": run_id,
+        "network": network,
+        "warnings": warnings,
+        "truth": truth,
+    }
     store.close()
 
 
@@ -108,8 +117,20 @@ def test_training_records_a_run_with_weights_lineage_and_metrics(trained):
     assert params["epochs"] == 1 and params["imgsz"] == IMGSZ and params["seed"] == 0
     assert params["model_source"] == "yolo11n.yaml" and params["pretrained"] is False
     metrics = json.loads(run["metrics"])
-    for key in ("map50", "map50_95", "ap_small", "ap_medium", "ap_large", "per_class_ap", "precision", "recall",
-                "f1", "conf", "iou", "confusion_matrix"):
+    for key in (
+        "map50",
+        "map50_95",
+        "ap_small",
+        "ap_medium",
+        "ap_large",
+        "per_class_ap",
+        "precision",
+        "recall",
+        "f1",
+        "conf",
+        "iou",
+        "confusion_matrix",
+    ):
         assert key in metrics, key
     assert metrics["val_hash_matches_run"] is True
     assert metrics["n_images"] == N_VAL
@@ -155,8 +176,17 @@ def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trai
     store.set_meta("round", "1")
     try:
         settings = TrainSettings(
-            epochs=2, imgsz=IMGSZ, batch=4, workers=0, device="cpu", resume_from=first["weights_path"],
-            evaluate=False, plots=False, deterministic=False, val_each_epoch=False, warmup_epochs=0.0,
+            epochs=2,
+            imgsz=IMGSZ,
+            batch=4,
+            workers=0,
+            device="cpu",
+            resume_from=first["weights_path"],
+            evaluate=False,
+            plots=False,
+            deterministic=False,
+            val_each_epoch=False,
+            warmup_epochs=0.0,
         )
         run_id = train_student(trained["ws"], store, settings)
     finally:
@@ -169,7 +199,10 @@ def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trai
     weights = Path(run["weights_path"]).parent
     import torch
 
-    best, last = (torch.load(weights / name, weights_only=False)["model"].state_dict() for name in ("best.pt", "last.pt"))
+    best, last = (
+        torch.load(weights / name, weights_only=False)["model"].state_dict()
+        for name in ("best.pt", "last.pt")
+    )
     assert best.keys() == last.keys() and all(torch.equal(best[k], last[k]) for k in best)
 
 
@@ -180,13 +213,17 @@ def test_resolve_model(tmp_path):
     assert resolve_model("yolo11s.yaml").source == "yolo11s.yaml"
     weights = tmp_path / "mine.pt"
     weights.write_bytes(b"x")
-    assert resolve_model(str(weights)) .source == str(weights.resolve())
+    assert resolve_model(str(weights)).source == str(weights.resolve())
     (tmp_path / "wdir").mkdir()
     (tmp_path / "wdir" / "yolo11n.pt").write_bytes(b"x")
     found = resolve_model("yolo11n.pt", tmp_path / "wdir")
-    assert found.pretrained and found.source == str(tmp_path / "wdir" / "yolo11n.pt") and found.warning is None
+    assert (
+        found.pretrained and found.source == str(tmp_path / "wdir" / "yolo11n.pt") and found.warning is None
+    )
     fallback = resolve_model("yolo11s.pt", tmp_path / "wdir")
-    assert fallback.source == "yolo11s.yaml" and not fallback.pretrained and "from scratch" in fallback.warning
+    assert (
+        fallback.source == "yolo11s.yaml" and not fallback.pretrained and "from scratch" in fallback.warning
+    )
     with pytest.raises(AutolabelError, match="not found"):
         resolve_model(str(tmp_path / "missing" / "best.pt"))
 
@@ -203,8 +240,19 @@ def test_collect_dataset_problems(tmp_path):
         snapshot = collect_dataset(store)
         assert (len(snapshot.train), len(snapshot.val)) == (3, 1)
         # a labeled image without a labels row is skipped and said so
-        store.add_images([{"path": "ghost.png", "sha256": "0" * 64, "size_bytes": 1, "width": 8, "height": 8,
-                           "source_group": "x", "status": "labeled"}])
+        store.add_images(
+            [
+                {
+                    "path": "ghost.png",
+                    "sha256": "0" * 64,
+                    "size_bytes": 1,
+                    "width": 8,
+                    "height": 8,
+                    "source_group": "x",
+                    "status": "labeled",
+                }
+            ]
+        )
         snapshot = collect_dataset(store)
         assert len(snapshot.train) == 3 and any("ghost.png" in s for s in snapshot.skipped)
         # a class id outside the store's classes is one clear error
@@ -225,7 +273,13 @@ def test_write_yolo_dataset_writes_empty_label_files_for_background_images(tmp_p
         image = store.images(status="labeled")[0]
         store.set_labels(image.id, "import", dets.to_json(dets.empty()))
         data_yaml = write_yolo_dataset(collect_dataset(store), ws.image_root, tmp_path / "data")
-    label = tmp_path / "data" / "labels" / "train" / Path(dataset_file_name(image.id, image.path)).with_suffix(".txt")
+    label = (
+        tmp_path
+        / "data"
+        / "labels"
+        / "train"
+        / Path(dataset_file_name(image.id, image.path)).with_suffix(".txt")
+    )
     assert label.is_file() and label.read_text() == ""
     assert data_yaml.is_file()
 
@@ -248,7 +302,9 @@ def test_eval_cli_end_to_end(trained):
     assert saved["conf"] == 0.01 and saved["iou"] == 0.4 and saved["n_images"] == N_VAL
     run = next(r for r in trained["store"].runs() if r["id"] == run_id)
     recorded = json.loads(run["metrics"])
-    assert recorded["conf"] == 0.01 and "ultralytics" in recorded and "train" in recorded  # merged, not replaced
+    assert (
+        recorded["conf"] == 0.01 and "ultralytics" in recorded and "train" in recorded
+    )  # merged, not replaced
 
     missing = CliRunner().invoke(app, ["eval", "--workspace", str(ws.root), "--run", "999"])
     assert missing.exit_code == 2 and "error: no run 999" in missing.output
@@ -276,11 +332,16 @@ def test_train_cli_offline_without_weights_warns_in_one_line_and_trains(tmp_path
     ws, store, _ = build_workspace(tmp_path, n=6, n_val=2)
     store.close()
     result = CliRunner().invoke(
-        app, ["train", "-w", str(ws.root), "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--offline"]
+        app,
+        ["train", "-w", str(ws.root), "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--offline"],
     )
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if "warning:" in line]
-    assert len(warnings) == 1 and "yolo11n.pt not found (offline)" in warnings[0] and "from scratch" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and "yolo11n.pt not found (offline)" in warnings[0]
+        and "from scratch" in warnings[0]
+    )
     assert "Traceback" not in result.output and "run 1 finished" in result.output
 
 
@@ -313,7 +374,11 @@ def test_missing_official_weights_are_fetched_through_ultralytics_when_online(tm
     monkeypatch.setattr(downloads, "attempt_download_asset", fake_download)
     choice = resolve_model("yolo11n.pt", tmp_path / "weights")
     assert asked == [tmp_path / "weights" / "yolo11n.pt"]
-    assert choice.pretrained and choice.source == str(tmp_path / "weights" / "yolo11n.pt") and choice.warning is None
+    assert (
+        choice.pretrained
+        and choice.source == str(tmp_path / "weights" / "yolo11n.pt")
+        and choice.warning is None
+    )
     assert os.environ["YOLO_OFFLINE"] == "1"  # and put back for everything else
 
     asked.clear()  # not an official asset name: never asked for, the scratch fallback

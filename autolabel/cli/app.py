@@ -28,7 +28,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """From a folder of unlabeled photos to a trained, exported object detector."""

@@ -12,7 +12,9 @@ from autolabel.errors import AutolabelError
 
 WorkspaceOption = Annotated[
     Path,
-    typer.Option("--workspace", "-w", envvar="AUTOLABEL_WORKSPACE", help="Workspace folder (autolabel.yaml)."),
+    typer.Option(
+        "--workspace", "-w", envvar="AUTOLABEL_WORKSPACE", help="Workspace folder (autolabel.yaml)."
+    ),
 ]
 
 

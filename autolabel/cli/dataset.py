@@ -11,13 +11,16 @@ from autolabel.cli.common import ErrorHandlingGroup, WorkspaceOption, console, o
 
 
 def synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (YOLO layout: images/, labels/, data.yaml).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (YOLO layout: images/, labels/, data.yaml).")
+    ],
     n: Annotated[int, typer.Option("--n", min=0, help="Number of images.")] = 100,
     seed: Annotated[int, typer.Option(help="Same seed, same images and labels.")] = 0,
     imgsz: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 320,
     groups: Annotated[int, typer.Option(min=1, help="Capture sessions (one folder each).")] = 10,
     difficulty: Annotated[
-        str, typer.Option(help="normal | easy (large objects, no clutter or occluders: learnable from scratch)")
+        str,
+        typer.Option(help="normal | easy (large objects, no clutter or occluders: learnable from scratch)"),
     ] = "normal",
 ) -> None:
     """Write synthetic fastener scenes (bolt, nut, washer, screw) with exact boxes."""
@@ -32,18 +35,30 @@ def synth(
             out, n=n, seed=seed, imgsz=imgsz, groups=groups, advance=advance, **DIFFICULTY[difficulty]
         )
     counts = ", ".join(f"{k} {v}" for k, v in summary.per_class.items())
-    console().print(f"{summary.images} images, {summary.boxes} boxes ({counts}) in {summary.groups} groups -> {out}")
+    console().print(
+        f"{summary.images} images, {summary.boxes} boxes ({counts}) in {summary.groups} groups -> {out}"
+    )
 
 
 def import_labels(
-    labels: Annotated[Path, typer.Option("--labels", "-l", help="YOLO labels folder, or COCO .json (or a folder with one).")],
+    labels: Annotated[
+        Path, typer.Option("--labels", "-l", help="YOLO labels folder, or COCO .json (or a folder with one).")
+    ],
     format: Annotated[str, typer.Option("--format", "-f", help="yolo | coco")],
     images: Annotated[
         Optional[Path],
-        typer.Option("--images", "-i", help="Where the labeled images are: the workspace image folder (default) or a folder inside it."),
+        typer.Option(
+            "--images",
+            "-i",
+            help="Where the labeled images are: the workspace image folder (default) or a folder inside it.",
+        ),
     ] = None,
-    add_classes: Annotated[bool, typer.Option("--add-classes", help="Add class names that are not in the ontology.")] = False,
-    replace: Annotated[bool, typer.Option("--replace", help="Overwrite labels already pulled from Label Studio.")] = False,
+    add_classes: Annotated[
+        bool, typer.Option("--add-classes", help="Add class names that are not in the ontology.")
+    ] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Overwrite labels already pulled from Label Studio.")
+    ] = False,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Import existing YOLO or COCO labels as human-verified labels."""
@@ -55,19 +70,32 @@ def import_labels(
     names = Ontology.load(ontology_path).names if ontology_path else None
     with ws.open_store() as store:
         summary = run_import(
-            store, ws.image_root, ws.config.grouping, labels, format.lower(), images_dir=images,
-            add_classes=add_classes, ontology_names=names, replace=replace,
+            store,
+            ws.image_root,
+            ws.config.grouping,
+            labels,
+            format.lower(),
+            images_dir=images,
+            add_classes=add_classes,
+            ontology_names=names,
+            replace=replace,
         )
     out = console()
-    out.print(f"imported {summary.boxes} boxes on {summary.labeled} images ({summary.registered} newly registered)")
+    out.print(
+        f"imported {summary.boxes} boxes on {summary.labeled} images ({summary.registered} newly registered)"
+    )
     if summary.added_classes:
         out.print(f"added classes: {', '.join(summary.added_classes)}")
     if summary.clipped_boxes or summary.dropped_boxes:
-        out.print(f"{summary.clipped_boxes} boxes reached beyond the image and were clipped;"
-                  f" {summary.dropped_boxes} empty boxes dropped")
+        out.print(
+            f"{summary.clipped_boxes} boxes reached beyond the image and were clipped;"
+            f" {summary.dropped_boxes} empty boxes dropped"
+        )
     if summary.orphans:
         shown = ", ".join(summary.orphans[:5]) + (" ..." if len(summary.orphans) > 5 else "")
-        out.print(f"[yellow]{len(summary.orphans)} labels have no image under the images folder:[/yellow] {shown}")
+        out.print(
+            f"[yellow]{len(summary.orphans)} labels have no image under the images folder:[/yellow] {shown}"
+        )
     for path, reason in summary.skipped[:20]:
         out.print(f"  skipped {path}: {reason}")
     if len(summary.skipped) > 20:
@@ -75,16 +103,28 @@ def import_labels(
 
 
 def split(
-    val_fraction: Annotated[float, typer.Option("--val-fraction", min=0.0, max=1.0, help="First split only: share of images in val.")] = 0.2,
+    val_fraction: Annotated[
+        float,
+        typer.Option("--val-fraction", min=0.0, max=1.0, help="First split only: share of images in val."),
+    ] = 0.2,
     seed: Annotated[int, typer.Option(help="Order in which whole groups are drawn for val.")] = 0,
-    grow_val: Annotated[int, typer.Option("--grow-val", min=0, help="Add about N images (new whole groups) to val.")] = 0,
+    grow_val: Annotated[
+        int, typer.Option("--grow-val", min=0, help="Add about N images (new whole groups) to val.")
+    ] = 0,
     groups_csv: Annotated[
-        Optional[Path], typer.Option("--groups-csv", help="CSV 'path,group': images sharing a group never straddle splits.")
+        Optional[Path],
+        typer.Option("--groups-csv", help="CSV 'path,group': images sharing a group never straddle splits."),
     ] = None,
-    report: Annotated[bool, typer.Option("--report", help="List group sizes and near-duplicate pairs across splits.")] = False,
+    report: Annotated[
+        bool, typer.Option("--report", help="List group sizes and near-duplicate pairs across splits.")
+    ] = False,
     near_dup_threshold: Annotated[
         Optional[float],
-        typer.Option("--near-dup-threshold", min=0.0, help="Cosine similarity from which two images are near-duplicates (default 0.95)."),
+        typer.Option(
+            "--near-dup-threshold",
+            min=0.0,
+            help="Cosine similarity from which two images are near-duplicates (default 0.95).",
+        ),
     ] = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
@@ -100,8 +140,13 @@ def split(
             out.print(f"{count} explicit groups recorded from {groups_csv}")
         with progress_bar("embedding", total=None) as advance:
             result = dataset.split(
-                store, ws.image_root, val_fraction=val_fraction, seed=seed, grow_val=grow_val,
-                threshold=near_dup_threshold, advance=advance,
+                store,
+                ws.image_root,
+                val_fraction=val_fraction,
+                seed=seed,
+                grow_val=grow_val,
+                threshold=near_dup_threshold,
+                advance=advance,
             )
         out.print(
             f"train {result.n_train} images, val {result.n_val} images ({result.groups} groups);"
@@ -153,12 +198,16 @@ check_app = typer.Typer(
 @check_app.command("labels")
 def check_labels(
     n: Annotated[int, typer.Option("--n", min=1, help="Images in the picture (flagged ones first).")] = 16,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG grid of images with their boxes.")] = Path("check.png"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG grid of images with their boxes.")] = Path(
+        "check.png"
+    ),
     labels: Annotated[
-        Optional[Path], typer.Option("--labels", help="Check a YOLO labels folder instead of the workspace labels.")
+        Optional[Path],
+        typer.Option("--labels", help="Check a YOLO labels folder instead of the workspace labels."),
     ] = None,
     images: Annotated[
-        Optional[Path], typer.Option("--images", help="With --labels: the images (default: the sibling 'images' folder).")
+        Optional[Path],
+        typer.Option("--images", help="With --labels: the images (default: the sibling 'images' folder)."),
     ] = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:

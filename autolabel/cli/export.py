@@ -102,9 +102,7 @@ def print_export(result) -> None:
 
 def bench(
     run: Annotated[Optional[int], typer.Option("--run", help="Run id (default: best mAP50-95).")] = None,
-    batch: Annotated[list[int], typer.Option("--batch", help="Batch size; repeat for several.")] = [
-        1
-    ],  # noqa: B006
+    batch: Annotated[list[int], typer.Option("--batch", help="Batch size; repeat for several.")] = [1],  # noqa: B006
     runs: Annotated[
         int, typer.Option("--runs", min=1, help="Timed runs per backend (>= 50 for reporting).")
     ] = 50,

@@ -18,7 +18,8 @@ def init(
         str, typer.Option("--group-by", help="Source groups: folder | regex | exif_gap.")
     ] = "folder",
     group_regex: Annotated[
-        Optional[str], typer.Option("--group-regex", help="With --group-by regex: first capture group names the group.")
+        Optional[str],
+        typer.Option("--group-regex", help="With --group-by regex: first capture group names the group."),
     ] = None,
     gap_seconds: Annotated[float, typer.Option("--gap-seconds", help="With --group-by exif_gap.")] = 60.0,
 ) -> None:

@@ -19,9 +19,7 @@ StatusOption = Annotated[
 ]
 SourceOption = Annotated[
     str,
-    typer.Option(
-        "--source", help="auto (human labels, else newest pre-labels) | labels | predictions."
-    ),
+    typer.Option("--source", help="auto (human labels, else newest pre-labels) | labels | predictions."),
 ]
 
 

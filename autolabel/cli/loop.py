@@ -28,7 +28,9 @@ def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, ji
     noise = None
     if annotator == "replay":
         if labels is None:
-            raise AutolabelError("--annotator replay needs --labels DIR (YOLO ground truth: labels/ + data.yaml)")
+            raise AutolabelError(
+                "--annotator replay needs --labels DIR (YOLO ground truth: labels/ + data.yaml)"
+            )
         if not labels.is_dir():
             raise AutolabelError(f"ground-truth folder not found: {labels}")
         from autolabel.studio.replay import Noise
@@ -53,12 +55,24 @@ def loop(
     score: ScoreOption = None,
     epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
     imgsz: Annotated[Optional[int], typer.Option(min=32)] = None,
-    annotator: Annotated[str, typer.Option(help="human (Label Studio users) | replay (answers from --labels)")] = "human",
-    labels: Annotated[Optional[Path], typer.Option(help="Ground-truth YOLO folder for --annotator replay.")] = None,
-    miss_rate: Annotated[float, typer.Option(min=0, max=1, help="Replay noise: share of boxes the annotator misses.")] = 0.0,
-    jitter: Annotated[float, typer.Option(min=0, help="Replay noise: box jitter, fraction of box size.")] = 0.0,
-    prompts: Annotated[Optional[Path], typer.Option(help="Ontology for round-0 pre-labels (default: the workspace's).")] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Never download missing official student weights.")] = False,
+    annotator: Annotated[
+        str, typer.Option(help="human (Label Studio users) | replay (answers from --labels)")
+    ] = "human",
+    labels: Annotated[
+        Optional[Path], typer.Option(help="Ground-truth YOLO folder for --annotator replay.")
+    ] = None,
+    miss_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Replay noise: share of boxes the annotator misses.")
+    ] = 0.0,
+    jitter: Annotated[
+        float, typer.Option(min=0, help="Replay noise: box jitter, fraction of box size.")
+    ] = 0.0,
+    prompts: Annotated[
+        Optional[Path], typer.Option(help="Ontology for round-0 pre-labels (default: the workspace's).")
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Never download missing official student weights.")
+    ] = False,
 ) -> None:
     """Run active-learning rounds until validation mAP plateaus (resumable: rerun the same command)."""
     from autolabel.loop import run_loop
@@ -97,7 +111,9 @@ def select_batch(
     ctx, out = _context(workspace, recipe, overrides, "human", None, 0.0, 0.0, None)
     with ctx.store as store:
         ensure_loop_schema(store)
-        steps = [("select", step_select), ("prelabel", step_prelabel)] + ([("push", step_push)] if push else [])
+        steps = [("select", step_select), ("prelabel", step_prelabel)] + (
+            [("push", step_push)] if push else []
+        )
         round_index = run_steps_once(ctx, steps)
         ids = batch_ids(store, round_index)
         images = {im.id: im.path for im in store.images(ids=ids)}

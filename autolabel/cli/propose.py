@@ -11,24 +11,38 @@ from autolabel.cli.common import WorkspaceOption, console, open_workspace
 def propose(
     prompt: Annotated[
         Optional[list[str]],
-        typer.Option("--prompt", "-p", help="A class to find; repeat for more. 'bolt=hex bolt,machine bolt' gives a class several prompts."),
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="A class to find; repeat for more. 'bolt=hex bolt,machine bolt' gives a class several prompts.",
+        ),
     ] = None,
     prompts: Annotated[
         Optional[Path], typer.Option("--prompts", help="Prompt ontology YAML (see prompts/fasteners.yaml).")
     ] = None,
     workspace: WorkspaceOption = Path("."),
-    model: Annotated[Optional[str], typer.Option(help="grounding-dino | owlv2 | yolo-world | groundingdino-py")] = None,
-    model_path: Annotated[Optional[str], typer.Option(help="Local weights (a save_pretrained folder or a .pt file).")] = None,
+    model: Annotated[
+        Optional[str], typer.Option(help="grounding-dino | owlv2 | yolo-world | groundingdino-py")
+    ] = None,
+    model_path: Annotated[
+        Optional[str], typer.Option(help="Local weights (a save_pretrained folder or a .pt file).")
+    ] = None,
     box_threshold: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
     text_threshold: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
     max_det: Annotated[Optional[int], typer.Option(min=1)] = None,
-    nms_iou: Annotated[Optional[float], typer.Option(min=0, max=1, help="Per-class NMS at this IoU (off by default).")] = None,
+    nms_iou: Annotated[
+        Optional[float], typer.Option(min=0, max=1, help="Per-class NMS at this IoU (off by default).")
+    ] = None,
     class_agnostic_nms: Annotated[bool, typer.Option(help="NMS across classes.")] = False,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | mps")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
     fp16: Annotated[Optional[bool], typer.Option("--fp16/--no-fp16", help="Half precision on CUDA.")] = None,
-    force: Annotated[bool, typer.Option(help="Propose again images already proposed with this model and ontology.")] = False,
-    preview: Annotated[int, typer.Option(help="Images in the preview grid written at the end (0: none).")] = 16,
+    force: Annotated[
+        bool, typer.Option(help="Propose again images already proposed with this model and ontology.")
+    ] = False,
+    preview: Annotated[
+        int, typer.Option(help="Images in the preview grid written at the end (0: none).")
+    ] = 16,
 ) -> None:
     """Pre-label every image with an open-vocabulary detector (resumable; new images are registered first)."""
     from autolabel.cli.init import print_scan_problems, register_with_progress
@@ -49,13 +63,21 @@ def propose(
     elif ws.ontology_path():
         ontology = Ontology.load(ws.ontology_path())
     else:
-        raise AutolabelError("no prompts: give --prompt bolt (repeatable) or --prompts prompts/fasteners.yaml")
+        raise AutolabelError(
+            "no prompts: give --prompt bolt (repeatable) or --prompts prompts/fasteners.yaml"
+        )
 
     cfg = ws.config.proposer
     overrides = {
-        "model": model, "model_path": model_path, "box_threshold": box_threshold,
-        "text_threshold": text_threshold, "max_det": max_det, "nms_iou": nms_iou,
-        "device": device, "batch_size": batch_size, "fp16": fp16,
+        "model": model,
+        "model_path": model_path,
+        "box_threshold": box_threshold,
+        "text_threshold": text_threshold,
+        "max_det": max_det,
+        "nms_iou": nms_iou,
+        "device": device,
+        "batch_size": batch_size,
+        "fp16": fp16,
     }
     values = {**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
     values["class_agnostic_nms"] = class_agnostic_nms or cfg.class_agnostic_nms
@@ -84,7 +106,10 @@ def propose(
         if summary.boxes_per_class:
             counts = ", ".join(f"{names[c]} {n}" for c, n in sorted(summary.boxes_per_class.items()))
             out.print(f"boxes: {counts}")
-        for label, problems in (("unreadable", summary.decode_errors), ("model errors", summary.model_errors)):
+        for label, problems in (
+            ("unreadable", summary.decode_errors),
+            ("model errors", summary.model_errors),
+        ):
             if problems:
                 out.print(f"[yellow]{len(problems)} {label}:[/yellow]")
                 for path, reason in problems:

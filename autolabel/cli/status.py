@@ -10,7 +10,9 @@ from autolabel.cli.common import WorkspaceOption, console, open_workspace
 
 def status(
     workspace: WorkspaceOption = Path("."),
-    as_json: Annotated[bool, typer.Option("--json", help="Print everything as one JSON object (no plot, no tables).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print everything as one JSON object (no plot, no tables).")
+    ] = False,
 ) -> None:
     """Where the workspace stands: images by status, pre-labels, human labels, training runs, rounds."""
     from autolabel.status import plot_rounds, status_report
@@ -21,7 +23,9 @@ def status(
     if as_json:
         import json
 
-        typer.echo(json.dumps({"workspace": str(ws.root), "image_root": str(ws.image_root), **report}, indent=2))
+        typer.echo(
+            json.dumps({"workspace": str(ws.root), "image_root": str(ws.image_root), **report}, indent=2)
+        )
         return
     out = console()
     out.print(f"workspace {ws.root} (images: {ws.image_root})")
@@ -53,19 +57,30 @@ def _print_tables(out, report: dict) -> None:
         out.print(proposals)
     out.print(f"human-verified images: {report['labeled_images']} ({report['labeled_boxes']} boxes)")
     if report.get("quarantined"):
-        out.print(f"[yellow]{len(report['quarantined'])} Label Studio annotations held back"
-                  " (fix or delete them there, then pull):[/yellow]")
+        out.print(
+            f"[yellow]{len(report['quarantined'])} Label Studio annotations held back"
+            " (fix or delete them there, then pull):[/yellow]"
+        )
         for q in report["quarantined"][:10]:
             out.print(f"  {q['path']} (task {q['task_id']}): {q['reason']}")
     if report["runs"]:
         runs = Table(title="training runs (metrics on the frozen validation set)")
         for column in ("run", "round", "status", "train", "val", "started from", "mAP50", "mAP50-95", "F1"):
-            runs.add_column(column, justify="left" if column in ("status", "started from") else "right", overflow="fold")
+            runs.add_column(
+                column, justify="left" if column in ("status", "started from") else "right", overflow="fold"
+            )
         for r in report["runs"]:
             origin = r["started_from"] + (", warm start" if r["warm_start"] else "")
             runs.add_row(
-                str(r["id"]), str(r["round"]), r["status"], str(r["n_train"]), str(r["n_val"]), origin,
-                _fmt(r["map50"]), _fmt(r["map50_95"]), _fmt(r["f1"]),
+                str(r["id"]),
+                str(r["round"]),
+                r["status"],
+                str(r["n_train"]),
+                str(r["n_val"]),
+                origin,
+                _fmt(r["map50"]),
+                _fmt(r["map50_95"]),
+                _fmt(r["f1"]),
             )
         out.print(runs)
     if report["rounds"]:
@@ -74,17 +89,27 @@ def _print_tables(out, report: dict) -> None:
             table.add_column(column, justify="right", overflow="fold")
         for r in report["rounds"]:
             table.add_row(
-                str(r["round"]), str(r["labels"]), str(r["boxes"]), f"{r['human_seconds'] / 60:.1f} min",
-                _fmt(r["map50"]), _fmt(r["map50_95"]), _fmt(r["f1"]),
+                str(r["round"]),
+                str(r["labels"]),
+                str(r["boxes"]),
+                f"{r['human_seconds'] / 60:.1f} min",
+                _fmt(r["map50"]),
+                _fmt(r["map50_95"]),
+                _fmt(r["f1"]),
             )
         out.print(table)
         prelabels = Table(title="pre-labels by round (correction time vs drawing every box)")
         for column in ("round", "correct / scratch", "P", "R", "thresholds"):
-            prelabels.add_column(column, justify="left" if column == "thresholds" else "right", overflow="fold")
+            prelabels.add_column(
+                column, justify="left" if column == "thresholds" else "right", overflow="fold"
+            )
         for r in report["rounds"]:
             prelabels.add_row(
-                str(r["round"]), _ratio(r["round_seconds"], r["round_seconds_from_scratch"]),
-                _fmt(r["proposer_precision"]), _fmt(r["proposer_recall"]), _thresholds(r["thresholds"]),
+                str(r["round"]),
+                _ratio(r["round_seconds"], r["round_seconds_from_scratch"]),
+                _fmt(r["proposer_precision"]),
+                _fmt(r["proposer_recall"]),
+                _thresholds(r["thresholds"]),
             )
         out.print(prelabels)
 

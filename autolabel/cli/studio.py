@@ -20,12 +20,17 @@ app = typer.Typer(
 
 UrlOption = Annotated[
     Optional[str],
-    typer.Option("--url", envvar="LABEL_STUDIO_URL", help="Your own Label Studio (default: this workspace's server)."),
+    typer.Option(
+        "--url", envvar="LABEL_STUDIO_URL", help="Your own Label Studio (default: this workspace's server)."
+    ),
 ]
 TokenOption = Annotated[
     Optional[str],
     typer.Option(
-        "--token", envvar="LABEL_STUDIO_API_KEY", show_default=False, show_envvar=True,
+        "--token",
+        envvar="LABEL_STUDIO_API_KEY",
+        show_default=False,
+        show_envvar=True,
         help="API token (personal access token or legacy token).",
     ),
 ]
@@ -34,8 +39,12 @@ TokenOption = Annotated[
 @app.command("start")
 def start(
     workspace: WorkspaceOption = Path("."),
-    port: Annotated[Optional[int], typer.Option("--port", help="Port on 127.0.0.1 (default: studio.port).")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server to answer.")] = 300.0,
+    port: Annotated[
+        Optional[int], typer.Option("--port", help="Port on 127.0.0.1 (default: studio.port).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the server to answer.")
+    ] = 300.0,
 ) -> None:
     """Start this workspace's Label Studio (127.0.0.1, data and token under .autolabel/studio)."""
     from autolabel.studio import server
@@ -45,7 +54,9 @@ def start(
     state = server.start(ws.studio_dir, ws.image_root, port or ws.config.studio.port, timeout=timeout)
     creds = server.read_credentials(ws.studio_dir)
     out.print(f"Label Studio running at {state.url} (pid {state.pid})")
-    out.print(f"login: {creds.email}; password and API token in {server.credentials_path(ws.studio_dir)} (mode 0600)")
+    out.print(
+        f"login: {creds.email}; password and API token in {server.credentials_path(ws.studio_dir)} (mode 0600)"
+    )
 
 
 @app.command("stop")
@@ -75,12 +86,16 @@ def status(workspace: WorkspaceOption = Path(".")) -> None:
 
 @app.command("replay")
 def replay(
-    labels: Annotated[Path, typer.Option("--labels", help="YOLO ground truth: labels/<stem>.txt (+ data.yaml).")],
+    labels: Annotated[
+        Path, typer.Option("--labels", help="YOLO ground truth: labels/<stem>.txt (+ data.yaml).")
+    ],
     workspace: WorkspaceOption = Path("."),
     url: UrlOption = None,
     token: TokenOption = None,
     miss_rate: Annotated[float, typer.Option("--miss-rate", help="Probability of dropping each box.")] = 0.0,
-    jitter: Annotated[float, typer.Option("--jitter", help="Edge noise, as a fraction of box size (std).")] = 0.0,
+    jitter: Annotated[
+        float, typer.Option("--jitter", help="Edge noise, as a fraction of box size (std).")
+    ] = 0.0,
     skip_rate: Annotated[float, typer.Option("--skip-rate", help="Probability of skipping a task.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Answer at most this many tasks.")] = None,
@@ -100,8 +115,15 @@ def replay(
             raise AutolabelError("nothing pushed yet: run 'autolabel push' first")
         names = replay_mod.class_names_from(labels) or store.class_names()
         with progress_bar("replaying", total=None, unit="task") as advance:
-            summary = replay_mod.replay(client, project.project_id, labels, class_names=names, noise=noise,
-                                        limit=limit, advance=advance)
+            summary = replay_mod.replay(
+                client,
+                project.project_id,
+                labels,
+                class_names=names,
+                noise=noise,
+                limit=limit,
+                advance=advance,
+            )
     console().print(
         f"answered {summary.answered} tasks ({summary.empty} empty, {summary.boxes} boxes), skipped {summary.skipped}"
     )
@@ -115,7 +137,8 @@ def push(
     images: Annotated[
         str,
         typer.Option(
-            "--images", help="local: the server reads the image folder (local-files storage); upload: send copies."
+            "--images",
+            help="local: the server reads the image folder (local-files storage); upload: send copies.",
         ),
     ] = "local",
 ) -> None:
@@ -131,8 +154,14 @@ def push(
         sync.ensure_schema(store)
         with progress_bar("pushing", total=None, unit="task") as advance:
             summary = sync.push(
-                store, client, image_root=ws.image_root, document_root=document_root, title=cfg.project_title,
-                batch_size=batch_size or cfg.batch_size, advance=advance, image_mode=images,
+                store,
+                client,
+                image_root=ws.image_root,
+                document_root=document_root,
+                title=cfg.project_title,
+                batch_size=batch_size or cfg.batch_size,
+                advance=advance,
+                image_mode=images,
                 share=cfg.share_project,
             )
     out = console()
@@ -164,7 +193,11 @@ def pull(
         sync.ensure_schema(store)
         with progress_bar("pulling", total=None, unit="task") as advance:
             summary = sync.pull(
-                store, client, title=ws.config.studio.project_title, costs=costs, advance=advance,
+                store,
+                client,
+                title=ws.config.studio.project_title,
+                costs=costs,
+                advance=advance,
                 share=ws.config.studio.share_project,
             )
         held = store.images(ids=[i for i, _ in summary.quarantined], include_errors=True)
@@ -175,10 +208,14 @@ def pull(
         f"{summary.unchanged} unchanged, {summary.deleted} tasks deleted in Label Studio"
     )
     if summary.withdrawn:
-        out.print(f"{summary.withdrawn} annotations deleted in Label Studio: their labels removed, images back in review")
+        out.print(
+            f"{summary.withdrawn} annotations deleted in Label Studio: their labels removed, images back in review"
+        )
     if summary.quarantined:
-        out.print(f"[yellow]{len(summary.quarantined)} annotations held back (fix or delete them in Label Studio,"
-                  " then pull again):[/yellow]")
+        out.print(
+            f"[yellow]{len(summary.quarantined)} annotations held back (fix or delete them in Label Studio,"
+            " then pull again):[/yellow]"
+        )
         for image_id, reason in summary.quarantined[:10]:
             out.print(f"  {paths.get(image_id, image_id)}: {reason}")
         if len(summary.quarantined) > 10:

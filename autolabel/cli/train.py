@@ -15,17 +15,25 @@ def train(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Default: train.epochs.")] = None,
     imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Deployment image size.")] = None,
     model: Annotated[
-        Optional[str], typer.Option("--model", help="Weights (.pt path or name in the ultralytics weights dir) or yaml.")
+        Optional[str],
+        typer.Option("--model", help="Weights (.pt path or name in the ultralytics weights dir) or yaml."),
     ] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
+    device: Annotated[
+        Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")
+    ] = None,
     batch: Annotated[Optional[int], typer.Option("--batch")] = None,
-    patience: Annotated[Optional[int], typer.Option("--patience", help="Stop after N epochs without gain.")] = None,
+    patience: Annotated[
+        Optional[int], typer.Option("--patience", help="Stop after N epochs without gain.")
+    ] = None,
     resume_from: Annotated[
         Optional[Path], typer.Option("--resume-from", help="Warm start from a previous student's weights.")
     ] = None,
     offline: Annotated[
-        bool, typer.Option("--offline", help="Never download missing official weights (train from scratch instead).")
+        bool,
+        typer.Option(
+            "--offline", help="Never download missing official weights (train from scratch instead)."
+        ),
     ] = False,
 ) -> None:
     """Fine-tune the YOLO student on the labeled images; evaluate it on the frozen val set."""
@@ -47,7 +55,9 @@ def train(
     )
     with ws.open_store() as store:
         out.print(f"training on {store.status_counts().get('labeled', 0)} labeled images ...")
-        run_id = train_student(ws, store, settings, warn=lambda m: out.print(f"[yellow]warning:[/yellow] {m}"))
+        run_id = train_student(
+            ws, store, settings, warn=lambda m: out.print(f"[yellow]warning:[/yellow] {m}")
+        )
         run = next(r for r in store.runs() if r["id"] == run_id)
     out.print(f"run {run_id} finished: weights {run['weights_path']}")
     import json
@@ -59,11 +69,15 @@ def train(
 
 def evaluate(
     workspace: WorkspaceOption = Path("."),
-    run: Annotated[Optional[int], typer.Option("--run", help="Run id (default: the latest finished run).")] = None,
+    run: Annotated[
+        Optional[int], typer.Option("--run", help="Run id (default: the latest finished run).")
+    ] = None,
     conf: Annotated[
         Optional[float], typer.Option("--conf", min=0.0, max=1.0, help="Operating confidence for P/R/F1.")
     ] = None,
-    iou: Annotated[Optional[float], typer.Option("--iou", min=0.0, max=1.0, help="Matching IoU for P/R/F1.")] = None,
+    iou: Annotated[
+        Optional[float], typer.Option("--iou", min=0.0, max=1.0, help="Matching IoU for P/R/F1.")
+    ] = None,
 ) -> None:
     """Score a run's weights on the frozen val images: mAP, AP by size and class, P/R/F1, a picture."""
     from autolabel.evaluate import evaluate_run
@@ -94,11 +108,17 @@ def print_metrics(metrics: dict, title: str) -> None:
     summary = Table(title=title)
     for column in ("mAP50", "mAP50-95", "AP small", "AP medium", "AP large", "precision", "recall", "F1"):
         summary.add_column(column, justify="right")
-    summary.add_row(*(fmt(metrics.get(k)) for k in (
-        "map50", "map50_95", "ap_small", "ap_medium", "ap_large", "precision", "recall", "f1")))
+    summary.add_row(
+        *(
+            fmt(metrics.get(k))
+            for k in ("map50", "map50_95", "ap_small", "ap_medium", "ap_large", "precision", "recall", "f1")
+        )
+    )
     out.print(summary)
-    out.print(f"P/R/F1 at conf >= {metrics.get('conf')} and IoU >= {metrics.get('iou')}, "
-              f"{metrics.get('n_images')} images, {metrics.get('n_truth')} boxes")
+    out.print(
+        f"P/R/F1 at conf >= {metrics.get('conf')} and IoU >= {metrics.get('iou')}, "
+        f"{metrics.get('n_images')} images, {metrics.get('n_truth')} boxes"
+    )
 
     per_class = Table(title="per class")
     for column in ("class", "AP50-95", "AP50", "precision", "recall", "TP", "FP", "FN"):
@@ -106,8 +126,16 @@ def print_metrics(metrics: dict, title: str) -> None:
     counts = metrics.get("per_class", {})
     for name, ap in metrics.get("per_class_ap", {}).items():
         c = counts.get(name, {})
-        per_class.add_row(name, fmt(ap), fmt(metrics.get("per_class_ap50", {}).get(name)), fmt(c.get("precision")),
-                          fmt(c.get("recall")), str(c.get("tp", "-")), str(c.get("fp", "-")), str(c.get("fn", "-")))
+        per_class.add_row(
+            name,
+            fmt(ap),
+            fmt(metrics.get("per_class_ap50", {}).get(name)),
+            fmt(c.get("precision")),
+            fmt(c.get("recall")),
+            str(c.get("tp", "-")),
+            str(c.get("fp", "-")),
+            str(c.get("fn", "-")),
+        )
     out.print(per_class)
 
     matrix = metrics.get("confusion_matrix")
@@ -122,5 +150,7 @@ def print_metrics(metrics: dict, title: str) -> None:
         out.print(table)
     ultra = metrics.get("ultralytics")
     if ultra:
-        out.print(f"ultralytics' own val during training: mAP50 {fmt(ultra.get('map50'))}, "
-                  f"mAP50-95 {fmt(ultra.get('map50_95'))}")
+        out.print(
+            f"ultralytics' own val during training: mAP50 {fmt(ultra.get('map50'))}, "
+            f"mAP50-95 {fmt(ultra.get('map50_95'))}"
+        )

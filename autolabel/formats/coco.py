@@ -16,7 +16,9 @@ def categories(names: list[str]) -> list[dict]:
     return [{"id": i + 1, "name": name, "supercategory": "object"} for i, name in enumerate(names)]
 
 
-def annotations(det: sv.Detections, image_id: int, first_id: int = 1, with_scores: bool = False) -> list[dict]:
+def annotations(
+    det: sv.Detections, image_id: int, first_id: int = 1, with_scores: bool = False
+) -> list[dict]:
     out = []
     for i in range(len(det)):
         x1, y1, x2, y2 = (float(v) for v in det.xyxy[i])
@@ -56,7 +58,11 @@ class CocoFormatError(ValueError):
 def validate(coco) -> list[tuple]:
     """Check the structure ``image_detections`` relies on; raise ``CocoFormatError`` naming the first
     problem. Returns (annotation id, image id) of annotations whose image is not in ``images``."""
-    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or not isinstance(coco.get("categories"), list):
+    if (
+        not isinstance(coco, dict)
+        or not isinstance(coco.get("images"), list)
+        or not isinstance(coco.get("categories"), list)
+    ):
         raise CocoFormatError("a COCO file needs 'images' and 'categories' lists")
     annotations = coco.get("annotations", [])
     if not isinstance(annotations, list):
@@ -116,7 +122,10 @@ def image_detections(coco: dict) -> dict[int, sv.Detections]:
         if not anns:
             out[image_id] = dets.empty()
             continue
-        xyxy = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
+        xyxy = [
+            [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+            for a in anns
+        ]
         scores = [a.get("score") for a in anns]
         out[image_id] = dets.make(
             xyxy,

@@ -27,8 +27,22 @@ RESULT_TYPE = "rectanglelabels"
 
 # Distinct label colours, cycled by class id so a class keeps its colour forever.
 _COLOURS = (
-    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-    "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075",
+    "#e6194b",
+    "#3cb44b",
+    "#4363d8",
+    "#f58231",
+    "#911eb4",
+    "#42d4f4",
+    "#f032e6",
+    "#bfef45",
+    "#fabed4",
+    "#469990",
+    "#dcbeff",
+    "#9a6324",
+    "#800000",
+    "#aaffc3",
+    "#808000",
+    "#000075",
 )
 
 
@@ -83,7 +97,9 @@ def task_score(det: sv.Detections) -> float:
     return round(float(np.mean(det.confidence)), 5)
 
 
-def prediction(det: sv.Detections, class_names: list[str], width: int, height: int, model_version: str) -> dict:
+def prediction(
+    det: sv.Detections, class_names: list[str], width: int, height: int, model_version: str
+) -> dict:
     return {
         "model_version": model_version,
         "score": task_score(det),
@@ -96,11 +112,13 @@ class Conversion:
     """Detections from one annotation, plus what was adjusted on the way."""
 
     detections: sv.Detections
-    clipped: int = 0                  # boxes partly outside the image, clipped to it
-    rotated: int = 0                  # rotated rectangles replaced by their enclosing box
+    clipped: int = 0  # boxes partly outside the image, clipped to it
+    rotated: int = 0  # rotated rectangles replaced by their enclosing box
     unknown_labels: set[str] = field(default_factory=set)
-    ignored: int = 0                  # results that carry no region (choices, text areas, relations)
-    refused: list[str] = field(default_factory=list)  # why results could not be read: the annotation is held back
+    ignored: int = 0  # results that carry no region (choices, text areas, relations)
+    refused: list[str] = field(
+        default_factory=list
+    )  # why results could not be read: the annotation is held back
 
     @property
     def usable(self) -> bool:

@@ -53,7 +53,9 @@ def from_lines(lines: list[str], width: int, height: int) -> sv.Detections:
             raise YoloFormatError(f"line {number}: class id must not be negative, got {parts[0]}")
         if w < 0 or h < 0:
             raise YoloFormatError(f"line {number}: negative width or height: {raw.strip()!r}")
-        xyxy.append([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height])
+        xyxy.append(
+            [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
+        )
         class_id.append(cls)
         scores.append(score)
     if not xyxy:

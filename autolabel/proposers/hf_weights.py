@@ -132,7 +132,9 @@ class ZeroShotDetector:
             )
             return processor, model
 
-        (processor, model), weights_name = load_pretrained(load, model_id=model_id, model_path=settings.model_path)
+        (processor, model), weights_name = load_pretrained(
+            load, model_id=model_id, model_path=settings.model_path
+        )
         if getattr(model.config, "model_type", None) != model_type:
             raise AutolabelError(
                 f"--model {name}: the weights are a '{model.config.model_type}' model, not {model_type}"

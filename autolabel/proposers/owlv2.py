@@ -82,7 +82,9 @@ class Owlv2Proposer(StagedProposer):
     """OWLv2 zero-shot detector; see the module docstring for the class and box rules."""
 
     def __init__(self, settings: ProposerSettings, ontology: Ontology):
-        loaded = hf_weights.ZeroShotDetector(settings, name=NAME, model_id=DEFAULT_MODEL_ID, model_type="owlv2")
+        loaded = hf_weights.ZeroShotDetector(
+            settings, name=NAME, model_id=DEFAULT_MODEL_ID, model_type="owlv2"
+        )
         self.settings = settings
         self.ontology = ontology
         self.device, self.dtype = loaded.device, loaded.dtype

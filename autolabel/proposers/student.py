@@ -97,7 +97,9 @@ class StudentProposer(StagedProposer):
                 )
         return outputs
 
-    def postprocess(self, outputs: Sequence[RawBoxes], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+    def postprocess(
+        self, outputs: Sequence[RawBoxes], sizes: Sequence[tuple[int, int]]
+    ) -> list[sv.Detections]:
         return [
             raw_to_detections(raw, self.finalize_options, height=h, width=w)
             for raw, (h, w) in zip(outputs, sizes)

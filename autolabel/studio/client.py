@@ -108,7 +108,9 @@ class StudioClient:
             if resp.status_code in (401, 403):
                 raise self._auth_error(resp.status_code)
             if resp.status_code >= 400:
-                raise StudioUnavailable(f"Label Studio at {self.url}: token refresh failed ({resp.status_code})")
+                raise StudioUnavailable(
+                    f"Label Studio at {self.url}: token refresh failed ({resp.status_code})"
+                )
             # Access tokens live ~5 minutes; refresh a little early.
             self._access = (resp.json()["access"], time.monotonic() + 200)
         return {"Authorization": f"Bearer {self._access[0]}"}
@@ -131,7 +133,9 @@ class StudioClient:
         except httpx.TransportError as exc:
             raise _Transient(type(exc).__name__) from None
 
-    def request(self, method: str, path: str, *, idempotent: bool = True, retries: int | None = None, **kwargs) -> Any:
+    def request(
+        self, method: str, path: str, *, idempotent: bool = True, retries: int | None = None, **kwargs
+    ) -> Any:
         """One API call; JSON answer (or None). Retries transient failures of idempotent calls."""
         retries = self._retries if retries is None else retries
         attempt = 0
@@ -191,7 +195,9 @@ class StudioClient:
                 reason = f"HTTP {exc.status_code}"
             attempt += 1
             if attempt > self._retries:
-                raise StudioUnavailable(f"cannot reach Label Studio at {self.url} ({reason} after {attempt} tries)")
+                raise StudioUnavailable(
+                    f"cannot reach Label Studio at {self.url} ({reason} after {attempt} tries)"
+                )
             time.sleep(min(self._backoff * 2 ** (attempt - 1), 10.0))
 
     # -- API --------------------------------------------------------------------------------
@@ -203,8 +209,12 @@ class StudioClient:
         pager = self.sdk_call(self.sdk.projects.list, title=title, page_size=100)
         for project in pager:
             if project.title == title:
-                return {"id": project.id, "title": project.title, "label_config": project.label_config,
-                        "description": project.description or ""}
+                return {
+                    "id": project.id,
+                    "title": project.title,
+                    "label_config": project.label_config,
+                    "description": project.description or "",
+                }
         return None
 
     def get_project(self, project_id: int) -> dict | None:
@@ -212,8 +222,12 @@ class StudioClient:
             project = self.request("GET", f"/api/projects/{project_id}/")
         except NotFound:
             return None
-        return {"id": project["id"], "title": project["title"], "label_config": project["label_config"],
-                "description": project.get("description") or ""}
+        return {
+            "id": project["id"],
+            "title": project["title"],
+            "label_config": project["label_config"],
+            "description": project.get("description") or "",
+        }
 
     def create_project(self, title: str, label_config: str, description: str = "") -> dict:
         project = self.sdk_call(
@@ -223,8 +237,12 @@ class StudioClient:
             description=description or "Pre-labels from autolabel; pull corrections with 'autolabel pull'.",
             idempotent=False,
         )
-        return {"id": project.id, "title": project.title, "label_config": project.label_config,
-                "description": project.description or ""}
+        return {
+            "id": project.id,
+            "title": project.title,
+            "label_config": project.label_config,
+            "description": project.description or "",
+        }
 
     def set_label_config(self, project_id: int, label_config: str) -> None:
         self.sdk_call(self.sdk.projects.update, project_id, label_config=label_config)
@@ -246,8 +264,11 @@ class StudioClient:
     def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
         """Bulk import; the created task ids in input order. Never retried blindly (UncertainWrite)."""
         answer = self.request(
-            "POST", f"/api/projects/{project_id}/import", params={"return_task_ids": "true"},
-            json=tasks, idempotent=False,
+            "POST",
+            f"/api/projects/{project_id}/import",
+            params={"return_task_ids": "true"},
+            json=tasks,
+            idempotent=False,
         )
         ids = answer.get("task_ids") or []
         if len(ids) != len(tasks):
@@ -259,10 +280,15 @@ class StudioClient:
 
         Never retried blindly: a lost answer leaves orphan uploads (harmless) and the caller
         uploads again."""
-        parts = [(f"file{i}", (name, data, "application/octet-stream")) for i, (name, data) in enumerate(files)]
+        parts = [
+            (f"file{i}", (name, data, "application/octet-stream")) for i, (name, data) in enumerate(files)
+        ]
         answer = self.request(
-            "POST", f"/api/projects/{project_id}/import", params={"commit_to_project": "false"},
-            files=parts, idempotent=False,
+            "POST",
+            f"/api/projects/{project_id}/import",
+            params={"commit_to_project": "false"},
+            files=parts,
+            idempotent=False,
         )
         ids = answer.get("file_upload_ids") or []
         listed = self.request(
@@ -276,13 +302,17 @@ class StudioClient:
         return urls
 
     def import_predictions(self, project_id: int, predictions: list[dict]) -> None:
-        self.request("POST", f"/api/projects/{project_id}/import/predictions", json=predictions, idempotent=False)
+        self.request(
+            "POST", f"/api/projects/{project_id}/import/predictions", json=predictions, idempotent=False
+        )
 
     def delete_predictions(self, project_id: int, task_ids: list[int]) -> None:
         """Remove every prediction of these tasks (one data-manager action; idempotent)."""
         if task_ids:
             self.request(
-                "POST", "/api/dm/actions", params={"id": "delete_tasks_predictions", "project": project_id},
+                "POST",
+                "/api/dm/actions",
+                params={"id": "delete_tasks_predictions", "project": project_id},
                 json={"selectedItems": {"all": False, "included": list(task_ids)}, "project": project_id},
             )
 
@@ -302,10 +332,17 @@ class StudioClient:
             params["include"] = include
         query: dict[str, Any] = {}
         if updated_after:
-            query["filters"] = {"conjunction": "and", "items": [
-                {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
-                 "value": updated_after},
-            ]}
+            query["filters"] = {
+                "conjunction": "and",
+                "items": [
+                    {
+                        "filter": "filter:tasks:updated_at",
+                        "operator": "greater",
+                        "type": "Datetime",
+                        "value": updated_after,
+                    },
+                ],
+            }
         if task_ids is not None:
             if not task_ids:
                 return
@@ -330,26 +367,36 @@ class StudioClient:
             page += 1
 
     def task_ids(self, project_id: int) -> set[int]:
-        return {int(t["id"]) for t in self.iter_tasks(project_id, fields="task_only", include="id", page_size=5000)}
+        return {
+            int(t["id"])
+            for t in self.iter_tasks(project_id, fields="task_only", include="id", page_size=5000)
+        }
 
     def iter_task_stamps(self, project_id: int, *, updated_after: str | None = None) -> Iterator[dict]:
         """Cheap change detection: task id, updated_at and its annotations' ids and updated_at only."""
         return self.iter_tasks(
-            project_id, fields="all", updated_after=updated_after, include="id,annotations,updated_at",
+            project_id,
+            fields="all",
+            updated_after=updated_after,
+            include="id,annotations,updated_at",
             page_size=5000,
         )
 
     def export_annotated(self, project_id: int) -> list[dict]:
         """Every task with annotations, full annotation JSON included, in one export call."""
         answer = self.request(
-            "GET", f"/api/projects/{project_id}/export", params={"exportType": "JSON", "download_all_tasks": "false"}
+            "GET",
+            f"/api/projects/{project_id}/export",
+            params={"exportType": "JSON", "download_all_tasks": "false"},
         )
         return answer or []
 
     def create_annotation(self, task_id: int, result: list[dict], *, was_cancelled: bool = False) -> int:
         answer = self.request(
-            "POST", f"/api/tasks/{task_id}/annotations/",
-            json={"result": result, "was_cancelled": was_cancelled}, idempotent=False,
+            "POST",
+            f"/api/tasks/{task_id}/annotations/",
+            json={"result": result, "was_cancelled": was_cancelled},
+            idempotent=False,
         )
         return int(answer["id"])
 

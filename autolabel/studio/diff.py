@@ -100,7 +100,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def diff(shown: sv.Detections, human: sv.Detections, *, moved_iou: float = MOVED_IOU, match_iou: float = MATCH_IOU) -> Correction:
+def diff(
+    shown: sv.Detections, human: sv.Detections, *, moved_iou: float = MOVED_IOU, match_iou: float = MATCH_IOU
+) -> Correction:
     from scipy.optimize import linear_sum_assignment
 
     n_shown, n_human = len(shown), len(human)

@@ -137,7 +137,9 @@ def noisy(det, noise: Noise, rng: np.random.Generator, width: int, height: int):
     return det
 
 
-def build_answer(task: dict, folder: Path, class_names: list[str], noise: Noise, client=None) -> tuple[list[dict] | None, int]:
+def build_answer(
+    task: dict, folder: Path, class_names: list[str], noise: Noise, client=None
+) -> tuple[list[dict] | None, int]:
     """(result list, box count) for a task; None result means the task is skipped."""
     task_id = int(task["id"])
     rng = np.random.default_rng([noise.seed, task_id])
@@ -157,7 +159,9 @@ def build_answer(task: dict, folder: Path, class_names: list[str], noise: Noise,
     width, height = size
     det = yolo.from_lines(lines, width, height)
     if len(det) and int(det.class_id.max()) >= len(class_names):
-        raise AutolabelError(f"{label_file}: class id {int(det.class_id.max())} has no name ({len(class_names)} classes)")
+        raise AutolabelError(
+            f"{label_file}: class id {int(det.class_id.max())} has no name ({len(class_names)} classes)"
+        )
     det.confidence = None
     det = noisy(det, noise, rng, width, height)
     results = lsfmt.to_results(det, class_names, width, height)
@@ -190,7 +194,8 @@ def replay(
     if not class_names:
         raise AutolabelError(f"no class names: put a data.yaml (names: ...) in {folder}")
     pending = [
-        t for t in client.iter_tasks(project_id, fields="all")
+        t
+        for t in client.iter_tasks(project_id, fields="all")
         if not t.get("annotations") and not t.get("total_annotations") and not t.get("cancelled_annotations")
     ]
     if limit is not None:

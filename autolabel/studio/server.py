@@ -38,9 +38,23 @@ ADMIN_EMAIL = "admin@autolabel.local"
 HOST = "127.0.0.1"
 # Variables Label Studio reads with and without a LABEL_STUDIO_/HEARTEX_ prefix; none may leak in.
 _SHADOWED_NAMES = (
-    "PORT", "HOST", "USERNAME", "PASSWORD", "USER_TOKEN", "DEBUG", "LOG_LEVEL", "BASE_DATA_DIR",
-    "DATABASE_NAME", "LOCAL_FILES_SERVING_ENABLED", "LOCAL_FILES_DOCUMENT_ROOT", "DISABLE_SIGNUP_WITHOUT_LINK",
-    "COLLECT_ANALYTICS", "LATEST_VERSION_CHECK", "ENABLE_LEGACY_API_TOKEN", "SENTRY_DSN", "FRONTEND_SENTRY_DSN",
+    "PORT",
+    "HOST",
+    "USERNAME",
+    "PASSWORD",
+    "USER_TOKEN",
+    "DEBUG",
+    "LOG_LEVEL",
+    "BASE_DATA_DIR",
+    "DATABASE_NAME",
+    "LOCAL_FILES_SERVING_ENABLED",
+    "LOCAL_FILES_DOCUMENT_ROOT",
+    "DISABLE_SIGNUP_WITHOUT_LINK",
+    "COLLECT_ANALYTICS",
+    "LATEST_VERSION_CHECK",
+    "ENABLE_LEGACY_API_TOKEN",
+    "SENTRY_DSN",
+    "FRONTEND_SENTRY_DSN",
 )
 
 
@@ -124,7 +138,9 @@ def free_port(host: str = HOST) -> int:
         return int(sock.getsockname()[1])
 
 
-def server_environment(studio_dir: Path, image_root: Path, creds: Credentials, base: dict | None = None) -> dict:
+def server_environment(
+    studio_dir: Path, image_root: Path, creds: Credentials, base: dict | None = None
+) -> dict:
     env = dict(os.environ if base is None else base)
     for name in _SHADOWED_NAMES:
         for prefix in ("", "LABEL_STUDIO_", "HEARTEX_"):
@@ -335,7 +351,10 @@ def installed_version(binary: str) -> str | None:
     try:
         out = subprocess.run(
             [str(python), "-c", "import importlib.metadata as m; print(m.version('label-studio'))"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
     except (subprocess.SubprocessError, OSError):
         return None

@@ -103,8 +103,8 @@ EXPORT_THRESHOLD = 200
 
 @dataclass(frozen=True)
 class Project:
-    key: int            # studio_projects.id
-    project_id: int     # Label Studio's id
+    key: int  # studio_projects.id
+    project_id: int  # Label Studio's id
     url: str
     title: str
     labels: tuple[str, ...]
@@ -114,27 +114,27 @@ class Project:
 class PushSummary:
     project_id: int = 0
     created: int = 0
-    recovered: int = 0            # tasks found on the server after an interrupted import
-    replaced: int = 0             # existing tasks whose pre-labels were replaced
+    recovered: int = 0  # tasks found on the server after an interrupted import
+    replaced: int = 0  # existing tasks whose pre-labels were replaced
     unchanged: int = 0
-    refused: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     labels_added: list[str] = field(default_factory=list)
 
 
 @dataclass
 class PullSummary:
-    fetched: int = 0              # tasks the server returned as updated
-    labeled: int = 0              # images whose labels were (re)written
-    empty: int = 0                # of those, verified "no objects"
-    skipped: int = 0              # tasks skipped (cancelled) by the annotator
+    fetched: int = 0  # tasks the server returned as updated
+    labeled: int = 0  # images whose labels were (re)written
+    empty: int = 0  # of those, verified "no objects"
+    skipped: int = 0  # tasks skipped (cancelled) by the annotator
     unchanged: int = 0
     clipped: int = 0
     rotated: int = 0
-    deleted: int = 0              # tasks deleted in Label Studio
-    foreign: int = 0              # tasks not created by autolabel (ignored)
-    unknown_labels: dict[str, int] = field(default_factory=dict)   # label -> annotations using it
+    deleted: int = 0  # tasks deleted in Label Studio
+    foreign: int = 0  # tasks not created by autolabel (ignored)
+    unknown_labels: dict[str, int] = field(default_factory=dict)  # label -> annotations using it
     quarantined: list[tuple[int, str]] = field(default_factory=list)  # (image id, why) held back, not labels
-    withdrawn: int = 0            # annotations deleted in Label Studio: their labels removed, images back in review
+    withdrawn: int = 0  # annotations deleted in Label Studio: their labels removed, images back in review
 
     def error_message(self) -> str | None:
         if not self.unknown_labels:
@@ -206,7 +206,7 @@ def project_owner(description: str | None) -> str | None:
     """The workspace id a project's description names, or None (not made by autolabel, or older)."""
     for line in (description or "").splitlines():
         if line.startswith(OWNER_MARK):
-            return line[len(OWNER_MARK):].strip() or None
+            return line[len(OWNER_MARK) :].strip() or None
     return None
 
 
@@ -238,7 +238,9 @@ def ensure_project(
     workspace gets its own (the title plus its id), unless ``share`` asks to use it.
     """
     if not 3 <= len(title) <= 50:
-        raise AutolabelError(f"studio.project_title must have 3 to 50 characters (Label Studio's limit): {title!r}")
+        raise AutolabelError(
+            f"studio.project_title must have 3 to 50 characters (Label Studio's limit): {title!r}"
+        )
     ensure_schema(store)
     row = _project_row(store, client.url, title)
     if row is not None:
@@ -247,7 +249,11 @@ def ensure_project(
     else:
         mine = owner_mark(store)
         remote = client.find_project(title)
-        if remote is not None and not share and project_owner(remote.get("description")) != store.workspace_id():
+        if (
+            remote is not None
+            and not share
+            and project_owner(remote.get("description")) != store.workspace_id()
+        ):
             title_on_server = f"{title[:40]} {store.workspace_id()[:8]}"  # someone else's: make our own
             remote = client.find_project(title_on_server)
         else:
@@ -365,7 +371,10 @@ def push(
         )
     }
     annotated = {
-        r[0] for r in store.conn.execute("SELECT image_id FROM studio_annotations WHERE project = ?", (project.key,))
+        r[0]
+        for r in store.conn.execute(
+            "SELECT image_id FROM studio_annotations WHERE project = ?", (project.key,)
+        )
     }
     new, replace = [], []
     for image in candidates:
@@ -373,14 +382,18 @@ def push(
         pred = predictions.get(image.id)
         if row is None:
             try:
-                url = local_files_url(image_root, document_root, image.path) if image_mode == "local" else None
+                url = (
+                    local_files_url(image_root, document_root, image.path) if image_mode == "local" else None
+                )
                 if url is None:
                     safe_relative_path(image_root, image.path)
             except AutolabelError as exc:
                 summary.refused.append((image.path, str(exc)))
                 continue
             new.append((image, url, pred))
-        elif row[2] == "pushed" and pred is not None and image.id not in annotated and (row[3], row[4]) != pred:
+        elif (
+            row[2] == "pushed" and pred is not None and image.id not in annotated and (row[3], row[4]) != pred
+        ):
             replace.append((image, row[1], pred))
         else:
             summary.unchanged += 1
@@ -411,7 +424,9 @@ def _filtered(prediction: tuple[str, str], thresholds: Sequence[float]) -> tuple
 
     det = dets.from_json(det_json)
     # a class added after the round's fit has no threshold of its own yet: the default
-    limits = list(thresholds) + [DEFAULT_THRESHOLD] * (int(det.class_id.max()) + 1 - len(thresholds) if len(det) else 0)
+    limits = list(thresholds) + [DEFAULT_THRESHOLD] * (
+        int(det.class_id.max()) + 1 - len(thresholds) if len(det) else 0
+    )
     return model_version, dets.to_json(dets.apply_class_thresholds(det, limits))
 
 
@@ -422,17 +437,23 @@ def _with_uploaded_urls(store, client, project: Project, image_root: Path, batch
     """Upload the batch's images that have no uploaded copy yet; the batch with their URLs."""
     known = {
         r[0]: r[1]
-        for r in store.conn.execute("SELECT image_id, url FROM studio_uploads WHERE project = ?", (project.key,))
+        for r in store.conn.execute(
+            "SELECT image_id, url FROM studio_uploads WHERE project = ?", (project.key,)
+        )
     }
     missing = [image for image, _, _ in batch if image.id not in known]
     for start in range(0, len(missing), UPLOAD_CHUNK):
         chunk = missing[start : start + UPLOAD_CHUNK]
         names = {f"{image.id}_{image.sha256[:12]}{Path(image.path).suffix.lower()}": image for image in chunk}
-        files = [(name, safe_relative_path(image_root, image.path).read_bytes()) for name, image in names.items()]
+        files = [
+            (name, safe_relative_path(image_root, image.path).read_bytes()) for name, image in names.items()
+        ]
         urls = client.upload_files(project.project_id, files)
         lost = sorted(set(names) - set(urls))
         if lost:
-            raise AutolabelError(f"Label Studio did not keep {len(lost)} uploaded images (e.g. {lost[0]}); rerun push")
+            raise AutolabelError(
+                f"Label Studio did not keep {len(lost)} uploaded images (e.g. {lost[0]}); rerun push"
+            )
         with store.transaction():
             for name, image in names.items():
                 store.conn.execute(
@@ -444,8 +465,15 @@ def _with_uploaded_urls(store, client, project: Project, image_root: Path, batch
 
 
 def _task_payload(image, url: str, pred, class_names: list[str], workspace_id: str) -> dict:
-    task = {"data": {lsfmt.IMAGE_KEY: url, "autolabel_image_id": image.id, "autolabel_sha256": image.sha256,
-                     "autolabel_path": image.path, "autolabel_workspace": workspace_id}}
+    task = {
+        "data": {
+            lsfmt.IMAGE_KEY: url,
+            "autolabel_image_id": image.id,
+            "autolabel_sha256": image.sha256,
+            "autolabel_path": image.path,
+            "autolabel_workspace": workspace_id,
+        }
+    }
     if pred is not None and image.width and image.height:
         model_version, det_json = pred
         det = dets.from_json(det_json)
@@ -469,7 +497,9 @@ def _import_batch(store, client, project: Project, batch, class_names, round_ind
     workspace_id = store.workspace_id()
     created = 0
     for attempt in range(MAX_IMPORT_ATTEMPTS):
-        payload = [_task_payload(image, url, pred, class_names, workspace_id) for image, url, pred in remaining]
+        payload = [
+            _task_payload(image, url, pred, class_names, workspace_id) for image, url, pred in remaining
+        ]
         try:
             task_ids = client.import_tasks(project.project_id, payload)
         except UncertainWrite:
@@ -480,7 +510,8 @@ def _import_batch(store, client, project: Project, batch, class_names, round_ind
             still = {
                 r[0]
                 for r in store.conn.execute(
-                    "SELECT image_id FROM studio_tasks WHERE project = ? AND state = 'pending'", (project.key,)
+                    "SELECT image_id FROM studio_tasks WHERE project = ? AND state = 'pending'",
+                    (project.key,),
                 )
             }
             done_now = [b for b in remaining if b[0].id not in still]
@@ -514,8 +545,12 @@ def _import_batch(store, client, project: Project, batch, class_names, round_ind
 
 def mark_pushed_in_review(store, project: Project) -> None:
     """A push killed after creating tasks but before marking their images: those are in review."""
-    pushed = [r[0] for r in store.conn.execute(
-        "SELECT image_id FROM studio_tasks WHERE project = ? AND state = 'pushed'", (project.key,))]
+    pushed = [
+        r[0]
+        for r in store.conn.execute(
+            "SELECT image_id FROM studio_tasks WHERE project = ? AND state = 'pushed'", (project.key,)
+        )
+    ]
     store.set_status(pushed, "in_review", only_from=("unlabeled", "proposed"))
 
 
@@ -526,15 +561,16 @@ def reconcile(store, client, project: Project) -> int:
     one image (which only an outside re-import could cause) keep the lowest id; the others are deleted.
     """
     rows = store.conn.execute(
-        "SELECT image_id, shown, sha256 FROM studio_tasks WHERE project = ? AND state = 'pending'", (project.key,)
+        "SELECT image_id, shown, sha256 FROM studio_tasks WHERE project = ? AND state = 'pending'",
+        (project.key,),
     ).fetchall()
     pending = {r[0]: r[1] for r in rows}
     sha = {r[0]: r[2] for r in rows}
     if not pending:
         return 0
     workspace_id = store.workspace_id()
-    found: dict[int, tuple[int, int]] = {}   # image_id -> (task_id, total_predictions)
-    annotated: dict[int, int] = {}           # task_id -> annotations: such a task is never deleted
+    found: dict[int, tuple[int, int]] = {}  # image_id -> (task_id, total_predictions)
+    annotated: dict[int, int] = {}  # task_id -> annotations: such a task is never deleted
     duplicates: list[int] = []
     for task in client.iter_tasks(project.project_id, fields="task_only"):
         data = task.get("data") or {}
@@ -581,7 +617,9 @@ def _replace_predictions(store, client, project: Project, batch, class_names, ro
     client.delete_predictions(project.project_id, task_ids)
     payload = []
     for image, task_id, (model_version, det_json) in batch:
-        pred = lsfmt.prediction(dets.from_json(det_json), class_names, image.width, image.height, model_version)
+        pred = lsfmt.prediction(
+            dets.from_json(det_json), class_names, image.width, image.height, model_version
+        )
         payload.append({"task": task_id, **pred})
     client.import_predictions(project.project_id, payload)
     with store.transaction():
@@ -621,7 +659,9 @@ def pull(
 
     project = find_project(store, client.url, title)
     if project is None:
-        raise AutolabelError(f"nothing was pushed to project '{title}' on {client.url} yet: run 'autolabel push'")
+        raise AutolabelError(
+            f"nothing was pushed to project '{title}' on {client.url} yet: run 'autolabel push'"
+        )
     check_owner(store, client, project, share)
     mark_pushed_in_review(store, project)
     advance = advance or (lambda n=1: None)
@@ -629,7 +669,8 @@ def pull(
     tasks = {
         r[0]: r[1]
         for r in store.conn.execute(
-            "SELECT task_id, image_id FROM studio_tasks WHERE project = ? AND state = 'pushed'", (project.key,)
+            "SELECT task_id, image_id FROM studio_tasks WHERE project = ? AND state = 'pushed'",
+            (project.key,),
         )
     }
     known = {
@@ -639,7 +680,9 @@ def pull(
             (project.key,),
         )
     }
-    row = store.conn.execute("SELECT pulled_until FROM studio_projects WHERE id = ?", (project.key,)).fetchone()
+    row = store.conn.execute(
+        "SELECT pulled_until FROM studio_projects WHERE id = ?", (project.key,)
+    ).fetchone()
     since = None
     if row and row[0]:
         since = (_parse_time(row[0]) - PULL_OVERLAP).isoformat().replace("+00:00", "Z")
@@ -705,7 +748,11 @@ def pull(
     full: dict[int, dict] = {}
     wanted = set(changed)
     if export_future is not None or len(changed) >= EXPORT_THRESHOLD:
-        exported = export_future.result() if export_future is not None else client.export_annotated(project.project_id)
+        exported = (
+            export_future.result()
+            if export_future is not None
+            else client.export_annotated(project.project_id)
+        )
         for task in exported:
             if int(task["id"]) in wanted:
                 full[int(task["id"])] = task
@@ -731,7 +778,9 @@ def pull(
                 withdrawn.append(task_id)
             continue
         stamp = annotation.get("updated_at") or annotation.get("created_at") or ""
-        page.append((project.key, task_id, image_id, int(annotation["id"]), stamp, json.dumps(annotation), "pending"))
+        page.append(
+            (project.key, task_id, image_id, int(annotation["id"]), stamp, json.dumps(annotation), "pending")
+        )
         if len(page) >= 500:
             flush()
     flush()
@@ -746,7 +795,9 @@ def pull(
         " WHERE a.project = ? AND a.state IN ('pending', 'error')",
         (project.key,),
     ).fetchall()
-    sizes = {im.id: (im.width, im.height) for im in store.images(ids=[r[1] for r in todo], include_errors=True)}
+    sizes = {
+        im.id: (im.width, im.height) for im in store.images(ids=[r[1] for r in todo], include_errors=True)
+    }
     for task_id, image_id, annotation_id, raw, shown, round_index in todo:
         width, height = sizes.get(image_id, (None, None))
         annotation = json.loads(raw)
@@ -754,7 +805,9 @@ def pull(
         if not width or not height:
             sized = [r for r in result or [] if isinstance(r, dict)]
             width = next((r["original_width"] for r in sized if _positive_int(r.get("original_width"))), None)
-            height = next((r["original_height"] for r in sized if _positive_int(r.get("original_height"))), None)
+            height = next(
+                (r["original_height"] for r in sized if _positive_int(r.get("original_height"))), None
+            )
         if (not width or not height) and result:
             _quarantine(store, project, task_id, image_id, "image size unknown", summary)
             continue
@@ -762,10 +815,14 @@ def pull(
         if conv.unknown_labels:
             for name in conv.unknown_labels:
                 summary.unknown_labels[name] = summary.unknown_labels.get(name, 0) + 1
-            _mark(store, project, task_id, "error", "unknown labels: " + ", ".join(sorted(conv.unknown_labels)))
+            _mark(
+                store, project, task_id, "error", "unknown labels: " + ", ".join(sorted(conv.unknown_labels))
+            )
             continue
         if conv.refused:
-            reason = "; ".join(conv.refused[:3]) + (f"; and {len(conv.refused) - 3} more" if len(conv.refused) > 3 else "")
+            reason = "; ".join(conv.refused[:3]) + (
+                f"; and {len(conv.refused) - 3} more" if len(conv.refused) > 3 else ""
+            )
             _quarantine(store, project, task_id, image_id, reason, summary)
             continue
         correction = diffmod.diff(dets.from_json(shown), conv.detections)
@@ -781,9 +838,24 @@ def pull(
                 " relabeled = excluded.relabeled, deleted = excluded.deleted, added = excluded.added,"
                 " true_positives = excluded.true_positives, clipped = excluded.clipped,"
                 " rotated = excluded.rotated, seconds = excluded.seconds, created_at = datetime('now')",
-                (project.key, image_id, task_id, annotation_id, round_index, correction.shown, correction.human,
-                 correction.kept, correction.moved, correction.relabeled, correction.deleted, correction.added,
-                 correction.true_positives, conv.clipped, conv.rotated, seconds),
+                (
+                    project.key,
+                    image_id,
+                    task_id,
+                    annotation_id,
+                    round_index,
+                    correction.shown,
+                    correction.human,
+                    correction.kept,
+                    correction.moved,
+                    correction.relabeled,
+                    correction.deleted,
+                    correction.added,
+                    correction.true_positives,
+                    conv.clipped,
+                    conv.rotated,
+                    seconds,
+                ),
             )
             _mark(store, project, task_id, "done", None)
         summary.labeled += 1
@@ -805,13 +877,16 @@ def pull(
                         (project.key, task_id),
                     )
                     store.conn.execute(
-                        "UPDATE images SET status = 'proposed' WHERE id = ? AND status = 'in_review'", (image_id,)
+                        "UPDATE images SET status = 'proposed' WHERE id = ? AND status = 'in_review'",
+                        (image_id,),
                     )
             summary.deleted = len(gone)
 
     if newest:
         with store.transaction():
-            store.conn.execute("UPDATE studio_projects SET pulled_until = ? WHERE id = ?", (newest, project.key))
+            store.conn.execute(
+                "UPDATE studio_projects SET pulled_until = ? WHERE id = ?", (newest, project.key)
+            )
     return summary
 
 
@@ -819,7 +894,9 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _quarantine(store, project: Project, task_id: int, image_id: int, reason: str, summary: PullSummary) -> None:
+def _quarantine(
+    store, project: Project, task_id: int, image_id: int, reason: str, summary: PullSummary
+) -> None:
     """Hold an annotation back with its reason: nothing of it becomes labels, every other one goes on,
     and a fix (or deletion) in Label Studio releases it on the next pull."""
     _mark(store, project, task_id, "error", reason)
@@ -831,8 +908,12 @@ def _withdraw(store, project: Project, withdrawn: list[tuple[int, int]]) -> int:
     images back in review (the human decision is gone, so must be the label)."""
     for task_id, image_id in withdrawn:
         with store.transaction():
-            store.conn.execute("DELETE FROM studio_annotations WHERE project = ? AND task_id = ?", (project.key, task_id))
-            store.conn.execute("DELETE FROM studio_corrections WHERE project = ? AND image_id = ?", (project.key, image_id))
+            store.conn.execute(
+                "DELETE FROM studio_annotations WHERE project = ? AND task_id = ?", (project.key, task_id)
+            )
+            store.conn.execute(
+                "DELETE FROM studio_corrections WHERE project = ? AND image_id = ?", (project.key, image_id)
+            )
         store.remove_labels(image_id, source="studio", status="in_review")
     return len(withdrawn)
 
