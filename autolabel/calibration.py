@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     import supervision as sv
 
 __all__ = [
-    "FLOOR",
     "DEFAULT_THRESHOLD",
+    "FLOOR",
     "GRID",
     "Calibration",
     "calibrate",

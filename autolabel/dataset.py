@@ -35,8 +35,8 @@ from autolabel.errors import AutolabelError
 from autolabel.store import ImageRecord, Store
 
 __all__ = [
-    "SplitResult",
     "SplitReport",
+    "SplitResult",
     "load_groups_csv",
     "set_explicit_groups",
     "split",

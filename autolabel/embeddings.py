@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "EMBEDDING_KIND",
     "NEAR_DUP_THRESHOLD",
-    "embed_pixels",
     "embed_file",
+    "embed_pixels",
     "ensure_embeddings",
     "near_duplicate_pairs",
 ]

@@ -447,7 +447,7 @@ def check_parity(
     if options.format == "onnx":
         session = onnx_session(exported)
         exported_names = onnx_names(session)
-        exported_forward = lambda x: onnx_raw(session, x)  # noqa: E731
+        exported_forward = lambda x: onnx_raw(session, x)
     else:
         from ultralytics.nn.autobackend import AutoBackend
 
@@ -455,7 +455,7 @@ def check_parity(
             str(exported), device=_torch_device(torch_device), fp16=options.half, verbose=False
         )
         exported_names = names_list(backend.names)
-        exported_forward = lambda x: backend_raw(backend, x)  # noqa: E731
+        exported_forward = lambda x: backend_raw(backend, x)
         if options.format == "openvino" and (note := openvino_precision_note()):
             notes.append(f"{note}: raw differences reflect that, not the export")
     model = load_torch_model(reference, torch_device) if compare_raw else None

@@ -13,7 +13,6 @@ import shutil
 import sys
 from pathlib import Path
 
-
 # What the user asked for, recorded before autolabel defaults YOLO_OFFLINE to 1 for its own hygiene
 # (child processes inherit it, so a subprocess sees the user's choice too).
 USER_OFFLINE_ENV = "AUTOLABEL_USER_YOLO_OFFLINE"

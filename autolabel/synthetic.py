@@ -498,7 +498,7 @@ def _fastener(cls: int, length: float, center, angle: float, rng: np.random.Gene
             x += pitch
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     offset = np.asarray(center, dtype=np.float64)
-    place = lambda items: [(pts @ rotation.T + offset, fill) for pts, fill in items]  # noqa: E731
+    place = lambda items: [(pts @ rotation.T + offset, fill) for pts, fill in items]
     return place(shapes), place(details)
 
 

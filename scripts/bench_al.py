@@ -301,9 +301,9 @@ def _interpolated_reach(labels: list[float], curve: list[float], target: float) 
     """Labels (or boxes) at which the mean curve first crosses ``target``, linear between rounds."""
     for i, value in enumerate(curve):
         if value >= target:
-            if i == 0 or curve[i] == curve[i - 1]:
+            if i == 0 or value == curve[i - 1]:
                 return float(labels[i])
-            t = (target - curve[i - 1]) / (curve[i] - curve[i - 1])
+            t = (target - curve[i - 1]) / (value - curve[i - 1])
             return round(labels[i - 1] + t * (labels[i] - labels[i - 1]), 1)
     return None
 

@@ -105,9 +105,9 @@ def main() -> None:
     parser.add_argument("--workspaces", type=Path, nargs="+", required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    from autolabel.runtime import configure_environment
-
     import tempfile
+
+    from autolabel.runtime import configure_environment
 
     configure_environment(Path(tempfile.mkdtemp(prefix="bench-cal-cache-")))
     report = {"command": " ".join(sys.argv), "workspaces": {}}

@@ -29,14 +29,14 @@ DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bccd"
 
 def build_workspace(root: Path, data: Path, val_folders: set[str]):
     """Images under ``data/images/<folder>/``; those in ``val_folders`` become the frozen val set."""
+    import yaml
+
     from autolabel import detections as dets
     from autolabel.config import WorkspaceConfig
     from autolabel.formats import yolo
     from autolabel.registry import register_images
     from autolabel.runtime import configure_environment
     from autolabel.workspace import Workspace
-
-    import yaml
 
     names_map = yaml.safe_load((data / "data.yaml").read_text())["names"]
     names = [names_map[i] for i in sorted(names_map)]
@@ -65,8 +65,8 @@ def ultralytics_val(
     weights: str, data_yaml: str, imgsz: int, device: str, single_label: bool = False
 ) -> dict:
     """ultralytics' own validator; ``single_label`` patches its NMS to one class per box, as predict does."""
-    from ultralytics import YOLO
     import ultralytics.models.yolo.detect.val as detect_val
+    from ultralytics import YOLO
 
     from autolabel.runtime import configure_ultralytics
 

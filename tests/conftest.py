@@ -26,7 +26,7 @@ os.environ.setdefault("TORCH_HOME", str(_CACHE / "torch"))
 
 
 # One real Label Studio per test session, shared by every tests/test_studio_*.py module.
-from tests.conftest_studio import studio_server  # noqa: E402,F401
+from tests.conftest_studio import studio_server  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def faults():
 
 
 @pytest.mark.parametrize("scenario", ["malformed", "two-workspaces", "http", "bad-images"])
-def test_fault_scenario_loses_nothing(faults, studio_server, scenario):  # noqa: F811
+def test_fault_scenario_loses_nothing(faults, studio_server, scenario):
     work = studio_server.images_base / f"faults-{scenario}"
     work.mkdir()
     run = {

@@ -46,7 +46,7 @@ def test_class_score_is_the_max_over_its_prompts():
         ]
     )
     scores = class_scores(logits, prompt_classes, 3)
-    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    sig = lambda v: 1 / (1 + np.exp(-v))
     np.testing.assert_allclose(scores[0], [sig(3.0), sig(0.0), sig(-5.0)])
     np.testing.assert_allclose(scores[1], [sig(-5.0), sig(1.0), sig(2.0)])
     assert scores.argmax(axis=1).tolist() == [0, 2, 0]

@@ -13,7 +13,7 @@ from autolabel.cli.app import app
 from autolabel.errors import AutolabelError
 from autolabel.studio import server
 from autolabel.studio.client import StudioClient
-from tests.conftest_studio import client_for, make_workspace
+from tests.conftest_studio import make_workspace
 
 
 def test_server_environment_drops_variables_label_studio_would_misread(tmp_path):
@@ -97,7 +97,7 @@ def test_unreachable_server_is_one_line(tmp_path, monkeypatch):
 
 
 @pytest.mark.studio
-def test_wrong_token_is_one_line_without_the_token(studio_server, tmp_path, monkeypatch):  # noqa: F811
+def test_wrong_token_is_one_line_without_the_token(studio_server, tmp_path, monkeypatch):
     sw = make_workspace(studio_server, tmp_path, 1)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", "0123456789abcdef-wrong-token")
     result = CliRunner().invoke(app, ["push", "-w", str(sw.ws.root)])
@@ -108,7 +108,7 @@ def test_wrong_token_is_one_line_without_the_token(studio_server, tmp_path, monk
 
 
 @pytest.mark.studio
-def test_personal_access_token_works(studio_server):  # noqa: F811
+def test_personal_access_token_works(studio_server):
     import httpx
 
     creds = server.read_credentials(studio_server.studio_dir)
@@ -137,7 +137,7 @@ def test_personal_access_token_works(studio_server):  # noqa: F811
 
 
 @pytest.mark.studio
-def test_cli_push_replay_pull_and_no_token_in_logs(studio_server, tmp_path, monkeypatch):  # noqa: F811
+def test_cli_push_replay_pull_and_no_token_in_logs(studio_server, tmp_path, monkeypatch):
     sw = make_workspace(studio_server, tmp_path, 6)
     monkeypatch.setenv("LABEL_STUDIO_API_KEY", studio_server.token)
     runner = CliRunner()

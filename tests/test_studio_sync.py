@@ -17,7 +17,7 @@ from autolabel import detections as dets
 from autolabel.errors import AutolabelError
 from autolabel.formats import labelstudio as lsfmt
 from autolabel.studio import diff, replay, server, sync
-from tests.conftest_studio import CLASSES, client_for, make_workspace, stored_labels  # noqa: F401
+from tests.conftest_studio import CLASSES, client_for, make_workspace, stored_labels
 
 pytestmark = pytest.mark.studio
 
@@ -68,7 +68,7 @@ def _assert_matches_truth(labels: dict, truth: dict, tolerance_px: float = 1.0) 
             assert (cls[want] == det.class_id[got]).all(), path
 
 
-def test_round_trip_push_replay_pull(studio_server, tmp_path):  # noqa: F811
+def test_round_trip_push_replay_pull(studio_server, tmp_path):
     sw = make_workspace(studio_server, tmp_path, 24, empty_every=6)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         summary = _push(sw, client, store, batch_size=10)
@@ -109,7 +109,7 @@ def test_round_trip_push_replay_pull(studio_server, tmp_path):  # noqa: F811
         assert summary_row["recall"] == pytest.approx(summary_row["precision"] * shown / human)
 
 
-def test_repush_is_idempotent_and_replaces_prelabels(studio_server, tmp_path):  # noqa: F811
+def test_repush_is_idempotent_and_replaces_prelabels(studio_server, tmp_path):
     sw = make_workspace(studio_server, tmp_path, 12)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
@@ -132,7 +132,7 @@ def test_repush_is_idempotent_and_replaces_prelabels(studio_server, tmp_path):  
             assert preds[0]["result"][0]["value"]["rectanglelabels"] == ["washer"]
 
 
-def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):  # noqa: F811
+def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):
     sw = make_workspace(studio_server, tmp_path, 10)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
@@ -167,7 +167,7 @@ def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):
 
 
 @pytest.mark.parametrize("via_export", [False, True], ids=["paged", "export"])
-def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path, monkeypatch, via_export):  # noqa: F811
+def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path, monkeypatch, via_export):
     if via_export:
         monkeypatch.setattr(sync, "EXPORT_THRESHOLD", 1)
     sw = make_workspace(studio_server, tmp_path, 5, predict=True)
@@ -225,7 +225,7 @@ def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path
         assert _push(sw, client, store).created == 0
 
 
-def test_unknown_label_is_one_error_and_recovers(studio_server, tmp_path):  # noqa: F811
+def test_unknown_label_is_one_error_and_recovers(studio_server, tmp_path):
     sw = make_workspace(studio_server, tmp_path, 3)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
@@ -261,7 +261,7 @@ def test_unknown_label_is_one_error_and_recovers(studio_server, tmp_path):  # no
         assert sorted(dets.from_json(store.labels()[image.id]).class_id.tolist()) == [3, 4]
 
 
-def test_new_class_appends_to_project_labels(studio_server, tmp_path):  # noqa: F811
+def test_new_class_appends_to_project_labels(studio_server, tmp_path):
     sw = make_workspace(studio_server, tmp_path, 2)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
@@ -272,7 +272,7 @@ def test_new_class_appends_to_project_labels(studio_server, tmp_path):  # noqa: 
         assert sync.project_labels(project["label_config"]) == CLASSES + ["screw"]
 
 
-def test_interrupted_import_is_reconciled_without_duplicates(studio_server, tmp_path):  # noqa: F811
+def test_interrupted_import_is_reconciled_without_duplicates(studio_server, tmp_path):
     sw = make_workspace(studio_server, tmp_path, 12)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
@@ -311,7 +311,7 @@ with StudioClient(sys.argv[2], sys.argv[3]) as client, ws.open_store() as store:
 """
 
 
-def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):  # noqa: F811
+def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):
     monkeypatch.setattr(sync, "EXPORT_THRESHOLD", 30)  # the 60-task pull goes through the export call
     sw = make_workspace(studio_server, tmp_path, 60)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -348,7 +348,7 @@ def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):  # n
         _assert_matches_truth(stored_labels(store), sw.truth)
 
 
-def test_pull_after_server_restart(studio_server, tmp_path):  # noqa: F811
+def test_pull_after_server_restart(studio_server, tmp_path):
     sw = make_workspace(studio_server, tmp_path, 8)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
@@ -379,7 +379,7 @@ def test_image_paths_that_escape_the_root_are_refused(tmp_path):
         replay.task_stem({"id": 1, "data": {"image": "/data/local-files/?d=../../etc/passwd"}})
 
 
-def test_upload_mode_for_servers_that_cannot_see_the_images(studio_server, tmp_path):  # noqa: F811
+def test_upload_mode_for_servers_that_cannot_see_the_images(studio_server, tmp_path):
     sw = make_workspace(studio_server, tmp_path, 7)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         summary = _push(sw, client, store, image_mode="upload", batch_size=4)
@@ -398,7 +398,7 @@ def test_upload_mode_for_servers_that_cannot_see_the_images(studio_server, tmp_p
         _assert_matches_truth(stored_labels(store), sw.truth)
 
 
-def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withdrawn(studio_server, tmp_path):  # noqa: F811
+def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withdrawn(studio_server, tmp_path):
     """One bad annotation never blocks the others, never becomes 'verified empty', and is released
     once fixed in Label Studio; an annotation deleted there takes its labels with it."""
     sw = make_workspace(studio_server, tmp_path, 4)
@@ -449,7 +449,7 @@ def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withd
         assert statuses[images[1].id] == "in_review"
 
 
-def test_two_workspaces_with_one_title_get_their_own_projects(studio_server, tmp_path):  # noqa: F811
+def test_two_workspaces_with_one_title_get_their_own_projects(studio_server, tmp_path):
     """The default title is the same for every workspace: ownership, not the title, decides."""
     a = make_workspace(studio_server, tmp_path / "a", 3, seed=1)
     c = make_workspace(studio_server, tmp_path / "c", 3, seed=2)
@@ -482,7 +482,7 @@ def test_two_workspaces_with_one_title_get_their_own_projects(studio_server, tmp
         sa.conn.commit()
 
 
-def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_server, tmp_path):  # noqa: F811
+def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_server, tmp_path):
     """Asked to share one project, an interrupted push of A must not adopt C's task for the image
     with the same id, and must never delete C's annotated task."""
     a = make_workspace(studio_server, tmp_path / "a", 3, seed=3)

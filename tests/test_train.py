@@ -353,7 +353,7 @@ def test_missing_official_weights_are_fetched_through_ultralytics_when_online(tm
     import os
 
     import ultralytics.utils
-    import ultralytics.utils.downloads as downloads
+    from ultralytics.utils import downloads
 
     from autolabel.runtime import USER_OFFLINE_ENV, configure_environment
 

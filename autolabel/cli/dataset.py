@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -46,7 +46,7 @@ def import_labels(
     ],
     format: Annotated[str, typer.Option("--format", "-f", help="yolo | coco")],
     images: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--images",
             "-i",
@@ -112,14 +112,14 @@ def split(
         int, typer.Option("--grow-val", min=0, help="Add about N images (new whole groups) to val.")
     ] = 0,
     groups_csv: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--groups-csv", help="CSV 'path,group': images sharing a group never straddle splits."),
     ] = None,
     report: Annotated[
         bool, typer.Option("--report", help="List group sizes and near-duplicate pairs across splits.")
     ] = False,
     near_dup_threshold: Annotated[
-        Optional[float],
+        float | None,
         typer.Option(
             "--near-dup-threshold",
             min=0.0,
@@ -202,11 +202,11 @@ def check_labels(
         "check.png"
     ),
     labels: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--labels", help="Check a YOLO labels folder instead of the workspace labels."),
     ] = None,
     images: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--images", help="With --labels: the images (default: the sibling 'images' folder)."),
     ] = None,
     workspace: WorkspaceOption = Path("."),

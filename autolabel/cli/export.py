@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,7 +15,7 @@ def export(
         str, typer.Option("--format", "-f", help="onnx | engine (TensorRT) | openvino.")
     ] = "onnx",
     run: Annotated[
-        Optional[int], typer.Option("--run", help="Run id to export (default: best mAP50-95).")
+        int | None, typer.Option("--run", help="Run id to export (default: best mAP50-95).")
     ] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch and image size.")] = False,
     half: Annotated[bool, typer.Option("--half", help="FP16 weights.")] = False,
@@ -23,13 +23,13 @@ def export(
         bool, typer.Option("--int8", help="Static INT8 (onnx, engine), calibrated on the training images.")
     ] = False,
     nms: Annotated[bool, typer.Option("--nms", help="Put NMS inside the exported graph.")] = False,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", help="Input size (default: the run's).")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Input size (default: the run's).")] = None,
     conf: Annotated[
-        Optional[float],
+        float | None,
         typer.Option("--conf", help="Box threshold for the box-level parity (default: the run's)."),
     ] = None,
     parity_limit: Annotated[
-        Optional[int], typer.Option("--parity-limit", help="Check parity on at most this many images.")
+        int | None, typer.Option("--parity-limit", help="Check parity on at most this many images.")
     ] = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
@@ -101,17 +101,17 @@ def print_export(result) -> None:
 
 
 def bench(
-    run: Annotated[Optional[int], typer.Option("--run", help="Run id (default: best mAP50-95).")] = None,
+    run: Annotated[int | None, typer.Option("--run", help="Run id (default: best mAP50-95).")] = None,
     batch: Annotated[list[int], typer.Option("--batch", help="Batch size; repeat for several.")] = [1],  # noqa: B006
     runs: Annotated[
         int, typer.Option("--runs", min=1, help="Timed runs per backend (>= 50 for reporting).")
     ] = 50,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs.")] = 10,
     imgsz: Annotated[
-        Optional[int], typer.Option("--imgsz", help="Input size (default: the export's).")
+        int | None, typer.Option("--imgsz", help="Input size (default: the export's).")
     ] = None,
     threads: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(
             "--threads", min=1, help="CPU threads for PyTorch and ONNX Runtime alike (default: PyTorch's)."
         ),

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,13 +12,13 @@ def init(
     images: Annotated[Path, typer.Option("--images", "-i", help="Folder of images (searched recursively).")],
     workspace: WorkspaceOption = Path("."),
     ontology: Annotated[
-        Optional[Path], typer.Option("--ontology", help="Prompt ontology YAML (e.g. prompts/fasteners.yaml).")
+        Path | None, typer.Option("--ontology", help="Prompt ontology YAML (e.g. prompts/fasteners.yaml).")
     ] = None,
     group_by: Annotated[
         str, typer.Option("--group-by", help="Source groups: folder | regex | exif_gap.")
     ] = "folder",
     group_regex: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--group-regex", help="With --group-by regex: first capture group names the group."),
     ] = None,
     gap_seconds: Annotated[float, typer.Option("--gap-seconds", help="With --group-by exif_gap.")] = 60.0,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from autolabel.cli.common import WorkspaceOption, console, open_workspace
 
 StatusOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--status",
         help="Comma-separated image statuses (unlabeled, proposed, in_review, labeled, validation);"
@@ -55,7 +55,7 @@ def preview(
     status: StatusOption = None,
     source: SourceOption = "auto",
     out: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--out", "-o", help="PNG to write (default: preview.png in the workspace)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Which images are drawn.")] = 0,

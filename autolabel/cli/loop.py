@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from autolabel.cli.common import WorkspaceOption, console, open_workspace
 
 RecipeOption = Annotated[Path, typer.Option("--recipe", help="Loop recipe YAML (how to iterate).")]
-StrategyOption = Annotated[Optional[str], typer.Option(help="random | uncertainty | diversity | hybrid")]
+StrategyOption = Annotated[str | None, typer.Option(help="random | uncertainty | diversity | hybrid")]
 ScoreOption = Annotated[
-    Optional[str], typer.Option(help="Uncertainty that ranks the pool, e.g. entropy_sum, entropy_mean.")
+    str | None, typer.Option(help="Uncertainty that ranks the pool, e.g. entropy_sum, entropy_mean.")
 ]
 
 
@@ -49,17 +49,17 @@ def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, ji
 def loop(
     workspace: WorkspaceOption = Path("."),
     recipe: RecipeOption = Path("loop/default.yaml"),
-    rounds: Annotated[Optional[int], typer.Option(min=1)] = None,
-    budget: Annotated[Optional[int], typer.Option(min=1)] = None,
+    rounds: Annotated[int | None, typer.Option(min=1)] = None,
+    budget: Annotated[int | None, typer.Option(min=1)] = None,
     strategy: StrategyOption = None,
     score: ScoreOption = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1)] = None,
-    imgsz: Annotated[Optional[int], typer.Option(min=32)] = None,
+    epochs: Annotated[int | None, typer.Option(min=1)] = None,
+    imgsz: Annotated[int | None, typer.Option(min=32)] = None,
     annotator: Annotated[
         str, typer.Option(help="human (Label Studio users) | replay (answers from --labels)")
     ] = "human",
     labels: Annotated[
-        Optional[Path], typer.Option(help="Ground-truth YOLO folder for --annotator replay.")
+        Path | None, typer.Option(help="Ground-truth YOLO folder for --annotator replay.")
     ] = None,
     miss_rate: Annotated[
         float, typer.Option(min=0, max=1, help="Replay noise: share of boxes the annotator misses.")
@@ -68,7 +68,7 @@ def loop(
         float, typer.Option(min=0, help="Replay noise: box jitter, fraction of box size.")
     ] = 0.0,
     prompts: Annotated[
-        Optional[Path], typer.Option(help="Ontology for round-0 pre-labels (default: the workspace's).")
+        Path | None, typer.Option(help="Ontology for round-0 pre-labels (default: the workspace's).")
     ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Never download missing official student weights.")
@@ -98,7 +98,7 @@ def loop(
 def select_batch(
     workspace: WorkspaceOption = Path("."),
     recipe: RecipeOption = Path("loop/default.yaml"),
-    budget: Annotated[Optional[int], typer.Option(min=1)] = None,
+    budget: Annotated[int | None, typer.Option(min=1)] = None,
     strategy: StrategyOption = None,
     score: ScoreOption = None,
     push: Annotated[bool, typer.Option("--push/--no-push", help="Push the batch to Label Studio.")] = True,

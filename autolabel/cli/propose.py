@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -10,7 +10,7 @@ from autolabel.cli.common import WorkspaceOption, console, open_workspace
 
 def propose(
     prompt: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option(
             "--prompt",
             "-p",
@@ -18,25 +18,25 @@ def propose(
         ),
     ] = None,
     prompts: Annotated[
-        Optional[Path], typer.Option("--prompts", help="Prompt ontology YAML (see prompts/fasteners.yaml).")
+        Path | None, typer.Option("--prompts", help="Prompt ontology YAML (see prompts/fasteners.yaml).")
     ] = None,
     workspace: WorkspaceOption = Path("."),
     model: Annotated[
-        Optional[str], typer.Option(help="grounding-dino | owlv2 | yolo-world | groundingdino-py")
+        str | None, typer.Option(help="grounding-dino | owlv2 | yolo-world | groundingdino-py")
     ] = None,
     model_path: Annotated[
-        Optional[str], typer.Option(help="Local weights (a save_pretrained folder or a .pt file).")
+        str | None, typer.Option(help="Local weights (a save_pretrained folder or a .pt file).")
     ] = None,
-    box_threshold: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
-    text_threshold: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
-    max_det: Annotated[Optional[int], typer.Option(min=1)] = None,
+    box_threshold: Annotated[float | None, typer.Option(min=0, max=1)] = None,
+    text_threshold: Annotated[float | None, typer.Option(min=0, max=1)] = None,
+    max_det: Annotated[int | None, typer.Option(min=1)] = None,
     nms_iou: Annotated[
-        Optional[float], typer.Option(min=0, max=1, help="Per-class NMS at this IoU (off by default).")
+        float | None, typer.Option(min=0, max=1, help="Per-class NMS at this IoU (off by default).")
     ] = None,
     class_agnostic_nms: Annotated[bool, typer.Option(help="NMS across classes.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | mps")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1)] = None,
-    fp16: Annotated[Optional[bool], typer.Option("--fp16/--no-fp16", help="Half precision on CUDA.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="Half precision on CUDA.")] = None,
     force: Annotated[
         bool, typer.Option(help="Propose again images already proposed with this model and ontology.")
     ] = False,

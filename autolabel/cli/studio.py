@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -19,13 +19,13 @@ app = typer.Typer(
 )
 
 UrlOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--url", envvar="LABEL_STUDIO_URL", help="Your own Label Studio (default: this workspace's server)."
     ),
 ]
 TokenOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--token",
         envvar="LABEL_STUDIO_API_KEY",
@@ -40,7 +40,7 @@ TokenOption = Annotated[
 def start(
     workspace: WorkspaceOption = Path("."),
     port: Annotated[
-        Optional[int], typer.Option("--port", help="Port on 127.0.0.1 (default: studio.port).")
+        int | None, typer.Option("--port", help="Port on 127.0.0.1 (default: studio.port).")
     ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for the server to answer.")
@@ -98,7 +98,7 @@ def replay(
     ] = 0.0,
     skip_rate: Annotated[float, typer.Option("--skip-rate", help="Probability of skipping a task.")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Answer at most this many tasks.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Answer at most this many tasks.")] = None,
 ) -> None:
     """Answer pending tasks from ground truth, through the Label Studio API (tests, demos, benchmarks)."""
     from autolabel.errors import AutolabelError
@@ -133,7 +133,7 @@ def push(
     workspace: WorkspaceOption = Path("."),
     url: UrlOption = None,
     token: TokenOption = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Tasks per import call.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Tasks per import call.")] = None,
     images: Annotated[
         str,
         typer.Option(

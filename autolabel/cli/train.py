@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,22 +12,22 @@ from autolabel.cli.common import WorkspaceOption, console, open_workspace
 
 def train(
     workspace: WorkspaceOption = Path("."),
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Default: train.epochs.")] = None,
-    imgsz: Annotated[Optional[int], typer.Option("--imgsz", min=32, help="Deployment image size.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Default: train.epochs.")] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Deployment image size.")] = None,
     model: Annotated[
-        Optional[str],
+        str | None,
         typer.Option("--model", help="Weights (.pt path or name in the ultralytics weights dir) or yaml."),
     ] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[
-        Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")
+        str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")
     ] = None,
-    batch: Annotated[Optional[int], typer.Option("--batch")] = None,
+    batch: Annotated[int | None, typer.Option("--batch")] = None,
     patience: Annotated[
-        Optional[int], typer.Option("--patience", help="Stop after N epochs without gain.")
+        int | None, typer.Option("--patience", help="Stop after N epochs without gain.")
     ] = None,
     resume_from: Annotated[
-        Optional[Path], typer.Option("--resume-from", help="Warm start from a previous student's weights.")
+        Path | None, typer.Option("--resume-from", help="Warm start from a previous student's weights.")
     ] = None,
     offline: Annotated[
         bool,
@@ -70,13 +70,13 @@ def train(
 def evaluate(
     workspace: WorkspaceOption = Path("."),
     run: Annotated[
-        Optional[int], typer.Option("--run", help="Run id (default: the latest finished run).")
+        int | None, typer.Option("--run", help="Run id (default: the latest finished run).")
     ] = None,
     conf: Annotated[
-        Optional[float], typer.Option("--conf", min=0.0, max=1.0, help="Operating confidence for P/R/F1.")
+        float | None, typer.Option("--conf", min=0.0, max=1.0, help="Operating confidence for P/R/F1.")
     ] = None,
     iou: Annotated[
-        Optional[float], typer.Option("--iou", min=0.0, max=1.0, help="Matching IoU for P/R/F1.")
+        float | None, typer.Option("--iou", min=0.0, max=1.0, help="Matching IoU for P/R/F1.")
     ] = None,
 ) -> None:
     """Score a run's weights on the frozen val images: mAP, AP by size and class, P/R/F1, a picture."""

@@ -48,8 +48,7 @@ class StudentProposer(StagedProposer):
         device: str = "auto",
         batch_size: int = 8,
     ):
-        from autolabel.runtime import resolve_device
-        from autolabel.runtime import configure_ultralytics
+        from autolabel.runtime import configure_ultralytics, resolve_device
 
         weights = Path(weights)
         if not weights.is_file():
