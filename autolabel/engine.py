@@ -116,7 +116,7 @@ def _decode_batches(
                     batch = []
         if batch:
             out.put(batch)
-    except BaseException as exc:  # surface producer failures in the consumer
+    except BaseException as exc:  # surface producer failures in the consumer  # noqa: BLE001
         out.put(exc)
     finally:
         out.put(_DONE)

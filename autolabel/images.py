@@ -153,7 +153,7 @@ def _capture_time(exif) -> str | None:
     raw = None
     try:
         raw = exif.get_ifd(_EXIF_IFD).get(_EXIF_DATETIME_ORIGINAL)
-    except Exception:  # malformed EXIF block: no capture time, not a decode failure
+    except Exception:  # malformed EXIF block: no capture time, not a decode failure  # noqa: BLE001
         raw = None
     raw = raw or exif.get(_EXIF_DATETIME)
     if not raw:

@@ -184,8 +184,10 @@ def render_markdown(card: dict) -> str:
     ]
     if card["exports"]:
         lines += [
-            "| file | format | precision | max abs diff | box match @IoU0.9"
-            " | mAP50-95 pt / export (diff, pts) | names | passed |",
+            (
+                "| file | format | precision | max abs diff | box match @IoU0.9"
+                " | mAP50-95 pt / export (diff, pts) | names | passed |"
+            ),
             "|---|---|---|---|---|---|---|---|",
         ]
         for entry in card["exports"]:
@@ -205,10 +207,12 @@ def render_markdown(card: dict) -> str:
     if latency and latency.get("rows"):
         machine = latency["machine"]
         lines += [
-            f"Median and p90 of {latency['runs']} timed runs after {latency['warmup']} warm-up runs"
-            f" at {latency['imgsz']} px; {machine.get('processor')}, {machine.get('cpu_count')}"
-            f" CPUs (CPU threads for PyTorch and ONNX Runtime alike: {latency.get('cpu_threads')}),"
-            f" GPU: {machine.get('cuda') or 'none'}.",
+            (
+                f"Median and p90 of {latency['runs']} timed runs after {latency['warmup']} warm-up runs"
+                f" at {latency['imgsz']} px; {machine.get('processor')}, {machine.get('cpu_count')}"
+                f" CPUs (CPU threads for PyTorch and ONNX Runtime alike: {latency.get('cpu_threads')}),"
+                f" GPU: {machine.get('cuda') or 'none'}."
+            ),
             "",
             "| backend | device | file | batch | median ms | p90 ms | speedup vs PyTorch eager |",
             "|---|---|---|---|---|---|---|",

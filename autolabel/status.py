@@ -87,7 +87,7 @@ def round_table(store: Store) -> list[dict]:
         from autolabel.studio.diff import round_summaries
 
         corrections = {r["round"]: r for r in round_summaries(store)}
-    except Exception:  # no Label Studio state yet
+    except Exception:  # no Label Studio state yet  # noqa: BLE001
         corrections = {}
     from autolabel.calibration import recorded_thresholds
 

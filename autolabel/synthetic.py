@@ -568,9 +568,9 @@ def _rasterize(
         x1, y1 = x0 + frame.mask.shape[1], y0 + frame.mask.shape[0]
     else:
         points = np.concatenate([p for p, _ in polygons])
-        x0, y0 = (max(0, int(math.floor(v)) - 1) for v in points.min(axis=0))
-        x1 = min(width, int(math.ceil(points[:, 0].max())) + 2)
-        y1 = min(height, int(math.ceil(points[:, 1].max())) + 2)
+        x0, y0 = (max(0, math.floor(v) - 1) for v in points.min(axis=0))
+        x1 = min(width, math.ceil(points[:, 0].max()) + 2)
+        y1 = min(height, math.ceil(points[:, 1].max()) + 2)
         if x1 <= x0 or y1 <= y0:
             return None
     canvas = Image.new("L", (x1 - x0, y1 - y0), 0)

@@ -259,7 +259,7 @@ def _download_official(name: str, weights_dir: Path) -> Path | None:
         try:
             weights_dir.mkdir(parents=True, exist_ok=True)
             attempt_download_asset(target)
-        except Exception:  # a failed download falls back like offline; the warning says what to do
+        except Exception:  # a failed download falls back like offline; the warning says what to do  # noqa: BLE001
             return None
     return target if target.is_file() else None
 

@@ -103,7 +103,7 @@ def main() -> None:
         ]
     repeats = []
     for _ in range(args.repeats):
-        rows, notes = latency.benchmark(backends, imgsz=args.imgsz, runs=args.runs, warmup=args.warmup)
+        rows, _notes = latency.benchmark(backends, imgsz=args.imgsz, runs=args.runs, warmup=args.warmup)
         repeats.append([r.to_dict() for r in rows])
     result = {
         "model": "yolo11n from yolo11n.yaml, random weights (80 classes)",

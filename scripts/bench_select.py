@@ -88,7 +88,10 @@ def main() -> None:
     results = []
     for strategy, label, extra in cases:
         repeats = 1 if strategy == "diversity" else args.repeats
-        seconds, cpu, picked = timed(lambda: select(strategy, args.budget, ids, **common, **extra), repeats)
+        seconds, cpu, picked = timed(
+            lambda strategy=strategy, extra=extra: select(strategy, args.budget, ids, **common, **extra),
+            repeats,
+        )
         assert len(picked) == args.budget and len(set(picked)) == args.budget
         results.append({"case": label, "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3)})
         print(f"{label:<32} {seconds:8.2f} s wall {cpu:8.2f} s cpu")

@@ -34,7 +34,7 @@ def run(*args: str) -> None:
 
 
 def has_command(name: str) -> bool:
-    out = subprocess.run([str(BIN), name, "--help"], capture_output=True)
+    out = subprocess.run([str(BIN), name, "--help"], capture_output=True, check=False)
     return out.returncode == 0
 
 

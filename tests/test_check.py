@@ -101,7 +101,7 @@ def test_content_offset_is_zero_for_exact_boxes_and_half_for_shifted_ones():
 
 def test_unknown_class_ids_in_a_yolo_folder(synthetic_yolo, tmp_path):
     root = _copy(synthetic_yolo, tmp_path / "ids")
-    first = sorted((root / "labels").rglob("*.txt"))[0]
+    first = min((root / "labels").rglob("*.txt"))
     first.write_text(first.read_text().replace("\n", "\n", 1) + "7 0.5 0.5 0.1 0.1\n")
     result = runner.invoke(
         app, ["check", "labels", "--labels", str(root / "labels"), "--out", str(tmp_path / "g.png")]

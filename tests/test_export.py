@@ -539,12 +539,12 @@ def test_human_time_comes_from_the_recorded_label_studio_corrections(tmp_path):
 def _report(**overrides):
     from autolabel.export import ParityReport
 
-    values = dict(
-        images=3, image_source="validation", max_abs_diff=1e-5, max_abs_diff_scores=1e-8, conf=0.25,
-        boxes_reference=10, boxes_exported=10, boxes_matched=10, match_rate=1.0, map50_95_reference=0.5,
-        map50_95_exported=0.499, map_diff_points=0.1, map_tolerance_points=0.3, names_reference=NAMES,
-        names_exported=NAMES, names_match=True,
-    )  # fmt: skip
+    values = {
+        "images": 3, "image_source": "validation", "max_abs_diff": 1e-5, "max_abs_diff_scores": 1e-8, "conf": 0.25,
+        "boxes_reference": 10, "boxes_exported": 10, "boxes_matched": 10, "match_rate": 1.0, "map50_95_reference": 0.5,
+        "map50_95_exported": 0.499, "map_diff_points": 0.1, "map_tolerance_points": 0.3, "names_reference": NAMES,
+        "names_exported": NAMES, "names_match": True,
+    }  # fmt: skip
     return ParityReport(**{**values, **overrides})
 
 

@@ -107,7 +107,7 @@ def test_coco_import_maps_categories_by_name(tmp_path):
 
 
 def test_unknown_classes_are_listed_in_one_error_unless_added(tmp_path):
-    ws, images, labels = _workspace(tmp_path)
+    ws, _images, labels = _workspace(tmp_path)
     (labels / "data.yaml").write_text("names: [bolt, rivet, pin, screw]\n")  # ids 1 and 2 renamed
     used = {int(line.split()[0]) for f in labels.rglob("*.txt") for line in f.read_text().splitlines()}
     assert {1, 2} <= used
@@ -135,8 +135,8 @@ def test_unknown_classes_are_listed_in_one_error_unless_added(tmp_path):
     ],
 )
 def test_bad_yolo_files_fail_before_anything_is_written(tmp_path, line, message):
-    ws, images, labels = _workspace(tmp_path, n=2)
-    first = sorted(labels.rglob("*.txt"))[0]
+    ws, _images, labels = _workspace(tmp_path, n=2)
+    first = min(labels.rglob("*.txt"))
     first.write_text(line + "\n")
     result = runner.invoke(app, ["import", "--labels", str(labels), "--format", "yolo", "-w", str(ws)])
     assert result.exit_code == 2 and message in result.output, result.output

@@ -86,7 +86,7 @@ def test_status_and_model_card_say_which_weights_a_run_started_from(fine_tuned):
     from autolabel.model_card import build_card, render_markdown
     from autolabel.status import training_runs
 
-    ws, store, runs = fine_tuned
+    _ws, store, runs = fine_tuned
     by_id = {r["id"]: r for r in training_runs(store)}
     assert by_id[runs["pretrained"]]["started_from"] == "yolo11n-coco.pt (pretrained)"
     assert by_id[runs["pretrained"]]["pretrained"] is True

@@ -210,14 +210,14 @@ def images(*shapes, seed=0):
 
 
 def proposer(model_dir, onto=FASTENERS, **overrides):
-    settings = dict(
-        model="grounding-dino",
-        model_path=str(model_dir),
-        device="cpu",
-        box_threshold=0.0,
-        text_threshold=0.0,
-        max_det=100,
-    )
+    settings = {
+        "model": "grounding-dino",
+        "model_path": str(model_dir),
+        "device": "cpu",
+        "box_threshold": 0.0,
+        "text_threshold": 0.0,
+        "max_det": 100,
+    }
     return build_proposer(ProposerSettings(**{**settings, **overrides}), onto)
 
 

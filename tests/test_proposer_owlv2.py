@@ -120,7 +120,13 @@ def images(*shapes, seed=0):
 
 
 def proposer(model_dir, onto=FASTENERS, **overrides):
-    settings = dict(model="owlv2", model_path=str(model_dir), device="cpu", box_threshold=0.0, max_det=100)
+    settings = {
+        "model": "owlv2",
+        "model_path": str(model_dir),
+        "device": "cpu",
+        "box_threshold": 0.0,
+        "max_det": 100,
+    }
     return build_proposer(ProposerSettings(**{**settings, **overrides}), onto)
 
 

@@ -251,7 +251,7 @@ def test_split_command_with_report(tmp_path):
 def test_split_report_command_shows_leaks(tmp_path):
     for seed in range(4):
         root = tmp_path / str(seed)
-        b, pairs = _near_duplicate_setup(root)
+        b, _pairs = _near_duplicate_setup(root)
         b.store.close()
         ws = root / "ws"
         (ws / ".autolabel").mkdir(parents=True)

@@ -66,9 +66,12 @@ def test_imports_are_never_retried_blindly(failure):
 
 
 def test_unauthorized_is_one_line_without_the_token():
-    with _client(
-        lambda r: httpx.Response(401, json={"detail": "nope"}), token="very-secret-token-xyz"
-    ) as client, pytest.raises(AutolabelError) as err:
+    with (
+        _client(
+            lambda r: httpx.Response(401, json={"detail": "nope"}), token="very-secret-token-xyz"
+        ) as client,
+        pytest.raises(AutolabelError) as err,
+    ):
         client.request("GET", "/api/projects/")
     message = str(err.value)
     assert "401" in message and "\n" not in message and "very-secret-token-xyz" not in message

@@ -27,7 +27,7 @@ def _flat_style(**overrides):
 def test_same_seed_same_scene_and_other_seed_differs():
     a_rgb, a_det = synthetic.generate_scene(np.random.default_rng(7), 128)
     b_rgb, b_det = synthetic.generate_scene(np.random.default_rng(7), 128)
-    c_rgb, c_det = synthetic.generate_scene(np.random.default_rng(8), 128)
+    c_rgb, _c_det = synthetic.generate_scene(np.random.default_rng(8), 128)
     assert np.array_equal(a_rgb, b_rgb)
     assert np.array_equal(a_det.xyxy, b_det.xyxy) and np.array_equal(a_det.class_id, b_det.class_id)
     assert not np.array_equal(a_rgb, c_rgb)

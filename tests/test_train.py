@@ -235,7 +235,7 @@ def test_dataset_file_names_do_not_collide():
 
 
 def test_collect_dataset_problems(tmp_path):
-    ws, store, _ = build_workspace(tmp_path, n=4, n_val=1)
+    _ws, store, _ = build_workspace(tmp_path, n=4, n_val=1)
     with store:
         snapshot = collect_dataset(store)
         assert (len(snapshot.train), len(snapshot.val)) == (3, 1)
@@ -417,7 +417,7 @@ def test_a_killed_training_run_is_marked_failed_by_the_next_command(tmp_path):
     from autolabel.status import status_report
     from autolabel.train import reconcile_interrupted_runs
 
-    ws, store, _ = build_workspace(tmp_path, n=3, n_val=1)
+    _ws, store, _ = build_workspace(tmp_path, n=3, n_val=1)
     gone = subprocess.Popen(["true"])
     gone.wait()
     host = socket.gethostname()

@@ -11,7 +11,32 @@ from __future__ import annotations
 from pathlib import Path
 
 # Words the fastener ontologies in the tests use; anything else tokenizes to [UNK].
-WORDS = ["bolt", "nut", "hex", "washer", "screw", "machine", "lock", "flat", "metal", "ring", "wood", "threaded", "phillips", "head", "cap", "spring", "wing", "carriage", "socket", "set", "a", "the", "of", "with"]
+WORDS = [
+    "bolt",
+    "nut",
+    "hex",
+    "washer",
+    "screw",
+    "machine",
+    "lock",
+    "flat",
+    "metal",
+    "ring",
+    "wood",
+    "threaded",
+    "phillips",
+    "head",
+    "cap",
+    "spring",
+    "wing",
+    "carriage",
+    "socket",
+    "set",
+    "a",
+    "the",
+    "of",
+    "with",
+]
 
 # Grounding DINO splits the caption into phrases at these BERT ids ([CLS], [SEP], '.', '?'), so the
 # tiny vocabulary puts its special tokens exactly there.

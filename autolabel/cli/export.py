@@ -107,9 +107,7 @@ def bench(
         int, typer.Option("--runs", min=1, help="Timed runs per backend (>= 50 for reporting).")
     ] = 50,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed warm-up runs.")] = 10,
-    imgsz: Annotated[
-        int | None, typer.Option("--imgsz", help="Input size (default: the export's).")
-    ] = None,
+    imgsz: Annotated[int | None, typer.Option("--imgsz", help="Input size (default: the export's).")] = None,
     threads: Annotated[
         int | None,
         typer.Option(

@@ -19,9 +19,7 @@ def train(
         typer.Option("--model", help="Weights (.pt path or name in the ultralytics weights dir) or yaml."),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")
-    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
     batch: Annotated[int | None, typer.Option("--batch")] = None,
     patience: Annotated[
         int | None, typer.Option("--patience", help="Stop after N epochs without gain.")

@@ -134,7 +134,7 @@ class BatchMapper:
             results = self.proposer.predict(images)
             for row, det in zip(good_rows, results):
                 out[row["id"]] = {"id": row["id"], "detections": dets.to_dict(det), "error": None}
-        except Exception as exc:  # one failing batch is recorded per image, the run goes on
+        except Exception as exc:  # one failing batch is recorded per image, the run goes on  # noqa: BLE001
             if len(images) > 1:
                 for row, image in zip(good_rows, images):
                     self.label_decoded([row], [image], out, [row])

@@ -133,7 +133,7 @@ def resolve_weights(model_path: str | None, package_dir: Path) -> tuple[Path, Pa
 
         try:
             checkpoint = Path(hf_hub_download(HUB_REPO, HUB_CHECKPOINT))
-        except Exception as exc:  # offline miss, no network, gated: all the same to the user
+        except Exception as exc:  # offline miss, no network, gated: all the same to the user  # noqa: BLE001
             raise AutolabelError(
                 f"groundingdino-py weights {HUB_REPO}/{HUB_CHECKPOINT} are not available "
                 f"({type(exc).__name__}): download them once online or pass "

@@ -96,7 +96,7 @@ class PoolScorer:
                 good_rows.append(row)
             except ImageDecodeError as exc:
                 out[row["id"]] = _error_row(row["id"], str(exc))
-            except Exception as exc:  # e.g. ultralytics' Image.open patch failing on an unknown format
+            except Exception as exc:  # e.g. ultralytics' Image.open patch failing on an unknown format  # noqa: BLE001
                 out[row["id"]] = _error_row(row["id"], f"not an image ({type(exc).__name__}: {exc})")
         self._score_decoded(good_rows, images, out)
         return [out[row["id"]] for row in rows]
@@ -111,7 +111,7 @@ class PoolScorer:
         try:
             for row, result in zip(rows, self.score_images(images)):
                 out[row["id"]] = {"id": row["id"], **result, "error": None}
-        except Exception as exc:  # one failing batch is retried image by image, the run goes on
+        except Exception as exc:  # one failing batch is retried image by image, the run goes on  # noqa: BLE001
             if len(images) > 1:
                 for row, image in zip(rows, images):
                     self._score_decoded([row], [image], out)

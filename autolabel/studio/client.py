@@ -22,9 +22,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autolabel.errors import AutolabelError
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations only
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 
@@ -85,7 +88,7 @@ class StudioClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> StudioClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
