@@ -15,6 +15,18 @@ if TYPE_CHECKING:
     import supervision as sv
 
 
+__all__ = [
+    "apply_class_thresholds",
+    "clip_to_image",
+    "empty",
+    "from_dict",
+    "from_json",
+    "make",
+    "to_dict",
+    "to_json",
+]
+
+
 def empty() -> sv.Detections:
     import supervision as sv
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "AutolabelError",
+    "missing_dependency",
+    "read_text",
+]
+
 
 class AutolabelError(Exception):
     """A problem the user can fix: bad input, missing weights, unreachable server.

@@ -19,6 +19,12 @@ from pathlib import Path
 
 from autolabel.errors import AutolabelError, read_text
 
+__all__ = [
+    "Ontology",
+    "OntologyClass",
+    "normalize_prompt",
+]
+
 
 @dataclass(frozen=True)
 class OntologyClass:

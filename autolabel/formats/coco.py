@@ -11,6 +11,16 @@ if TYPE_CHECKING:
     import supervision as sv
 
 
+__all__ = [
+    "CocoFormatError",
+    "annotations",
+    "categories",
+    "dataset",
+    "image_detections",
+    "validate",
+]
+
+
 def categories(names: list[str]) -> list[dict]:
     """COCO category ids start at 1; our class id i is category i + 1."""
     return [{"id": i + 1, "name": name, "supercategory": "object"} for i, name in enumerate(names)]

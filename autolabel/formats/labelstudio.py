@@ -20,6 +20,22 @@ from autolabel import detections as dets
 if TYPE_CHECKING:
     import supervision as sv
 
+__all__ = [
+    "BOX_KEYS",
+    "FROM_NAME",
+    "IMAGE_KEY",
+    "RESULT_TYPE",
+    "TO_NAME",
+    "UNSUPPORTED_REGION_TYPES",
+    "Conversion",
+    "from_results",
+    "label_config",
+    "prediction",
+    "rectangle_corners",
+    "task_score",
+    "to_results",
+]
+
 FROM_NAME = "label"
 TO_NAME = "image"
 IMAGE_KEY = "image"

@@ -29,6 +29,20 @@ import numpy as np
 from autolabel.errors import AutolabelError
 from autolabel.sampling import diversity
 
+__all__ = [
+    "DEFAULT_PREFILTER_FACTOR",
+    "DEFAULT_SCORE_KEY",
+    "EMBEDDING_STRATEGIES",
+    "SCORE_STRATEGIES",
+    "STRATEGIES",
+    "class_rarity_boost",
+    "prefilter_size",
+    "rank_by_score",
+    "resolve_strategy",
+    "score_vector",
+    "select",
+]
+
 STRATEGIES = ("random", "uncertainty", "diversity", "hybrid", "typicality")
 SCORE_STRATEGIES = ("uncertainty", "hybrid")
 EMBEDDING_STRATEGIES = ("diversity", "hybrid", "typicality")

@@ -34,6 +34,24 @@ import numpy as np
 if TYPE_CHECKING:
     import supervision as sv
 
+__all__ = [
+    "AGGREGATIONS",
+    "BOX_SCORES",
+    "CLASS_PROBS_KEY",
+    "EMPTY_SCORE",
+    "METHODS",
+    "aggregate",
+    "box_uncertainty",
+    "class_distribution",
+    "entropy",
+    "hflip",
+    "image_scores",
+    "image_uncertainty",
+    "least_confidence",
+    "localization_instability",
+    "margin",
+]
+
 METHODS = ("least_confidence", "margin", "entropy")
 AGGREGATIONS = ("max", "mean", "sum")
 EMPTY_SCORE = 0.0
