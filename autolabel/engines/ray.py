@@ -1,0 +1,326 @@
+"""The Ray engine: the same row mappers the local engine runs, over a Ray Data actor pool.
+
+The driver streams the ``{id, path}`` rows it reads from the store into the object store in
+chunks (``from_arrow_refs``), so neither the driver nor Ray holds a Python list of the whole job;
+``map_batches`` runs them through an actor pool whose actors build the mapper once (the same
+``BatchMapper`` or ``PoolScorer`` class the local engine uses) and decode inside the actor (a bad
+file is an error row, never a failed job); the driver iterates the results as they come and
+commits them. Ray Data restarts a killed actor and retries its batch (``max_restarts`` and
+``max_task_retries`` default to -1 for actor pools); results are keyed by id, so a retried
+batch can never store an image twice.
+
+Every result travels in one fixed Arrow schema (``RESULT_SCHEMA``): detections and scores as
+JSON text (empty detections included), embeddings as float32 bytes, an error string or null.
+
+Hygiene: a local cluster started here has no dashboard, no usage stats, Ray's token
+authentication on with a token of its own (0600, in its temp dir), its temp dir (sockets, logs)
+owner-only under the system temp dir and never ``$HOME``, and Ray's own log lines go to that
+folder, not the terminal. Ray 2.60's core servers listen on every interface and rewrite a
+loopback node address to the machine's (``services.resolve_ip_for_localhost``), so binding to
+127.0.0.1 alone is not possible; the token is what keeps other hosts out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autolabel.engines.base import RowMapper
+from autolabel.errors import AutolabelError, missing_dependency
+
+# An input block is one task on one actor (the actor batches inside it), so blocks must be
+# small for the pool to share the work: this many batches a block.
+BATCHES_PER_BLOCK = 4
+# the driver's own environment choices that workers on other nodes should share
+FORWARDED_ENV = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "YOLO_OFFLINE",
+    "YOLO_AUTOINSTALL",
+    "YOLO_VERBOSE",
+    "HF_HUB_DISABLE_TELEMETRY",
+    "TOKENIZERS_PARALLELISM",
+    "AUTOLABEL_USER_OFFLINE",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RaySettings:
+    address: str | None = None  # None: start a local Ray on this machine; "auto" or host:port: join
+    min_workers: int = 1
+    max_workers: int | None = None  # None: one per CPU of the cluster (local: this machine's)
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def pool_size(self, cluster_cpus: float) -> tuple[int, int]:
+        most = self.max_workers or max(1, int(cluster_cpus // max(self.cpus_per_worker, 1e-9)))
+        return min(self.min_workers, most), most
+
+
+def parse_workers(text: str) -> tuple[int, int | None]:
+    """``"4"`` -> (4, 4); ``"1:8"`` -> (1, 8); ``"2:"`` -> (2, None = as many as fit)."""
+    low, sep, high = text.partition(":")
+    try:
+        lo = int(low) if low else 1
+        hi = (int(high) if high else None) if sep else lo
+    except ValueError:
+        raise AutolabelError(f"--workers must look like 4 or 1:8, got '{text}'") from None
+    if lo < 1 or (hi is not None and hi < lo):
+        raise AutolabelError(f"--workers must look like 4 or 1:8 with 1 <= MIN <= MAX, got '{text}'")
+    return lo, hi
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise missing_dependency(
+            "ray[data]",
+            "--engine ray needs Ray Data: pip install 'autolabel-loop[ray]' (or pip install 'ray[data]')",
+        ) from None
+    return ray
+
+
+def local_temp_dir(workspace_root: Path) -> Path:
+    """A short per-workspace folder in the system temp dir (Ray's unix sockets need short paths)."""
+    digest = hashlib.sha256(str(Path(workspace_root).resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"autolabel-ray-{os.getuid()}-{digest}"
+
+
+@contextmanager
+def connected(settings: RaySettings, workspace_root: Path) -> Iterator[Any]:
+    """Join the cluster at ``settings.address``, or start a private local one; yields ``ray``."""
+    # Ray reads these when it is imported
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    temp = None if settings.address else local_temp_dir(workspace_root)
+    logs = local_temp_dir(workspace_root)
+    logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if temp is not None:
+        _private_token(temp)
+    ray = _ray()
+    if ray.is_initialized():  # a caller (a test, a notebook) already connected: use it as it is
+        yield ray
+        return
+    kwargs: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.WARNING,
+    }
+    if settings.address:
+        kwargs["address"] = settings.address
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        kwargs["runtime_env"] = {"env_vars": env} if env else None
+    else:
+        kwargs["_temp_dir"] = str(temp)
+    with _quiet_ray_logs(), _stderr_to(logs / "driver.log"):
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise AutolabelError(f"cannot reach the Ray cluster at {settings.address}: {exc}") from None
+    if temp is not None:
+        os.chmod(temp, 0o700)  # Ray opens its temp dir to everyone (0777); this one is private
+    try:
+        with _stderr_to(logs / "driver.log"):
+            yield ray
+    finally:
+        with _stderr_to(logs / "driver.log"):
+            ray.shutdown()
+        if temp is not None:
+            os.chmod(temp, 0o700)
+
+
+def _private_token(temp: Path) -> None:
+    """Token auth for the local cluster, its token in the cluster's own folder, owner-only."""
+    token = temp / "auth_token"
+    if not token.exists():
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    # Ray turns token auth on for a new local cluster itself (and refreshes its config when it
+    # does); it finds the token here instead of creating ~/.ray/auth_token
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+
+
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Ray's C++ core writes straight to file descriptor 2 (e.g. an ERROR line per pooled actor
+    about constructor arguments in the object store); while Ray runs, fd 2 goes to a log file.
+    autolabel's own output (progress bars, summaries, one-line errors) is on stdout."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+
+
+@contextmanager
+def _quiet_ray_logs() -> Iterator[None]:
+    """Ray and Ray Data log INFO lines to stderr; keep the terminal for autolabel's own output."""
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    yield
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.int64()),
+            ("detections", pa.string()),
+            ("scores", pa.string()),
+            ("embedding", pa.binary()),
+            ("error", pa.string()),
+        ]
+    )
+
+
+def to_arrow(results: Sequence[dict]):
+    """Result rows (any mapper's) -> a table in ``RESULT_SCHEMA``."""
+    import pyarrow as pa
+
+    def text(value):
+        return None if value is None else json.dumps(value, default=_json_default)
+
+    columns = {
+        "id": [int(r["id"]) for r in results],
+        "detections": [text(r.get("detections")) for r in results],
+        "scores": [text(r.get("scores")) for r in results],
+        "embedding": [
+            None if r.get("embedding") is None else np.asarray(r["embedding"], np.float32).tobytes()
+            for r in results
+        ],
+        "error": [r.get("error") for r in results],
+    }
+    return pa.table(columns, schema=_schema())
+
+
+def from_arrow(table) -> Iterator[dict]:
+    """The inverse of ``to_arrow``: one dict per row with every key of the schema (None when unset)."""
+    for row in table.to_pylist():
+        yield {
+            "id": row["id"],
+            "detections": None if row["detections"] is None else json.loads(row["detections"]),
+            "scores": None if row["scores"] is None else json.loads(row["scores"]),
+            "embedding": None if row["embedding"] is None else np.frombuffer(row["embedding"], np.float32),
+            "error": row["error"],
+        }
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _actor_class(factory: Callable[[], RowMapper]):
+    """The actor class Ray Data pools. The factory travels in the class's closure (pickled once
+    with the class), not as constructor arguments in the object store, so a restarted actor can
+    always be rebuilt."""
+
+    class AutolabelMapper:
+        def __init__(self):
+            self.mapper = factory()
+
+        def __call__(self, batch):
+            ids, paths = batch.column("id").to_pylist(), batch.column("path").to_pylist()
+            rows = [{"id": i, "path": p} for i, p in zip(ids, paths, strict=True)]
+            return to_arrow(self.mapper.map_rows(rows))
+
+    return AutolabelMapper
+
+
+def _chunks(pages: Iterable[Sequence[dict]], ray, rows_per_block: int) -> Iterator[Any]:
+    import pyarrow as pa
+
+    ids: list[int] = []
+    paths: list[str] = []
+    for page in pages:
+        for row in page:
+            ids.append(int(row["id"]))
+            paths.append(str(row["path"]))
+            if len(ids) == rows_per_block:
+                yield ray.put(pa.table({"id": pa.array(ids, pa.int64()), "path": pa.array(paths)}))
+                ids, paths = [], []
+    if ids:
+        yield ray.put(pa.table({"id": pa.array(ids, pa.int64()), "path": pa.array(paths)}))
+
+
+def map_rows(
+    ray,
+    factory: Callable[[], RowMapper],
+    pages: Iterable[Sequence[dict]],
+    settings: RaySettings,
+    batch_size: int,
+    advance: Callable[[int], None] | None = None,
+) -> Iterator[dict]:
+    """Map every row of ``pages`` through an actor pool; yields result rows as they arrive
+    (in no particular order), one per input id."""
+    from ray.data import ActorPoolStrategy, DataContext
+
+    # object refs only: the rows themselves sit in the object store
+    refs = list(_chunks(pages, ray, max(1, batch_size * BATCHES_PER_BLOCK)))
+    if not refs:
+        return
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # autolabel shows its own bar
+    context.enable_operator_progress_bars = False
+    context.print_on_execution_start = False
+    lo, hi = settings.pool_size(ray.cluster_resources().get("CPU", 1))
+    dataset = ray.data.from_arrow_refs(refs).map_batches(
+        _actor_class(factory),
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=lo, max_size=hi),
+        num_cpus=settings.cpus_per_worker,
+        num_gpus=settings.gpus_per_worker or None,
+    )
+    with _quiet_ray_logs():
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            rows = list(from_arrow(batch))
+            yield from rows
+            if advance is not None:
+                advance(len(rows))
+
+
+class RayEngine:
+    """``Engine`` on Ray: each ``map`` call joins (or starts) the cluster for its duration."""
+
+    name = "ray"
+
+    def __init__(self, settings: RaySettings, workspace_root: Path):
+        self.settings = settings
+        self.workspace_root = Path(workspace_root)
+
+    def map(
+        self,
+        factory: Callable[[], RowMapper],
+        pages: Iterable[Sequence[dict]],
+        *,
+        batch_size: int,
+        advance: Callable[[int], None] | None = None,
+    ) -> Iterator[dict]:
+        with connected(self.settings, self.workspace_root) as ray:
+            yield from map_rows(ray, factory, pages, self.settings, batch_size, advance)
