@@ -14,6 +14,15 @@ from autolabel.formats import labelstudio as lsfmt
 from autolabel.studio import state
 from autolabel.studio.state import Project
 
+__all__ = [
+    "OWNER_MARK",
+    "check_owner",
+    "ensure_project",
+    "owner_mark",
+    "project_labels",
+    "project_owner",
+]
+
 OWNER_MARK = "autolabel workspace "
 
 

@@ -25,6 +25,13 @@ from autolabel.studio import diff, state
 from autolabel.studio.project import check_owner
 from autolabel.studio.state import Project, RawAnnotation
 
+__all__ = [
+    "EXPORT_THRESHOLD",
+    "PULL_OVERLAP",
+    "PullSummary",
+    "pull",
+]
+
 # Tasks updated this long before the last pull's newest update are fetched again (clock skew,
 # updates committed while the previous pull was paging); unchanged annotations are skipped.
 PULL_OVERLAP = timedelta(seconds=120)

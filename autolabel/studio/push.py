@@ -21,6 +21,18 @@ from autolabel.studio import state
 from autolabel.studio.project import ensure_project
 from autolabel.studio.state import Project
 
+__all__ = [
+    "MAX_IMPORT_ATTEMPTS",
+    "UPLOAD_CHUNK",
+    "PushSummary",
+    "current_round",
+    "local_files_url",
+    "push",
+    "push_candidates",
+    "reconcile",
+    "safe_relative_path",
+]
+
 MAX_IMPORT_ATTEMPTS = 5
 UPLOAD_CHUNK = 50
 
