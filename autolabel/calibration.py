@@ -17,6 +17,10 @@ threshold; two sweeps). The diff is the full one of ``studio.diff`` (relabels in
 classes interact only through relabel-vs-delete matches and the sweeps converge quickly. Ties go
 to the higher threshold (fewer boxes shown for the same time). With fewer than ``min_pairs``
 pairs the default threshold stays.
+
+This module owns the ``prelabel_calibration`` table (the thresholds the loop fitted per round,
+``calibrate_round`` / ``recorded_thresholds``); push applies them with ``filter_prelabel``. It sits
+above ``studio.diff`` (the cost maths) and below ``studio.push``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
     "Calibration",
     "calibrate",
     "correction_seconds",
+    "filter_prelabel",
     "from_scratch_seconds",
 ]
 
@@ -128,6 +133,21 @@ CREATE TABLE IF NOT EXISTS prelabel_calibration (
 );
 """
 STUDENT_PREFIX = "student:"
+
+
+def filter_prelabel(prediction: tuple[str, str], thresholds: Sequence[float]) -> tuple[str, str]:
+    """What push shows of a stored pre-label (model version, detections JSON): a student's is
+    filtered at the round's per-class ``thresholds``, any other is shown as it is."""
+    model_version, det_json = prediction
+    if not model_version.startswith(STUDENT_PREFIX):
+        return prediction
+
+    det = dets.from_json(det_json)
+    # a class added after the round's fit has no threshold of its own yet: the default
+    limits = list(thresholds) + [DEFAULT_THRESHOLD] * (
+        int(det.class_id.max()) + 1 - len(thresholds) if len(det) else 0
+    )
+    return model_version, dets.to_json(dets.apply_class_thresholds(det, limits))
 
 
 def pairs_from_store(store, image_ids=None) -> list[Pair]:

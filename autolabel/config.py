@@ -45,7 +45,8 @@ class ProposerConfig(_Section):
 
 
 class AnnotationCostConfig(_Section):
-    """Seconds per human action; defaults and sources in autolabel/studio/diff.py."""
+    """Seconds per human action (``studio.costs``), the cost model of ``autolabel.studio.diff``
+    (which documents the defaults and their sources, and calls it ``CostModel``)."""
 
     draw: float = Field(default=7.0, ge=0)
     verify: float = Field(default=1.6, ge=0)
@@ -53,6 +54,22 @@ class AnnotationCostConfig(_Section):
     relabel: float = Field(default=3.0, ge=0)
     delete: float = Field(default=2.0, ge=0)
     per_image: float = Field(default=2.0, ge=0)
+
+    def seconds(self, correction) -> float:
+        """Estimated time to correct a pre-label into its labels (a ``studio.diff.Correction``)."""
+        return round(
+            self.per_image
+            + correction.kept * self.verify
+            + correction.moved * self.adjust
+            + correction.relabeled * self.relabel
+            + correction.deleted * self.delete
+            + correction.added * self.draw,
+            3,
+        )
+
+    def from_scratch(self, n_boxes: int) -> float:
+        """The same image labeled without pre-labels: every box drawn."""
+        return round(self.per_image + n_boxes * self.draw, 3)
 
 
 class StudioConfig(_Section):

@@ -239,7 +239,6 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
     if student is not None:
         from autolabel import calibration
         from autolabel.proposers.student import StudentProposer
-        from autolabel.studio.diff import CostModel
 
         names = store.class_names()
         # Stored at a low floor so the per-class thresholds (fitted now, applied at push) can go below
@@ -247,7 +246,7 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
         fit = calibration.calibrate_round(
             store,
             round_index,
-            CostModel.from_config(ws.config.studio.costs),
+            ws.config.studio.costs,
             extra_pairs=lambda: calibration.validation_pairs(
                 ws, store, student["weights_path"], imgsz=recipe.train.imgsz, device=recipe.train.device
             ),
@@ -295,7 +294,8 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
 
 
 def step_push(ctx: LoopContext, round_index: int) -> dict:
-    from autolabel.studio import server, sync
+    from autolabel.studio import server
+    from autolabel.studio.push import push
 
     store, deps = ctx.store, ctx.extras["deps"]
     ws = deps.workspace
@@ -308,7 +308,7 @@ def step_push(ctx: LoopContext, round_index: int) -> dict:
     from autolabel.calibration import recorded_thresholds
 
     fit = recorded_thresholds(store).get(round_index)
-    summary = sync.push(
+    summary = push(
         store,
         deps.studio(),
         image_root=ws.image_root,
@@ -325,17 +325,17 @@ def step_push(ctx: LoopContext, round_index: int) -> dict:
 
 
 def _done_in_batch(store: Store, ids: list[int]) -> int:
+    from autolabel.studio.state import skipped_image_ids
+
     labeled = set(store.labels(ids))
-    skipped = {
-        r[0] for r in store.conn.execute("SELECT image_id FROM studio_annotations WHERE state = 'skipped'")
-    }
+    skipped = skipped_image_ids(store)
     return sum(1 for i in ids if i in labeled or i in skipped)
 
 
 def step_wait(ctx: LoopContext, round_index: int) -> dict:
     """Replay: answer the batch from ground truth, then pull. Humans: pull until the batch is done."""
-    from autolabel.studio import sync
-    from autolabel.studio.sync import find_project
+    from autolabel.studio.pull import pull
+    from autolabel.studio.state import find_project
 
     store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
     ws = deps.workspace
@@ -352,7 +352,7 @@ def step_wait(ctx: LoopContext, round_index: int) -> dict:
     with progress_bar(f"round {round_index}: waiting for annotations", total=len(ids), unit="img") as advance:
         done_before = 0
         while True:
-            summary = sync.pull(store, client, title=title, share=ws.config.studio.share_project)
+            summary = pull(store, client, title=title, share=ws.config.studio.share_project)
             if summary.error_message():
                 raise AutolabelError(summary.error_message())
             done = _done_in_batch(store, ids)
@@ -440,7 +440,7 @@ def step_eval(ctx: LoopContext, round_index: int) -> dict:
 
 def _human_seconds(store: Store) -> float:
     try:
-        from autolabel.studio.diff import round_summaries
+        from autolabel.studio.state import round_summaries
 
         return round(sum(r.get("seconds") or 0.0 for r in round_summaries(store)), 1)
     except AutolabelError:

@@ -64,7 +64,8 @@ def estimate_human_time(store: Store, labels: dict) -> dict:
     Without recorded corrections the time actually spent is unknown (``seconds`` None); the cost of
     drawing the stored boxes from scratch is still given for scale.
     """
-    from autolabel.studio.diff import CostModel, round_summaries
+    from autolabel.studio.diff import CostModel
+    from autolabel.studio.state import round_summaries
 
     cost = CostModel()
     from_scratch = labels["images"] * cost.per_image + labels["boxes"] * cost.draw

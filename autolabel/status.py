@@ -33,12 +33,7 @@ def collect_status(store: Store) -> dict:
 
 def _quarantined(store: Store) -> list[dict]:
     """Label Studio annotations held back from the labels, with the reason (none before a pull)."""
-    exists = store.conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'studio_annotations'"
-    ).fetchone()
-    if exists is None:
-        return []
-    from autolabel.studio.sync import quarantined
+    from autolabel.studio.state import quarantined
 
     return quarantined(store)
 
@@ -81,14 +76,9 @@ def round_table(store: Store) -> list[dict]:
     if rows.fetchone() is None:
         return []
     from autolabel.loop import round_history
+    from autolabel.studio.state import round_summaries
 
-    corrections: dict[int, dict] = {}
-    try:
-        from autolabel.studio.diff import round_summaries
-
-        corrections = {r["round"]: r for r in round_summaries(store)}
-    except Exception:  # no Label Studio state yet  # noqa: BLE001
-        corrections = {}
+    corrections = {r["round"]: r for r in round_summaries(store)}
     from autolabel.calibration import recorded_thresholds
 
     names = store.class_names()

@@ -89,10 +89,11 @@ def make_workspace(root: Path, n: int, url: str, title: str, seed: int):
 
 
 def push(ws, client, **kw):
-    from autolabel.studio import server, sync
+    from autolabel.studio import push as studio_push
+    from autolabel.studio import server
 
     with ws.open_store() as store:
-        return sync.push(
+        return studio_push.push(
             store,
             client,
             image_root=ws.image_root,
@@ -104,18 +105,18 @@ def push(ws, client, **kw):
 
 
 def pull(ws, client):
-    from autolabel.studio import sync
+    from autolabel.studio import pull as studio_pull
 
     with ws.open_store() as store:
-        return sync.pull(store, client, title=ws.config.studio.project_title)
+        return studio_pull.pull(store, client, title=ws.config.studio.project_title)
 
 
 def answer(ws, client, scenes: Path) -> int:
-    from autolabel.studio import sync
+    from autolabel.studio import state as studio_state
     from autolabel.studio.replay import replay
 
     with ws.open_store() as store:
-        project = sync.find_project(store, client.url, ws.config.studio.project_title)
+        project = studio_state.find_project(store, client.url, ws.config.studio.project_title)
         names = store.class_names()
     return replay(client, project.project_id, scenes, class_names=names).answered
 
@@ -125,14 +126,14 @@ def check(ws, client, truth: dict, annotated: set[int], row: Row) -> None:
     import numpy as np
 
     from autolabel import detections as dets
-    from autolabel.studio import sync
+    from autolabel.studio import state as studio_state
 
     db = sqlite3.connect(ws.db_path)
     row.integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
     db.close()
     with ws.open_store() as store:
         labels = store.labels()
-        project = sync.find_project(store, client.url, ws.config.studio.project_title)
+        project = studio_state.find_project(store, client.url, ws.config.studio.project_title)
         by_image: dict[int, int] = {}
         for task in client.iter_tasks(project.project_id, fields="task_only"):
             data = task.get("data") or {}
@@ -263,7 +264,7 @@ def malformed_results(w: int, h: int) -> list[list[dict]]:
 
 
 def scenario_malformed(url: str, token: str, work: Path) -> Row:
-    from autolabel.studio import sync
+    from autolabel.studio import state as studio_state
     from autolabel.studio.client import StudioClient
 
     row = Row("malformed")
@@ -271,7 +272,7 @@ def scenario_malformed(url: str, token: str, work: Path) -> Row:
     with StudioClient(url, token) as client:
         push(ws, client)
         with ws.open_store() as store:
-            project = sync.find_project(store, url, ws.config.studio.project_title)
+            project = studio_state.find_project(store, url, ws.config.studio.project_title)
             images = {im.id: im for im in store.images()}
         tasks = {
             t["data"]["autolabel_image_id"]: t["id"]
@@ -297,7 +298,7 @@ def scenario_malformed(url: str, token: str, work: Path) -> Row:
             guarded(row, pull, ws, client)
         check(ws, client, truth, annotated, row)
         with ws.open_store() as store:
-            held = len(sync.quarantined(store))
+            held = len(studio_state.quarantined(store))
         row.note += f"{held} held back with a reason"
     return row
 

@@ -75,7 +75,8 @@ def naive_push(client, ws, project_id: int, n: int) -> float:
     """One import request per task (what a simple per-image client loop does)."""
     from autolabel import detections as dets
     from autolabel.formats import labelstudio as lsfmt
-    from autolabel.studio import server, sync
+    from autolabel.studio import push as studio_push
+    from autolabel.studio import server
 
     with ws.open_store() as store:
         images = store.images()[:n]
@@ -87,7 +88,7 @@ def naive_push(client, ws, project_id: int, n: int) -> float:
         model_version, det_json = preds[image.id]
         task = {
             "data": {
-                "image": sync.local_files_url(ws.image_root, doc_root, image.path),
+                "image": studio_push.local_files_url(ws.image_root, doc_root, image.path),
                 "autolabel_image_id": image.id,
             },
             "predictions": [
@@ -107,14 +108,15 @@ def naive_pull(client, task_ids: list[int]) -> float:
 
 
 def repull(args) -> None:
-    from autolabel.studio import sync
+    from autolabel.studio import pull as studio_pull
+    from autolabel.studio import state as studio_state
     from autolabel.studio.client import StudioClient
     from autolabel.workspace import Workspace
 
     ws = Workspace.load(args.workdir / "data" / "workspace")
     results: dict = {"n": args.n, "baseline_n": args.baseline_n, "mode": "repull"}
     with StudioClient(args.url, args.token) as client, ws.open_store() as store:
-        sync.ensure_schema(store)
+        studio_state.ensure_schema(store)
         (key, title) = store.conn.execute(
             "SELECT id, title FROM studio_projects WHERE title NOT LIKE '%naive%' ORDER BY id LIMIT 1"
         ).fetchone()
@@ -124,11 +126,11 @@ def repull(args) -> None:
             store.conn.execute("UPDATE studio_projects SET pulled_until = NULL")
             store.conn.execute("UPDATE images SET status = 'in_review' WHERE status = 'labeled'")
         start = time.perf_counter()
-        pulled = sync.pull(store, client, title=title)
+        pulled = studio_pull.pull(store, client, title=title)
         results["pull_s"] = time.perf_counter() - start
         assert pulled.labeled == args.n, pulled
         start = time.perf_counter()
-        sync.pull(store, client, title=title)
+        studio_pull.pull(store, client, title=title)
         results["repull_noop_s"] = time.perf_counter() - start
         task_ids = [
             r[0]
@@ -172,7 +174,10 @@ def main() -> None:
         return repull(args)
 
     from autolabel.progress import progress_bar
-    from autolabel.studio import replay, server, sync
+    from autolabel.studio import pull as studio_pull
+    from autolabel.studio import push as studio_push
+    from autolabel.studio import replay, server
+    from autolabel.studio import state as studio_state
     from autolabel.studio.client import StudioClient
 
     base = args.workdir or Path(tempfile.mkdtemp(prefix="bench-studio-"))
@@ -195,11 +200,11 @@ def main() -> None:
     }
     try:
         with StudioClient(url, token) as client, ws.open_store() as store:
-            sync.ensure_schema(store)
+            studio_state.ensure_schema(store)
             title = f"bench {int(time.time())}"
             doc_root = server.document_root(ws.image_root)
             start = time.perf_counter()
-            pushed = sync.push(
+            pushed = studio_push.push(
                 store,
                 client,
                 image_root=ws.image_root,
@@ -210,7 +215,9 @@ def main() -> None:
             results["push_s"] = time.perf_counter() - start
             assert pushed.created == args.n, pushed
             start = time.perf_counter()
-            again = sync.push(store, client, image_root=ws.image_root, document_root=doc_root, title=title)
+            again = studio_push.push(
+                store, client, image_root=ws.image_root, document_root=doc_root, title=title
+            )
             results["repush_noop_s"] = time.perf_counter() - start
             assert again.created == 0
             print(
@@ -218,7 +225,7 @@ def main() -> None:
                 flush=True,
             )
 
-            project = sync.find_project(store, client.url, title)
+            project = studio_state.find_project(store, client.url, title)
             start = time.perf_counter()
             with progress_bar("replaying", total=args.n, unit="task") as advance:
                 answered = replay.replay(client, project.project_id, gt, workers=4, advance=advance)
@@ -226,11 +233,11 @@ def main() -> None:
             assert answered.answered == args.n
 
             start = time.perf_counter()
-            pulled = sync.pull(store, client, title=title)
+            pulled = studio_pull.pull(store, client, title=title)
             results["pull_s"] = time.perf_counter() - start
             assert pulled.labeled == args.n, pulled
             start = time.perf_counter()
-            again = sync.pull(store, client, title=title)
+            again = studio_pull.pull(store, client, title=title)
             results["repull_noop_s"] = time.perf_counter() - start
             print(
                 f"pull {args.n}: {results['pull_s']:.1f} s (incremental re-pull {results['repull_noop_s']:.1f} s)",

@@ -511,7 +511,7 @@ def test_speedup_is_relative_to_pytorch_on_the_same_device_and_batch():
 def test_human_time_comes_from_the_recorded_label_studio_corrections(tmp_path):
     from autolabel.model_card import estimate_human_time, labels_summary
     from autolabel.store import Store
-    from autolabel.studio import sync
+    from autolabel.studio import state as studio_state
 
     store = Store.open(tmp_path / "s.db")
     store.add_images([{"path": f"{i}.jpg", "sha256": str(i), "size_bytes": 1, "width": 9, "height": 9,
@@ -520,7 +520,7 @@ def test_human_time_comes_from_the_recorded_label_studio_corrections(tmp_path):
         store.set_labels(image.id, "studio", dets.to_json(dets.make([[0, 0, 5, 5]], [0])))
     labels = labels_summary(store)
     assert estimate_human_time(store, labels)["seconds"] is None
-    sync.ensure_schema(store)
+    studio_state.ensure_schema(store)
     store.conn.execute(
         "INSERT INTO studio_projects(id, url, project_id, title, labels) VALUES (1, 'u', 1, 't', '[]')"
     )

@@ -7,7 +7,8 @@ import pytest
 from autolabel import detections as dets
 from autolabel.config import AnnotationCostConfig
 from autolabel.store import Store
-from autolabel.studio import diff, sync
+from autolabel.studio import diff
+from autolabel.studio import state as studio_state
 
 A = [10, 10, 50, 50]
 A_NUDGED = [11, 10, 50, 50]  # IoU 0.975: kept
@@ -45,14 +46,14 @@ def test_cost_model_defaults_and_overrides():
     c = diff.Correction(shown=4, human=4, kept=1, moved=1, relabeled=1, deleted=1, added=1, true_positives=2)
     model = diff.CostModel()
     assert model.seconds(c) == pytest.approx(2.0 + 1.6 + 5.0 + 3.0 + 2.0 + 7.0)
-    conventional = diff.CostModel.from_config(AnnotationCostConfig(draw=35.0))
+    conventional = AnnotationCostConfig(draw=35.0)  # the studio.costs section is the cost model
     assert conventional.seconds(c) == pytest.approx(model.seconds(c) + 28.0)
     assert model.from_scratch(3) == pytest.approx(2.0 + 21.0)
 
 
 def test_round_summaries_group_by_push_round(tmp_path):
     store = Store.open(tmp_path / "s.db")
-    sync.ensure_schema(store)
+    studio_state.ensure_schema(store)
     store.add_images(
         [
             {
@@ -82,7 +83,7 @@ def test_round_summaries_group_by_push_round(tmp_path):
                 " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?)",
                 (image_id, image_id, image_id, rnd, shown, human, kept, moved, rel, deleted, added, tp, sec),
             )
-    first, second = diff.round_summaries(store)
+    first, second = studio_state.round_summaries(store)
     assert (first["round"], first["images"], first["empty"]) == (0, 2, 1)
     assert first["precision"] == pytest.approx(2 / 3) and first["recall"] == pytest.approx(1.0)
     assert first["seconds"] == pytest.approx(12.6)

@@ -16,14 +16,18 @@ import pytest
 from autolabel import detections as dets
 from autolabel.errors import AutolabelError
 from autolabel.formats import labelstudio as lsfmt
-from autolabel.studio import diff, replay, server, sync
+from autolabel.studio import project as studio_project
+from autolabel.studio import pull as studio_pull
+from autolabel.studio import push as studio_push
+from autolabel.studio import replay, server
+from autolabel.studio import state as studio_state
 from tests.conftest_studio import CLASSES, client_for, make_workspace, stored_labels
 
 pytestmark = pytest.mark.studio
 
 
 def _push(sw, client, store, **kwargs):
-    return sync.push(
+    return studio_push.push(
         store,
         client,
         image_root=sw.ws.image_root,
@@ -34,7 +38,7 @@ def _push(sw, client, store, **kwargs):
 
 
 def _project(sw, client, store):
-    return sync.find_project(store, client.url, sw.title)
+    return studio_state.find_project(store, client.url, sw.title)
 
 
 def _server_tasks(client, project_id):
@@ -87,7 +91,7 @@ def test_round_trip_push_replay_pull(studio_server, tmp_path):
         answered = replay.replay(client, project.project_id, sw.gt_dir)
         assert answered.answered == 24 and answered.empty == 4
 
-        pulled = sync.pull(store, client, title=sw.title)
+        pulled = studio_pull.pull(store, client, title=sw.title)
         assert pulled.labeled == 24 and pulled.empty == 4 and not pulled.unknown_labels
         assert store.status_counts() == {"labeled": 24}
         _assert_matches_truth(stored_labels(store), sw.truth)
@@ -98,7 +102,7 @@ def test_round_trip_push_replay_pull(studio_server, tmp_path):
         assert all("result" in json.loads(r[0]) for r in raw)
 
         # Corrections: shifted boxes were moved, the dropped first box was added.
-        (summary_row,) = diff.round_summaries(store)
+        (summary_row,) = studio_state.round_summaries(store)
         n_truth = sum(len(c) for _, c in sw.truth.values())
         assert summary_row["images"] == 24 and summary_row["boxes_human"] == n_truth
         assert summary_row["added"] == n_truth - summary_row["boxes_shown"]
@@ -144,13 +148,13 @@ def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):
             raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
-            sync.pull(store, client, title=sw.title, advance=interrupt)
+            studio_pull.pull(store, client, title=sw.title, advance=interrupt)
         assert store.labels() == {}
-        first = sync.pull(store, client, title=sw.title)
+        first = studio_pull.pull(store, client, title=sw.title)
         assert first.labeled == 4
 
         replay.replay(client, project.project_id, sw.gt_dir)
-        second = sync.pull(store, client, title=sw.title)
+        second = studio_pull.pull(store, client, title=sw.title)
         assert second.labeled == 6 and second.unchanged == 4
 
         # A human edits one annotation: only that one is converted again.
@@ -158,7 +162,7 @@ def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):
             "SELECT task_id, annotation_id FROM studio_annotations ORDER BY task_id LIMIT 1"
         ).fetchone()
         client.update_annotation(annotation_id, [])
-        third = sync.pull(store, client, title=sw.title)
+        third = studio_pull.pull(store, client, title=sw.title)
         assert third.labeled == 1 and third.empty == 1
         image_id = store.conn.execute(
             "SELECT image_id FROM studio_tasks WHERE task_id = ?", (task_id,)
@@ -169,7 +173,7 @@ def test_pull_is_incremental_and_survives_interruption(studio_server, tmp_path):
 @pytest.mark.parametrize("via_export", [False, True], ids=["paged", "export"])
 def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path, monkeypatch, via_export):
     if via_export:
-        monkeypatch.setattr(sync, "EXPORT_THRESHOLD", 1)
+        monkeypatch.setattr(studio_pull, "EXPORT_THRESHOLD", 1)
     sw = make_workspace(studio_server, tmp_path, 5, predict=True)
     with client_for(studio_server) as client, sw.ws.open_store() as store:
         _push(sw, client, store)
@@ -206,7 +210,7 @@ def test_skipped_empty_rotated_clipped_and_deleted_tasks(studio_server, tmp_path
         client.create_annotation(by_image[images[2].id], [], was_cancelled=True)  # skipped
         client.delete_task(by_image[images[3].id])
 
-        pulled = sync.pull(store, client, title=sw.title)
+        pulled = studio_pull.pull(store, client, title=sw.title)
         assert (pulled.labeled, pulled.empty, pulled.skipped, pulled.deleted) == (2, 1, 1, 1)
         assert (pulled.rotated, pulled.clipped) == (1, 1)
         labels = store.labels()
@@ -250,13 +254,13 @@ def test_unknown_label_is_one_error_and_recovers(studio_server, tmp_path):
                 {**box, "id": "b", "value": {**box["value"], "rectanglelabels": ["rivet"]}},
             ],
         )
-        pulled = sync.pull(store, client, title=sw.title)
+        pulled = studio_pull.pull(store, client, title=sw.title)
         message = pulled.error_message()
         assert message.count("\n") == 0 and "'rivet', 'screw'" in message
         assert store.labels() == {}
         # Adding the classes (they append) and pulling again converts the stored annotation.
         store.ensure_classes(["screw", "rivet"])
-        again = sync.pull(store, client, title=sw.title)
+        again = studio_pull.pull(store, client, title=sw.title)
         assert again.labeled == 1 and not again.unknown_labels
         assert sorted(dets.from_json(store.labels()[image.id]).class_id.tolist()) == [3, 4]
 
@@ -269,7 +273,7 @@ def test_new_class_appends_to_project_labels(studio_server, tmp_path):
         summary = _push(sw, client, store)
         assert summary.labels_added == ["screw"]
         project = client.get_project(_project(sw, client, store).project_id)
-        assert sync.project_labels(project["label_config"]) == CLASSES + ["screw"]
+        assert studio_project.project_labels(project["label_config"]) == CLASSES + ["screw"]
 
 
 def test_interrupted_import_is_reconciled_without_duplicates(studio_server, tmp_path):
@@ -300,19 +304,21 @@ def test_interrupted_import_is_reconciled_without_duplicates(studio_server, tmp_
 
 _PUSH_SCRIPT = """
 import sys
-from autolabel.studio import server, sync
+from autolabel.studio import push as studio_push
+from autolabel.studio import server
+from autolabel.studio import state as studio_state
 from autolabel.studio.client import StudioClient
 from autolabel.workspace import Workspace
 ws = Workspace.load(sys.argv[1])
 with StudioClient(sys.argv[2], sys.argv[3]) as client, ws.open_store() as store:
-    sync.ensure_schema(store)
-    sync.push(store, client, image_root=ws.image_root, document_root=server.document_root(ws.image_root),
+    studio_state.ensure_schema(store)
+    studio_push.push(store, client, image_root=ws.image_root, document_root=server.document_root(ws.image_root),
               title=ws.config.studio.project_title, batch_size=5)
 """
 
 
 def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(sync, "EXPORT_THRESHOLD", 30)  # the 60-task pull goes through the export call
+    monkeypatch.setattr(studio_pull, "EXPORT_THRESHOLD", 30)  # the 60-task pull goes through the export call
     sw = make_workspace(studio_server, tmp_path, 60)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
@@ -322,7 +328,7 @@ def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):
     try:
         deadline = time.monotonic() + 120
         with sw.ws.open_store() as store:
-            sync.ensure_schema(store)
+            studio_state.ensure_schema(store)
             while time.monotonic() < deadline and proc.poll() is None:
                 done = store.conn.execute(
                     "SELECT COUNT(*) FROM studio_tasks WHERE state = 'pushed'"
@@ -344,7 +350,7 @@ def test_kill_during_push_then_rerun(studio_server, tmp_path, monkeypatch):
         image_ids = [t["data"]["autolabel_image_id"] for t in tasks]
         assert len(image_ids) == 60 and len(set(image_ids)) == 60
         replay.replay(client, project.project_id, sw.gt_dir)
-        assert sync.pull(store, client, title=sw.title).labeled == 60
+        assert studio_pull.pull(store, client, title=sw.title).labeled == 60
         _assert_matches_truth(stored_labels(store), sw.truth)
 
 
@@ -360,7 +366,7 @@ def test_pull_after_server_restart(studio_server, tmp_path):
     )
     assert state.url == studio_server.url
     with client_for(studio_server) as client, sw.ws.open_store() as store:
-        assert sync.pull(store, client, title=sw.title).labeled == 8
+        assert studio_pull.pull(store, client, title=sw.title).labeled == 8
         _assert_matches_truth(stored_labels(store), sw.truth)
 
 
@@ -370,11 +376,12 @@ def test_image_paths_that_escape_the_root_are_refused(tmp_path):
     (tmp_path / "secret.jpg").write_bytes(b"x")
     (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
     assert (
-        sync.local_files_url(root, tmp_path, "a b/c#1.jpg") == "/data/local-files/?d=images/a%20b/c%231.jpg"
+        studio_push.local_files_url(root, tmp_path, "a b/c#1.jpg")
+        == "/data/local-files/?d=images/a%20b/c%231.jpg"
     )
     for bad in ("../secret.jpg", "/etc/passwd", "link.jpg", ""):
         with pytest.raises(AutolabelError):
-            sync.local_files_url(root, tmp_path, bad)
+            studio_push.local_files_url(root, tmp_path, bad)
     with pytest.raises(AutolabelError):
         replay.task_stem({"id": 1, "data": {"image": "/data/local-files/?d=../../etc/passwd"}})
 
@@ -394,7 +401,7 @@ def test_upload_mode_for_servers_that_cannot_see_the_images(studio_server, tmp_p
             assert client.fetch_bytes(url) == original
         assert _push(sw, client, store, image_mode="upload").created == 0
         replay.replay(client, project.project_id, sw.gt_dir)
-        assert sync.pull(store, client, title=sw.title).labeled == 7
+        assert studio_pull.pull(store, client, title=sw.title).labeled == 7
         _assert_matches_truth(stored_labels(store), sw.truth)
 
 
@@ -428,20 +435,22 @@ def test_malformed_annotations_are_held_back_and_released_and_deleted_ones_withd
         poly_id = client.create_annotation(by_image[images[1].id], [polygon])
         good_id = client.create_annotation(by_image[images[2].id], [good])
 
-        pulled = sync.pull(store, client, title=sw.title)
+        pulled = studio_pull.pull(store, client, title=sw.title)
         assert pulled.labeled == 1 and pulled.empty == 0
         reasons = dict(pulled.quarantined)
         assert "missing 'x'" in reasons[images[0].id] and "polygonlabels" in reasons[images[1].id]
         assert set(store.labels()) == {images[2].id}  # neither bad one became labels, empty or not
-        assert {q["image_id"] for q in sync.quarantined(store)} == {images[0].id, images[1].id}
-        again = sync.pull(store, client, title=sw.title)  # still held, nothing raised, nothing else changed
+        assert {q["image_id"] for q in studio_state.quarantined(store)} == {images[0].id, images[1].id}
+        again = studio_pull.pull(
+            store, client, title=sw.title
+        )  # still held, nothing raised, nothing else changed
         assert len(again.quarantined) == 2 and set(store.labels()) == {images[2].id}
 
         client.update_annotation(bad_id, [{**no_x, "value": {**no_x["value"], "x": 5}}])  # fixed
         client.delete_annotation(poly_id)  # given up on
         client.delete_annotation(good_id)  # withdrawn
-        fixed = sync.pull(store, client, title=sw.title)
-        assert fixed.quarantined == [] and sync.quarantined(store) == []
+        fixed = studio_pull.pull(store, client, title=sw.title)
+        assert fixed.quarantined == [] and studio_state.quarantined(store) == []
         assert fixed.withdrawn == 2  # the polygon's quarantine and the good annotation's labels
         assert set(store.labels()) == {images[0].id}
         statuses = {im.id: im.status for im in store.images()}
@@ -456,14 +465,14 @@ def test_two_workspaces_with_one_title_get_their_own_projects(studio_server, tmp
     title = f"shared {a.title}"[:50]
     with client_for(studio_server) as client, a.ws.open_store() as sa, c.ws.open_store() as sc:
         assert sa.workspace_id() != sc.workspace_id() and sa.workspace_id() == sa.workspace_id()
-        pc = sync.push(
+        pc = studio_push.push(
             sc,
             client,
             image_root=c.ws.image_root,
             document_root=server.document_root(c.ws.image_root),
             title=title,
         )
-        pa = sync.push(
+        pa = studio_push.push(
             sa,
             client,
             image_root=a.ws.image_root,
@@ -471,13 +480,19 @@ def test_two_workspaces_with_one_title_get_their_own_projects(studio_server, tmp
             title=title,
         )
         assert pa.project_id != pc.project_id and pa.created == pc.created == 3
-        assert sync.project_owner(client.get_project(pc.project_id)["description"]) == sc.workspace_id()
-        assert sync.project_owner(client.get_project(pa.project_id)["description"]) == sa.workspace_id()
+        assert (
+            studio_project.project_owner(client.get_project(pc.project_id)["description"])
+            == sc.workspace_id()
+        )
+        assert (
+            studio_project.project_owner(client.get_project(pa.project_id)["description"])
+            == sa.workspace_id()
+        )
         # A copied state.db (or an edited row) pointing at C's project is refused, in one line
         sa.conn.execute("UPDATE studio_projects SET project_id = ?", (pc.project_id,))
         sa.conn.commit()
         with pytest.raises(AutolabelError, match="belongs to another autolabel workspace"):
-            sync.pull(sa, client, title=title)
+            studio_pull.pull(sa, client, title=title)
         sa.conn.execute("UPDATE studio_projects SET project_id = ?", (pa.project_id,))
         sa.conn.commit()
 
@@ -489,7 +504,7 @@ def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_se
     c = make_workspace(studio_server, tmp_path / "c", 3, seed=4)
     title = f"both {a.title}"[:50]
     with client_for(studio_server) as client, a.ws.open_store() as sa, c.ws.open_store() as sc:
-        pc = sync.push(
+        pc = studio_push.push(
             sc,
             client,
             image_root=c.ws.image_root,
@@ -500,7 +515,7 @@ def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_se
         c_tasks = _task_ids_by_image(client, pc.project_id)
         annotated = c_tasks[1]
         client.create_annotation(annotated, [])  # a human decision on C's image 1
-        pa = sync.push(
+        pa = studio_push.push(
             sa,
             client,
             image_root=a.ws.image_root,
@@ -509,7 +524,7 @@ def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_se
             share=True,
         )
         assert pa.project_id == pc.project_id and pa.created == 3
-        project = sync.find_project(sa, client.url, title)
+        project = studio_state.find_project(sa, client.url, title)
         # A crashed after persisting intent for its image 1 but before the server answered:
         sa.conn.execute("DELETE FROM studio_tasks WHERE image_id = 1")
         sa.conn.execute(
@@ -517,7 +532,7 @@ def test_recovery_in_a_shared_project_matches_by_workspace_and_content(studio_se
             (project.key, sa.images(ids=[1])[0].sha256),
         )
         sa.conn.commit()
-        recovered = sync.reconcile(sa, client, project)
+        recovered = studio_push.reconcile(sa, client, project)
         assert recovered == 1
         a_task = sa.conn.execute("SELECT task_id FROM studio_tasks WHERE image_id = 1").fetchone()[0]
         assert a_task != annotated and a_task not in c_tasks.values()

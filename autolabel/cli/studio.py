@@ -105,12 +105,12 @@ def replay(
     from autolabel.progress import progress_bar
     from autolabel.studio import client as studio_client
     from autolabel.studio import replay as replay_mod
-    from autolabel.studio import sync
+    from autolabel.studio import state
 
     ws = open_workspace(workspace)
     noise = replay_mod.Noise(miss_rate=miss_rate, jitter=jitter, skip_rate=skip_rate, seed=seed)
     with studio_client.connect(ws, url, token) as client, ws.open_store() as store:
-        project = sync.find_project(store, client.url, ws.config.studio.project_title)
+        project = state.find_project(store, client.url, ws.config.studio.project_title)
         if project is None:
             raise AutolabelError("nothing pushed yet: run 'autolabel push' first")
         names = replay_mod.class_names_from(labels) or store.class_names()
@@ -145,15 +145,16 @@ def push(
     """Proposed images -> Label Studio tasks with pre-labels (idempotent; rerun after any interruption)."""
     from autolabel.progress import progress_bar
     from autolabel.studio import client as studio_client
-    from autolabel.studio import server, sync
+    from autolabel.studio import server, state
+    from autolabel.studio.push import push as push_tasks
 
     ws = open_workspace(workspace)
     cfg = ws.config.studio
     document_root = Path(cfg.document_root) if cfg.document_root else server.document_root(ws.image_root)
     with studio_client.connect(ws, url, token) as client, ws.open_store() as store:
-        sync.ensure_schema(store)
+        state.ensure_schema(store)
         with progress_bar("pushing", total=None, unit="task") as advance:
-            summary = sync.push(
+            summary = push_tasks(
                 store,
                 client,
                 image_root=ws.image_root,
@@ -185,14 +186,15 @@ def pull(
     from autolabel.errors import AutolabelError
     from autolabel.progress import progress_bar
     from autolabel.studio import client as studio_client
-    from autolabel.studio import diff, sync
+    from autolabel.studio import state
+    from autolabel.studio.pull import pull as pull_annotations
 
     ws = open_workspace(workspace)
-    costs = diff.CostModel.from_config(ws.config.studio.costs)
+    costs = ws.config.studio.costs
     with studio_client.connect(ws, url, token) as client, ws.open_store() as store:
-        sync.ensure_schema(store)
+        state.ensure_schema(store)
         with progress_bar("pulling", total=None, unit="task") as advance:
-            summary = sync.pull(
+            summary = pull_annotations(
                 store,
                 client,
                 title=ws.config.studio.project_title,

@@ -9,7 +9,8 @@ thousands of tasks per call and the SDK would validate every one into a pydantic
 
 Idempotent calls are retried on timeouts, connection errors, 429 and 5xx with exponential backoff.
 Calls that create things are never retried blindly: a failure whose outcome is unknown raises
-``UncertainWrite`` and the caller reconciles against the server (see ``sync.push``).
+``UncertainWrite`` and the caller reconciles against the server (see ``studio.push.reconcile``).
+HTTP calls, SDK calls and file fetches share one retry loop (``StudioClient._retrying``).
 
 The token is never put into a message, log line or exception.
 """
@@ -19,10 +20,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autolabel.errors import AutolabelError
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations only
 
 RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
+T = TypeVar("T")
 
 
 class StudioUnavailable(AutolabelError):
@@ -136,58 +138,72 @@ class StudioClient:
         except httpx.TransportError as exc:
             raise _Transient(type(exc).__name__) from None
 
+    def _retrying(
+        self, attempt: Callable[[], T], *, retries: int, unavailable: Callable[[str, int], str]
+    ) -> T:
+        """``attempt()`` until it answers; each ``_Transient`` it raises is retried with exponential
+        backoff, ``retries`` times, then ``StudioUnavailable(unavailable(reason, tries))``."""
+        tries = 0
+        while True:
+            try:
+                return attempt()
+            except _Transient as exc:
+                tries += 1
+                if tries > retries:
+                    raise StudioUnavailable(unavailable(exc.reason, tries)) from None
+                time.sleep(min(self._backoff * 2 ** (tries - 1), 10.0))
+
     def request(
         self, method: str, path: str, *, idempotent: bool = True, retries: int | None = None, **kwargs
     ) -> Any:
         """One API call; JSON answer (or None). Retries transient failures of idempotent calls."""
-        retries = self._retries if retries is None else retries
-        attempt = 0
         refreshed = False
-        while True:
+
+        def attempt() -> Any:
+            nonlocal refreshed
             try:
                 resp = self._send(method, path, **kwargs)
+                if resp.status_code == 401 and _is_jwt(self._token) and not refreshed:
+                    refreshed = True  # the access token expired: refresh once and repeat the call
+                    self._auth_header(force_refresh=True)
+                    resp = self._send(method, path, **kwargs)
             except _Transient as exc:
                 if not idempotent:
                     raise UncertainWrite(f"{method} {path}: {exc.reason} (outcome unknown)") from None
-                reason = exc.reason
-            else:
-                if resp.status_code == 401 and _is_jwt(self._token) and not refreshed:
-                    refreshed = True
-                    self._auth_header(force_refresh=True)
-                    continue
-                if resp.status_code in (401, 403):
-                    raise self._auth_error(resp.status_code)
-                if resp.status_code in RETRY_STATUSES:
-                    if not idempotent and resp.status_code >= 500:
-                        raise UncertainWrite(f"{method} {path}: server error {resp.status_code}")
-                    reason = f"HTTP {resp.status_code}"
-                elif resp.status_code == 404:
-                    raise NotFound(f"Label Studio {method} {path}: not found")
-                elif resp.status_code >= 400:
-                    raise AutolabelError(f"Label Studio {method} {path}: {resp.status_code} {_detail(resp)}")
-                else:
-                    return resp.json() if resp.content else None
-            attempt += 1
-            if attempt > retries:
-                raise StudioUnavailable(
-                    f"cannot reach Label Studio at {self.url} ({reason} after {attempt} tries): "
-                    "is it running ('autolabel studio status')?"
-                )
-            time.sleep(min(self._backoff * 2 ** (attempt - 1), 10.0))
+                raise
+            if resp.status_code in (401, 403):
+                raise self._auth_error(resp.status_code)
+            if resp.status_code in RETRY_STATUSES:
+                if not idempotent and resp.status_code >= 500:
+                    raise UncertainWrite(f"{method} {path}: server error {resp.status_code}")
+                raise _Transient(f"HTTP {resp.status_code}")
+            if resp.status_code == 404:
+                raise NotFound(f"Label Studio {method} {path}: not found")
+            if resp.status_code >= 400:
+                raise AutolabelError(f"Label Studio {method} {path}: {resp.status_code} {_detail(resp)}")
+            return resp.json() if resp.content else None
+
+        return self._retrying(
+            attempt,
+            retries=self._retries if retries is None else retries,
+            unavailable=lambda reason, tries: (
+                f"cannot reach Label Studio at {self.url} ({reason} after {tries} tries): "
+                "is it running ('autolabel studio status')?"
+            ),
+        )
 
     def sdk_call(self, fn, *args, idempotent: bool = True, **kwargs):
         """Run an SDK method with the same retry policy and error messages."""
         import httpx
         from label_studio_sdk.core.api_error import ApiError
 
-        attempt = 0
-        while True:
+        def attempt():
             try:
                 return fn(*args, **kwargs)
             except httpx.TransportError as exc:
                 if not idempotent:
                     raise UncertainWrite(f"{type(exc).__name__} (outcome unknown)") from None
-                reason = type(exc).__name__
+                raise _Transient(type(exc).__name__) from None
             except ApiError as exc:
                 if exc.status_code in (401, 403):
                     raise self._auth_error(exc.status_code) from None
@@ -195,13 +211,15 @@ class StudioClient:
                     raise AutolabelError(f"Label Studio: {exc.status_code} {_short(exc.body)}") from None
                 if not idempotent:
                     raise UncertainWrite(f"server error {exc.status_code}") from None
-                reason = f"HTTP {exc.status_code}"
-            attempt += 1
-            if attempt > self._retries:
-                raise StudioUnavailable(
-                    f"cannot reach Label Studio at {self.url} ({reason} after {attempt} tries)"
-                )
-            time.sleep(min(self._backoff * 2 ** (attempt - 1), 10.0))
+                raise _Transient(f"HTTP {exc.status_code}") from None
+
+        return self._retrying(
+            attempt,
+            retries=self._retries,
+            unavailable=lambda reason, tries: (
+                f"cannot reach Label Studio at {self.url} ({reason} after {tries} tries)"
+            ),
+        )
 
     # -- API --------------------------------------------------------------------------------
     def check(self) -> dict:
@@ -411,20 +429,22 @@ class StudioClient:
 
     def fetch_bytes(self, path: str) -> bytes:
         """A file the server serves (e.g. a task's image), as a browser would fetch it."""
-        for attempt in range(self._retries + 1):
-            try:
-                resp = self._send("GET", path)
-            except _Transient:
-                time.sleep(min(self._backoff * 2**attempt, 10.0))
-                continue
+
+        def attempt() -> bytes:
+            resp = self._send("GET", path)
             if resp.status_code in (401, 403):
                 raise self._auth_error(resp.status_code)
             if resp.status_code == 404:
                 raise NotFound(f"Label Studio GET {path.split('?')[0]}: not found")
-            if resp.status_code < 400:
-                return resp.content
-            time.sleep(min(self._backoff * 2**attempt, 10.0))
-        raise StudioUnavailable(f"cannot fetch a file from Label Studio at {self.url}")
+            if resp.status_code >= 400:
+                raise _Transient(f"HTTP {resp.status_code}")
+            return resp.content
+
+        return self._retrying(
+            attempt,
+            retries=self._retries,
+            unavailable=lambda reason, tries: f"cannot fetch a file from Label Studio at {self.url}",
+        )
 
     def delete_task(self, task_id: int) -> None:
         self.request("DELETE", f"/api/tasks/{task_id}/")

@@ -1,4 +1,4 @@
-"""What the human changed in a pre-label, what that cost, and how good the proposer was.
+"""What the human changed in a pre-label, what that cost, and how good the proposer was (pure maths).
 
 Each pre-label box is matched one-to-one to a human box (Hungarian assignment on IoU, pairs with
 IoU >= ``match_iou`` only). A matched pair is *kept* (same class, IoU >= ``moved_iou``), *moved*
@@ -6,7 +6,8 @@ IoU >= ``match_iou`` only). A matched pair is *kept* (same class, IoU >= ``moved
 *deleted*, unmatched human boxes *added*. Proposer precision/recall count a pre-label box as a
 true positive when its match has the same class and IoU >= 0.5 (the usual detection criterion).
 
-Human time (seconds) is a documented cost model, every number configurable (``studio.costs``):
+Human time (seconds) is a documented cost model, every number configurable (``studio.costs``,
+``config.AnnotationCostConfig``, named ``CostModel`` here):
 
 * ``draw`` 7.0 s per new box: extreme clicking, Papadopoulos, Uijlings, Keller, Ferrari,
   "Extreme clicking for efficient object annotation", ICCV 2017 (7.0 s per box on PASCAL VOC).
@@ -27,10 +28,12 @@ Human time (seconds) is a documented cost model, every number configurable (``st
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from autolabel.config import AnnotationCostConfig
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -40,36 +43,8 @@ MATCH_IOU = 0.3
 TP_IOU = 0.5
 
 
-@dataclass(frozen=True, kw_only=True)
-class CostModel:
-    draw: float = 7.0
-    verify: float = 1.6
-    adjust: float = 5.0
-    relabel: float = 3.0
-    delete: float = 2.0
-    per_image: float = 2.0
-
-    @classmethod
-    def from_config(cls, costs) -> CostModel:
-        if costs is None:
-            return cls()
-        data = costs.model_dump() if hasattr(costs, "model_dump") else dict(costs)
-        return cls(**{k: float(v) for k, v in data.items() if k in asdict(cls())})
-
-    def seconds(self, c: Correction) -> float:
-        return round(
-            self.per_image
-            + c.kept * self.verify
-            + c.moved * self.adjust
-            + c.relabeled * self.relabel
-            + c.deleted * self.delete
-            + c.added * self.draw,
-            3,
-        )
-
-    def from_scratch(self, n_boxes: int) -> float:
-        """The same image labeled without pre-labels: every box drawn."""
-        return round(self.per_image + n_boxes * self.draw, 3)
+# The cost model is the ``studio.costs`` settings section itself (one type, one list of fields).
+CostModel = AnnotationCostConfig
 
 
 @dataclass(frozen=True)
@@ -136,44 +111,3 @@ def diff(
         added=n_human - matched,
         true_positives=tp,
     )
-
-
-def round_summaries(store, costs: CostModel | None = None) -> list[dict]:
-    """One dict per round (meta 'round' at push time) over every pulled image of that round.
-
-    Keys: round, images, empty, boxes_shown, boxes_human, kept, moved, relabeled, deleted, added,
-    precision, recall (proposer vs human; None when undefined), seconds (estimated human time),
-    seconds_from_scratch (the same boxes all drawn, ``costs.draw`` each), seconds_per_image.
-    ``seconds`` was computed with the cost model in force at pull time.
-    """
-    from autolabel.studio import sync
-
-    sync.ensure_schema(store)
-    rows = store.conn.execute(
-        "SELECT round, COUNT(*), SUM(human = 0), SUM(shown), SUM(human), SUM(kept), SUM(moved), SUM(relabeled),"
-        " SUM(deleted), SUM(added), SUM(true_positives), SUM(seconds) FROM studio_corrections"
-        " GROUP BY round ORDER BY round"
-    ).fetchall()
-    cost = costs or CostModel()
-    out = []
-    for rnd, images, empty, shown, human, kept, moved, relabeled, deleted, added, tp, seconds in rows:
-        out.append(
-            {
-                "round": int(rnd),
-                "images": int(images),
-                "empty": int(empty or 0),
-                "boxes_shown": int(shown or 0),
-                "boxes_human": int(human or 0),
-                "kept": int(kept or 0),
-                "moved": int(moved or 0),
-                "relabeled": int(relabeled or 0),
-                "deleted": int(deleted or 0),
-                "added": int(added or 0),
-                "precision": (tp / shown) if shown else None,
-                "recall": (tp / human) if human else None,
-                "seconds": round(float(seconds or 0.0), 1),
-                "seconds_from_scratch": round(images * cost.per_image + (human or 0) * cost.draw, 1),
-                "seconds_per_image": round(float(seconds or 0.0) / images, 2) if images else None,
-            }
-        )
-    return out

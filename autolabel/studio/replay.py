@@ -223,6 +223,6 @@ def replay(
 
 
 def lsfmt_labels(label_config: str) -> list[str]:
-    from autolabel.studio.sync import project_labels
+    from autolabel.studio.project import project_labels
 
     return project_labels(label_config)
