@@ -85,19 +85,61 @@ class StudioConfig(_Section):
     costs: AnnotationCostConfig = AnnotationCostConfig()
 
 
-class TrainConfig(_Section):
-    model: str = "yolo11n.pt"
+class StudentConfig(_Section):
+    """What the workspace's ``train:`` and a loop recipe's ``train:`` both set (the recipe's own
+    defaults are a round's: ``recipe.LoopTrain``)."""
+
+    model: str = "yolo11n.pt"  # weights path / name in the ultralytics weights dir, or a model yaml
     epochs: int = Field(default=80, gt=0)
-    imgsz: int = Field(default=640, gt=0)
+    imgsz: int = Field(default=640, gt=0)  # the deployment size
     batch: int = 16
     seed: int = 0
-    patience: int = 20
-    close_mosaic: int = 10
     device: str = "auto"
     val_each_epoch: bool = True  # false: validate only after the last epoch; best.pt is then the last epoch
+
+
+class FitConfig(StudentConfig):
+    """What a single training sets and a loop round derives from its epochs instead."""
+
+    patience: int = 20
+    close_mosaic: int = 10  # mosaic off for the last N epochs
+    conf: float = Field(default=0.25, ge=0, le=1)  # operating confidence of the P/R/F1 evaluation
+
+
+class TrainConfig(FitConfig):
+    """``autolabel.yaml``'s ``train:`` section."""
+
     val_fraction: float = Field(default=0.2, gt=0, lt=1)
-    conf: float = Field(default=0.25, ge=0, le=1)
     eval_iou: float = Field(default=0.5, gt=0, le=1)  # P/R/F1 matching IoU in 'autolabel eval'
+
+
+class TrainSettings(FitConfig):
+    """What one training run takes: a YAML section's fields (``from_config``, ``from_section``)
+    plus what only a run decides. Recorded as the run's params."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workers: int = 2  # ultralytics forces 0 on CPU
+    resume_from: str | None = None  # warm start: previous student's weights (a new run, not resume=True)
+    deterministic: bool = True
+    plots: bool = True
+    warmup_epochs: float = 3.0  # LR warm-up; 0 for a warm start from an already trained student
+    evaluate: bool = True  # the caller evaluates on the frozen val set after training
+    iou: float = 0.5  # matching IoU of that evaluation's P/R/F1
+    offline: bool = False  # never fetch missing official weights (YOLO_OFFLINE=1 does the same)
+
+    @classmethod
+    def from_section(cls, section: StudentConfig, **overrides) -> TrainSettings:
+        """The fields ``section`` shares with a run, then ``overrides`` (None keeps the value)."""
+        values = section.model_dump(include=set(cls.model_fields))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, **overrides) -> TrainSettings:
+        """The workspace's ``train:`` section with CLI ``overrides`` (None keeps the file's value)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls.from_section(config, **{"iou": config.eval_iou, **given})
 
 
 class WorkspaceConfig(_Section):

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autolabel import detections as dets
+from autolabel import runs
 from autolabel.errors import AutolabelError
 
 if TYPE_CHECKING:
@@ -274,15 +275,6 @@ class EvalReport:
     preview_path: Path | None
 
 
-def latest_run_id(store: Store) -> int:
-    from autolabel.train import latest_train_run
-
-    run = latest_train_run(store)
-    if run is None:
-        raise AutolabelError("no finished training run: run 'autolabel train' first")
-    return int(run["id"])
-
-
 def evaluate_run(
     workspace: Workspace,
     store: Store,
@@ -296,15 +288,18 @@ def evaluate_run(
     """Predict the frozen val images with the run's weights, score them, record the metrics."""
     from autolabel.images import ImageDecodeError, decode
     from autolabel.proposers.student import StudentProposer
-    from autolabel.train import images_hash, run_directory
 
-    run_id = latest_run_id(store) if run_id is None else run_id
-    run = next((r for r in store.runs() if r["id"] == run_id), None)
-    if run is None:
-        raise AutolabelError(f"no run {run_id}: see 'autolabel status' for the recorded runs")
-    if not run["weights_path"] or not Path(run["weights_path"]).is_file():
-        raise AutolabelError(f"run {run_id} has no weights (status {run['status']}): train again")
-    params = json.loads(run["params"] or "{}")
+    if run_id is None:
+        run = runs.latest_finished(store)
+        if run is None:
+            raise AutolabelError("no finished training run: run 'autolabel train' first")
+    else:
+        run = runs.get(store, run_id)
+        if run is None:
+            raise AutolabelError(f"no run {run_id}: see 'autolabel status' for the recorded runs")
+    run_id = run.id
+    if not run.weights_path or not Path(run.weights_path).is_file():
+        raise AutolabelError(f"run {run_id} has no weights (status {run.status}): train again")
     class_names = store.class_names()
     labels = store.labels()
     val = [im for im in store.images(status="validation") if im.id in labels]
@@ -312,10 +307,10 @@ def evaluate_run(
         raise AutolabelError("no labeled validation images: run 'autolabel split' first")
 
     student = StudentProposer(
-        run["weights_path"],
+        run.weights_path,
         conf=MAP_CONF,
         max_det=MAP_MAX_DET,
-        imgsz=int(params.get("imgsz", 640)),
+        imgsz=int(run.params.get("imgsz", 640)),
         device="auto",  # the run may have trained elsewhere (a GPU box); predict on what is here
     )
     if len(student.class_names) != len(class_names):
@@ -343,9 +338,9 @@ def evaluate_run(
             advance(len(val[start : start + batch]))
 
     metrics = compute_metrics(truths, predictions, sizes, class_names, conf=conf, iou=iou)
-    metrics["val_hash"] = images_hash(im.sha256 for im in kept)
-    metrics["val_hash_matches_run"] = metrics["val_hash"] == run["val_hash"]
-    out_dir = run_directory(workspace, run_id) / "eval"
+    metrics["val_hash"] = runs.images_hash(im.sha256 for im in kept)
+    metrics["val_hash_matches_run"] = metrics["val_hash"] == run.val_hash
+    out_dir = runs.run_directory(workspace, run_id) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     preview = None
     if pixels:
@@ -359,9 +354,7 @@ def evaluate_run(
         metrics["preview"] = str(preview)
     metrics_path = out_dir / "metrics.json"
     metrics_path.write_text(json.dumps(metrics, indent=2))
-    recorded = json.loads(run["metrics"] or "{}")
-    recorded.update(metrics)
-    store.finish_run(run_id, run["status"], run["weights_path"], json.dumps(recorded))
+    runs.merge_metrics(store, run, metrics)
     return EvalReport(run_id, metrics, metrics_path, preview)
 
 

@@ -28,8 +28,6 @@ from autolabel.errors import AutolabelError
 from autolabel.runtime import configure_ultralytics
 
 if TYPE_CHECKING:
-    import sqlite3
-
     import supervision as sv
 
     from autolabel.store import Store
@@ -117,46 +115,6 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
-
-
-# -- which student ------------------------------------------------------------------------------
-def run_metrics(run: sqlite3.Row) -> dict:
-    return json.loads(run["metrics"]) if run["metrics"] else {}
-
-
-def select_run(store: Store, run_id: int | None = None) -> sqlite3.Row:
-    """The named run, or the finished training run with the highest validation mAP50-95."""
-    finished = [r for r in store.runs(status="finished") if r["weights_path"]]
-    if run_id is not None:
-        for row in store.runs():
-            if row["id"] == run_id:
-                if row["status"] != "finished" or not row["weights_path"]:
-                    raise AutolabelError(f"run {run_id} is {row['status']} and has no weights to export")
-                return row
-        known = ", ".join(str(r["id"]) for r in finished) or "none"
-        raise AutolabelError(f"no run {run_id} in this workspace (finished runs: {known})")
-    if not finished:
-        raise AutolabelError("no finished training run to export: run 'autolabel train' first")
-    # Highest mAP50-95; the later run wins a tie.
-    return max(finished, key=lambda r: (_score(run_metrics(r).get("map50_95")), r["id"]))
-
-
-def _score(value) -> float:
-    return -1.0 if value is None else float(value)
-
-
-def weights_file(run: sqlite3.Row, workspace_root: Path) -> Path:
-    path = Path(run["weights_path"])
-    path = path if path.is_absolute() else workspace_root / path
-    if not path.is_file():
-        raise AutolabelError(f"run {run['id']}: weights file not found: {path}")
-    return path
-
-
-def run_imgsz(run: sqlite3.Row, default: int) -> int:
-    params = json.loads(run["params"] or "{}")
-    value = params.get("imgsz", default)
-    return int(value[0] if isinstance(value, (list, tuple)) else value)
 
 
 # -- exporting ----------------------------------------------------------------------------------
@@ -591,21 +549,22 @@ def export_student(
     parity_limit: int | None = None,
 ) -> ExportResult:
     """Export the best (or named) run's student, check parity, and (re)write the model card."""
+    from autolabel import runs
     from autolabel.model_card import update_card
 
     check_exporter(options.format)
-    run = select_run(store, run_id)
-    weights = weights_file(run, workspace_root)
-    out_dir = export_dir(exports_root, run["id"])
+    run = runs.select(store, run_id)
+    weights = run.weights_file(workspace_root)
+    out_dir = export_dir(exports_root, run.id)
     calibration = calibration_data(store, image_root, weights, out_dir) if options.int8 else None
     exported = export_weights(weights, out_dir, options, calibration=calibration)
     images, source = parity_images(store, image_root, parity_limit)
     parity = None
     if images:
-        deploy_conf = conf if conf is not None else float(run_metrics(run).get("conf", 0.25))
+        deploy_conf = conf if conf is not None else float(run.metrics.get("conf", 0.25))
         parity = check_parity(
             out_dir / REFERENCE_WEIGHTS, exported, options, images, source, conf=deploy_conf
         )
     manifest = record_export(out_dir, exported, options, parity)
     card = update_card(store, run, out_dir, manifest=manifest)
-    return ExportResult(run_id=run["id"], out_dir=out_dir, exported=exported, parity=parity, card=card)
+    return ExportResult(run_id=run.id, out_dir=out_dir, exported=exported, parity=parity, card=card)

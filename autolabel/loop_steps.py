@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autolabel import runs
 from autolabel.errors import AutolabelError
 from autolabel.loop import LoopContext
 from autolabel.store import Store
@@ -46,13 +47,6 @@ def batch_ids(store: Store, round_index: int) -> list[int]:
     return [r[0] for r in rows]
 
 
-def latest_student(store: Store, before_round: int | None = None) -> dict | None:
-    """The newest finished training run whose weights are on disk (optionally from an earlier round)."""
-    from autolabel.train import latest_train_run
-
-    return latest_train_run(store, before_round=before_round, weights_on_disk=True)
-
-
 def _pool(store: Store):
     in_batches = {r[0] for r in store.conn.execute("SELECT image_id FROM loop_batches")}
     labeled = set(store.labels())
@@ -74,7 +68,7 @@ def step_select(ctx: LoopContext, round_index: int) -> dict:
     if not pool:
         return {"stop": "pool exhausted: every image is labeled or in review"}
     budget = recipe.initial_budget if (round_index == 0 and recipe.initial_budget) else recipe.budget
-    student = latest_student(store)
+    student = runs.latest_finished(store, weights_on_disk=True)
     ids = [im.id for im in pool]
     scores = embeddings = None
     labeled_embeddings = None
@@ -203,7 +197,7 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
     t = recipe.train
     # The flipped second pass only feeds the 'instability' score: skip it (half the cost) otherwise.
     flip = recipe.score == "instability"
-    scorer = PoolScorer(student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device, flip=flip))
+    scorer = PoolScorer(student.weights_path, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=flip))
     rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in pool)
     with progress_bar("scoring pool", total=len(pool)) as advance:
         results = [r for r in score_pool(scorer, rows, batch_size=8, advance=advance)]
@@ -222,7 +216,7 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
         labeled = _labeled_for_training(store)
         if labeled:
             embedder = PoolScorer(
-                student["weights_path"], ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False)
+                student.weights_path, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False)
             )
             labeled_embeddings = _embed(workspace, embedder, labeled, "embedding labeled images")[1]
     return ids, scores, embeddings, labeled_embeddings
@@ -234,7 +228,7 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
 
     store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
     ids = batch_ids(store, round_index)
-    student = latest_student(store)
+    student = runs.latest_finished(store, weights_on_disk=True)
     ws = deps.workspace
     if student is not None:
         from autolabel import calibration
@@ -248,7 +242,7 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
             round_index,
             ws.config.studio.costs,
             extra_pairs=lambda: calibration.validation_pairs(
-                ws, store, student["weights_path"], imgsz=recipe.train.imgsz, device=recipe.train.device
+                ws, store, student.weights_path, imgsz=recipe.train.imgsz, device=recipe.train.device
             ),
         )
         ctx.log(
@@ -263,14 +257,14 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
         settings = ProposerSettings(model="student", batch_size=8, device=recipe.train.device)
         mapper = BatchMapper(
             lambda: StudentProposer(
-                student["weights_path"],
+                student.weights_path,
                 conf=calibration.FLOOR,
                 imgsz=recipe.train.imgsz,
                 device=recipe.train.device,
             )
         )
         class_ids = list(range(len(names)))
-        key = f"student:run-{student['id']}:floor-{calibration.FLOOR}"
+        key = f"student:run-{student.id}:floor-{calibration.FLOOR}"
     else:
         if deps.ontology is None:
             return {"prelabeled": 0, "note": "no student and no ontology: the batch goes to review unlabeled"}
@@ -382,53 +376,44 @@ def _as_dict(value) -> dict:
 
 
 def step_train(ctx: LoopContext, round_index: int) -> dict:
+    from autolabel.evaluate import evaluate_run
     from autolabel.train import TrainSettings, train_student
 
     store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
-    finished = [
-        r for r in store.runs(status="finished") if r["round"] == round_index and r["kind"] == "train"
-    ]
-    if finished:  # trained before a crash that hit after the run was recorded: never train twice
-        return {"run_id": finished[-1]["id"], "reused": True}
-    previous = latest_student(store, before_round=round_index)
+    finished = runs.finished_in_round(store, round_index)
+    if finished is not None:  # trained before a crash that hit after the run was recorded: never train twice
+        return {"run_id": finished.id, "reused": True}
+    previous = runs.latest_finished(store, before_round=round_index, weights_on_disk=True)
     t = recipe.train
     warm = bool(t.warm_start and previous)
-    settings = TrainSettings(
-        model=t.model,
-        epochs=t.epochs,
-        imgsz=t.imgsz,
-        batch=t.batch,
-        seed=t.seed,
-        device=t.device,
-        resume_from=previous["weights_path"] if warm else None,
+    settings = TrainSettings.from_section(
+        t,
+        resume_from=previous.weights_path if warm else None,
         close_mosaic=min(10, max(1, t.epochs // 3)),
         patience=max(t.epochs, 1),
-        val_each_epoch=t.val_each_epoch,
-        offline=t.offline,
-        warmup_epochs=0.0
-        if warm
-        else 3.0,  # a trained student needs no warm-up; a short round would spend most of its steps in it
+        # a trained student needs no warm-up; a short round would spend most of its steps in it
+        warmup_epochs=0.0 if warm else 3.0,
     )
     run_id = train_student(deps.workspace, store, settings, warn=ctx.log)
+    if settings.evaluate:
+        evaluate_run(deps.workspace, store, run_id, conf=settings.conf, iou=settings.iou)
     return {"run_id": run_id, "warm_start": settings.resume_from is not None}
 
 
 def step_eval(ctx: LoopContext, round_index: int) -> dict:
-    import json
-
     from autolabel.loop import step_status
 
     store = ctx.store
     _, train_result = step_status(store, round_index, "train")
-    run = next(r for r in store.runs() if r["id"] == train_result["run_id"])
-    metrics = json.loads(run["metrics"] or "{}")
-    if "map50_95" not in metrics:
+    run = runs.get(store, train_result["run_id"])
+    metrics = run.metrics
+    if "map50_95" not in metrics:  # the process ended between training and its evaluation
         from autolabel.evaluate import evaluate_run
 
-        metrics = evaluate_run(ctx.extras["deps"].workspace, store, run["id"]).metrics
+        metrics = evaluate_run(ctx.extras["deps"].workspace, store, run.id).metrics
     labeled = len(store.labels())
     return {
-        "run_id": run["id"],
+        "run_id": run.id,
         "labels": labeled,
         "human_seconds": _human_seconds(store),
         **{

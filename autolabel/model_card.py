@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import sqlite3
-
+    from autolabel.runs import Run
     from autolabel.store import Store
 
 CARD_MD = "MODEL_CARD.md"
@@ -93,7 +92,7 @@ def estimate_human_time(store: Store, labels: dict) -> dict:
 
 def build_card(
     *,
-    run: sqlite3.Row | dict,
+    run: Run,
     class_names: Sequence[str],
     imgsz: int,
     exports: dict,
@@ -101,12 +100,10 @@ def build_card(
     labels: dict,
     human_time: dict | None,
 ) -> dict:
-    run = dict(run)
-    metrics = json.loads(run["metrics"]) if run.get("metrics") else {}
-    params = json.loads(run["params"]) if run.get("params") else {}
+    metrics, params = run.metrics, run.params
     return {
-        "run_id": run["id"],
-        "round": run.get("round", metrics.get("round")),
+        "run_id": run.id,
+        "round": run.round,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "classes": list(class_names),
         "imgsz": imgsz,
@@ -114,28 +111,20 @@ def build_card(
         "training": {
             k: Path(str(params[k])).name if k == "model" else params[k] for k in PUBLIC_PARAMS if k in params
         },
-        "started_from": _started_from(params),
+        "started_from": run.started_from if params else None,
         "validation_metrics": {k: metrics[k] for k in METRIC_KEYS if k in metrics},
         "labels": labels,
         "human_time": human_time,
         "lineage": {
-            "train_hash": run.get("train_hash") or metrics.get("train_hash"),
-            "val_hash": run.get("val_hash") or metrics.get("val_hash"),
-            "n_train": run.get("n_train") or metrics.get("n_train"),
-            "n_val": run.get("n_val") or metrics.get("n_val"),
+            "train_hash": run.train_hash or metrics.get("train_hash"),
+            "val_hash": run.val_hash or metrics.get("val_hash"),
+            "n_train": run.n_train or metrics.get("n_train"),
+            "n_val": run.n_val or metrics.get("n_val"),
         },
         "exports": list(exports.values()),
         "latency": latency,
         "license": LICENSE_NOTE,
     }
-
-
-def _started_from(params: dict) -> str | None:
-    if not params:
-        return None
-    from autolabel.train import started_from
-
-    return started_from(params)
 
 
 def render_markdown(card: dict) -> str:
@@ -265,7 +254,7 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def update_card(store: Store, run, out_dir: Path, *, manifest: dict | None = None) -> Path:
+def update_card(store: Store, run: Run, out_dir: Path, *, manifest: dict | None = None) -> Path:
     """(Re)write the card from the store, the export manifest and ``latency.json`` if measured."""
     from autolabel.export import read_manifest
     from autolabel.latency import LATENCY_JSON

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from autolabel.config import describe_validation_error
+from autolabel.config import StudentConfig, describe_validation_error
 from autolabel.errors import AutolabelError, read_text
 
 
@@ -22,15 +22,14 @@ class PlateauRule(_Section):
     min_delta: float = Field(default=0.005, ge=0)
 
 
-class LoopTrain(_Section):
+class LoopTrain(StudentConfig):
+    """A recipe's ``train:``: the student's fields with a round's defaults (shorter, smaller than a
+    single ``autolabel train``); patience and mosaic follow from the epochs (``loop_steps.step_train``)."""
+
     epochs: int = Field(default=30, gt=0)
     imgsz: int = Field(default=320, gt=0)
     batch: int = Field(default=16, gt=0)
-    model: str = "yolo11n.pt"
     warm_start: bool = True  # start each round from the previous round's student (no LR warm-up)
-    val_each_epoch: bool = True  # False: the round's student is its last epoch, val is used only to report
-    seed: int = 0
-    device: str = "auto"
     offline: bool = False  # never fetch missing official weights; train from scratch instead
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from autolabel import runs
 from autolabel.store import IMAGE_STATUSES, Store
 
 
@@ -44,30 +45,22 @@ RUN_METRICS = ("map50", "map50_95", "precision", "recall", "f1", "ap_small", "ap
 def training_runs(store: Store) -> list[dict]:
     """Every training run: round, state, data sizes, the weights its lineage started from, and its
     frozen-val metrics (None until evaluated)."""
-    from autolabel.train import run_origin, started_from
-
-    out = []
-    for run in store.runs():
-        if run["kind"] != "train":
-            continue
-        params = json.loads(run["params"] or "{}")
-        metrics = json.loads(run["metrics"] or "{}")
-        out.append(
-            {
-                "id": run["id"],
-                "round": run["round"],
-                "status": run["status"],
-                "n_train": run["n_train"],
-                "n_val": run["n_val"],
-                "started_from": started_from(params),
-                "pretrained": run_origin(params)[1],
-                "warm_start": params.get("resume_from") is not None,
-                "epochs": params.get("epochs"),
-                "imgsz": params.get("imgsz"),
-                **{k: metrics.get(k) for k in RUN_METRICS},
-            }
-        )
-    return out
+    return [
+        {
+            "id": run.id,
+            "round": run.round,
+            "status": run.status,
+            "n_train": run.n_train,
+            "n_val": run.n_val,
+            "started_from": run.started_from,
+            "pretrained": run.origin[1],
+            "warm_start": run.params.get("resume_from") is not None,
+            "epochs": run.params.get("epochs"),
+            "imgsz": run.params.get("imgsz"),
+            **{k: run.metrics.get(k) for k in RUN_METRICS},
+        }
+        for run in runs.all_runs(store, kind="train")
+    ]
 
 
 def round_table(store: Store) -> list[dict]:
@@ -122,9 +115,7 @@ def _labeled_boxes_by_round(store: Store) -> dict[int, int]:
 def status_report(store: Store) -> dict:
     """Everything ``autolabel status`` shows, as one JSON-ready value (``status --json``).
     Training runs killed mid-way are marked failed first, so none shows as 'started' forever."""
-    from autolabel.train import reconcile_interrupted_runs
-
-    reconcile_interrupted_runs(store)
+    runs.reconcile_interrupted(store)
     return {**collect_status(store), "rounds": round_table(store)}
 
 

@@ -59,21 +59,6 @@ CREATE TABLE IF NOT EXISTS labels (
     detections TEXT NOT NULL,        -- JSON in image pixels, class ids are classes.id
     updated_at TEXT NOT NULL DEFAULT (datetime('now'))
 );
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    round INTEGER NOT NULL DEFAULT 0,
-    kind TEXT NOT NULL DEFAULT 'train',
-    status TEXT NOT NULL DEFAULT 'started',   -- started | finished | failed
-    params TEXT NOT NULL,            -- JSON hyperparameters
-    train_hash TEXT,                 -- sha256 over the sorted train image hashes
-    val_hash TEXT,                   -- sha256 over the sorted val image hashes
-    n_train INTEGER,
-    n_val INTEGER,
-    weights_path TEXT,
-    metrics TEXT,                    -- JSON
-    started_at TEXT NOT NULL DEFAULT (datetime('now')),
-    finished_at TEXT
-);
 """
 
 
@@ -331,34 +316,3 @@ class Store:
         if image_ids is None:
             return found
         return {i: found[i] for i in image_ids if i in found}
-
-    # -- training runs ----------------------------------------------------------------------
-    def start_run(self, params_json: str, round_index: int = 0, kind: str = "train", **fields) -> int:
-        allowed = {"train_hash", "val_hash", "n_train", "n_val"}
-        if set(fields) - allowed:
-            raise ValueError(f"unknown run fields {sorted(set(fields) - allowed)}")
-        columns = ["round", "kind", "params", *fields]
-        with self.transaction():
-            cur = self.conn.execute(
-                f"INSERT INTO runs({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                (round_index, kind, params_json, *fields.values()),
-            )
-        return int(cur.lastrowid)
-
-    def finish_run(
-        self, run_id: int, status: str, weights_path: str | None, metrics_json: str | None
-    ) -> None:
-        with self.transaction():
-            self.conn.execute(
-                "UPDATE runs SET status = ?, weights_path = ?, metrics = ?, finished_at = datetime('now')"
-                " WHERE id = ?",
-                (status, weights_path, metrics_json, run_id),
-            )
-
-    def runs(self, status: str | None = None) -> list[sqlite3.Row]:
-        sql = "SELECT * FROM runs"
-        params: tuple = ()
-        if status:
-            sql += " WHERE status = ?"
-            params = (status,)
-        return list(self.conn.execute(sql + " ORDER BY id", params))

@@ -6,8 +6,9 @@ Three stages, each usable alone:
   val set) and the verified boxes, and fingerprints both image lists (data lineage);
 * ``write_yolo_dataset(snapshot, image_root, out_dir)`` materializes it as an ultralytics
   dataset (images as symlinks, YOLO txt labels, ``data.yaml``);
-* ``train_student(workspace, store, settings)`` records a run in the store, trains, evaluates the
-  result on the frozen val set and records weights and metrics. It returns the run id.
+* ``train_student(workspace, store, settings)`` records a run (``autolabel.runs``), trains and
+  records weights and training metrics. It returns the run id; the caller evaluates it on the
+  frozen val set (``autolabel.evaluate.evaluate_run``) when ``settings.evaluate`` asks for it.
 
 Nothing here downloads anything: ``configure_ultralytics`` puts a local font in place and turns
 sync off, ``YOLO_OFFLINE=1`` is set for the run, and missing pretrained weights fall back to
@@ -16,75 +17,30 @@ training the same architecture from scratch with a warning instead of a download
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autolabel import detections as dets
+from autolabel import runs
+from autolabel.config import TrainSettings
 from autolabel.errors import AutolabelError
+from autolabel.runs import images_hash
 
 if TYPE_CHECKING:
     import supervision as sv
 
-    from autolabel.config import TrainConfig
     from autolabel.store import ImageRecord, Store
     from autolabel.workspace import Workspace
 
 TRAIN_STATUS = "labeled"
 VAL_STATUS = "validation"
-
-
-@dataclass(frozen=True, kw_only=True)
-class TrainSettings:
-    model: str = "yolo11n.pt"  # weights path / name in the ultralytics weights dir, or a model yaml
-    epochs: int = 80
-    imgsz: int = 640  # the deployment size
-    batch: int = 16
-    seed: int = 0
-    patience: int = 20
-    close_mosaic: int = 10  # mosaic off for the last N epochs
-    device: str = "auto"
-    workers: int = 2  # ultralytics forces 0 on CPU
-    resume_from: str | None = None  # warm start: previous student's weights (a new run, not resume=True)
-    deterministic: bool = True
-    plots: bool = True
-    val_each_epoch: bool = True  # False: validate only after the last epoch (best.pt = last epoch)
-    warmup_epochs: float = 3.0  # LR warm-up; 0 for a warm start from an already trained student
-    evaluate: bool = True  # run ``autolabel.evaluate`` on the frozen val set after training
-    conf: float = 0.25  # operating confidence for the P/R/F1 of that evaluation
-    iou: float = 0.5
-    offline: bool = False  # never fetch missing official weights (YOLO_OFFLINE=1 does the same)
-
-    @classmethod
-    def from_config(cls, config: TrainConfig, **overrides) -> TrainSettings:
-        base = {
-            name: getattr(config, name)
-            for name in (
-                "model",
-                "epochs",
-                "imgsz",
-                "batch",
-                "seed",
-                "patience",
-                "close_mosaic",
-                "device",
-                "conf",
-                "val_each_epoch",
-            )
-            if hasattr(config, name)
-        }
-        if hasattr(config, "eval_iou"):
-            base["iou"] = config.eval_iou
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**base)
 
 
 @dataclass(frozen=True)
@@ -111,11 +67,6 @@ class DatasetSnapshot:
     @property
     def val_hash(self) -> str:
         return images_hash(im.sha256 for im in self.val)
-
-
-def images_hash(sha256s) -> str:
-    """sha256 over the sorted image content hashes: the same images give the same id, in any order."""
-    return hashlib.sha256("\n".join(sorted(sha256s)).encode()).hexdigest()
 
 
 def collect_dataset(store: Store) -> DatasetSnapshot:
@@ -277,15 +228,15 @@ def train_student(
     """Train one student on the store's current split; return the recorded run id.
 
     The run row holds the round (meta 'round'), the data fingerprints, the hyperparameters, the
-    weights path (``runs/run-<id>/weights/best.pt``) and the metrics: ours from
-    ``autolabel.evaluate`` (``map50_95``, ``f1``, ...) plus ultralytics' own val numbers under
-    ``"ultralytics"`` and the timing under ``"train"``.
+    weights path (``runs/run-<id>/weights/best.pt``) and the metrics: ultralytics' own val numbers
+    under ``"ultralytics"`` and the timing under ``"train"``; ``autolabel.evaluate.evaluate_run``
+    adds ours (``map50_95``, ``f1``, ...).
     """
     from autolabel.runtime import configure_environment, configure_ultralytics, resolve_device
 
     settings = settings or TrainSettings.from_config(workspace.config.train)
     warn = warn or (lambda message: None)
-    for run_id in reconcile_interrupted_runs(store):
+    for run_id in runs.reconcile_interrupted(store):
         warn(f"run {run_id} was interrupted (its process is gone): marked failed")
     snapshot = collect_dataset(store)
     for line in snapshot.skipped[:5]:
@@ -307,21 +258,24 @@ def train_student(
     if choice.warning:
         warn(choice.warning)
 
-    base_weights, base_pretrained = _base_weights(store, settings, choice)
+    base_weights, base_pretrained = runs.lineage_origin(
+        store, resume_from=settings.resume_from, source=choice.source, pretrained=choice.pretrained
+    )
     params = {
-        **asdict(settings), "device": device, "model_source": choice.source, "pretrained": choice.pretrained,
+        **settings.model_dump(), "device": device, "model_source": choice.source, "pretrained": choice.pretrained,
         "base_weights": base_weights, "base_pretrained": base_pretrained,
         "pid": os.getpid(), "host": socket.gethostname(),  # lets a later command tell a killed run from a live one
     }  # fmt: skip
-    run_id = store.start_run(
-        json.dumps(params, sort_keys=True),
-        int(store.get_meta("round", "0") or 0),
+    run_id = runs.start(
+        store,
+        params,
+        round_index=int(store.get_meta("round", "0") or 0),
         train_hash=snapshot.train_hash,
         val_hash=snapshot.val_hash,
         n_train=len(snapshot.train),
         n_val=len(snapshot.val),
     )
-    run_dir = run_directory(workspace, run_id)
+    run_dir = runs.run_directory(workspace, run_id)
     try:
         data_yaml = write_yolo_dataset(snapshot, workspace.image_root, run_dir / "data")
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -338,78 +292,11 @@ def train_student(
                 "seconds_per_epoch": round(sum(epochs) / len(epochs), 3) if epochs else None,
             },
         }
-        store.finish_run(run_id, "finished", str(weights), json.dumps(metrics))
+        runs.finish(store, run_id, "finished", weights_path=str(weights), metrics=metrics)
     except BaseException:
-        store.finish_run(run_id, "failed", None, None)
+        runs.finish(store, run_id, "failed")
         raise
-    if settings.evaluate:
-        from autolabel.evaluate import evaluate_run
-
-        evaluate_run(workspace, store, run_id, conf=settings.conf, iou=settings.iou)
     return run_id
-
-
-def reconcile_interrupted_runs(store: Store) -> list[int]:
-    """Mark 'started' runs whose process on this host is gone as 'failed'; their ids."""
-    from autolabel.runtime import pid_alive
-
-    stale = []
-    for run in store.runs(status="started"):
-        params = json.loads(run["params"] or "{}")
-        pid, host = params.get("pid"), params.get("host")
-        if pid is None or host != socket.gethostname() or pid_alive(int(pid)):
-            continue  # an older run without a pid, another machine's, or still running
-        stale.append(run["id"])
-    for run_id in stale:
-        store.finish_run(
-            run_id, "failed", None, json.dumps({"error": "interrupted: its process ended before it finished"})
-        )
-    return stale
-
-
-def _base_weights(store: Store, settings: TrainSettings, choice: ModelChoice) -> tuple[str, bool]:
-    """The weights a run's lineage started from (a name, never a full path) and whether they were
-    pretrained: a warm start inherits them from the run whose weights it starts from."""
-    if settings.resume_from is not None:
-        resumed = str(Path(settings.resume_from).resolve())
-        for run in store.runs(status="finished"):
-            if run["weights_path"] and str(Path(run["weights_path"]).resolve()) == resumed:
-                params = json.loads(run["params"] or "{}")
-                if "base_weights" in params:
-                    return params["base_weights"], bool(params.get("base_pretrained"))
-        return Path(settings.resume_from).name, True
-    return Path(choice.source).name, choice.pretrained
-
-
-def run_origin(params: dict) -> tuple[str, bool]:
-    """(the weights file name a run's lineage started from, whether they were pretrained); runs
-    recorded before ``base_weights`` existed fall back to their own model source."""
-    name = (
-        params.get("base_weights") or Path(str(params.get("model_source") or params.get("model") or "?")).name
-    )
-    return name, bool(params.get("base_pretrained", params.get("pretrained")))
-
-
-def started_from(params: dict) -> str:
-    """'yolo11n.pt (pretrained)' / 'yolo11n.yaml (random init)' for status and the model card."""
-    name, pretrained = run_origin(params)
-    return f"{name} ({'pretrained' if pretrained else 'random init'})"
-
-
-def latest_train_run(
-    store: Store, *, before_round: int | None = None, weights_on_disk: bool = False
-) -> dict | None:
-    """The newest finished training run with weights, optionally from a round before ``before_round``."""
-    runs = [r for r in store.runs(status="finished") if r["kind"] == "train" and r["weights_path"]]
-    if before_round is not None:
-        runs = [r for r in runs if r["round"] < before_round]
-    if weights_on_disk:
-        runs = [r for r in runs if Path(r["weights_path"]).is_file()]
-    return dict(runs[-1]) if runs else None
-
-
-def run_directory(workspace: Workspace, run_id: int) -> Path:
-    return workspace.runs_dir / f"run-{run_id}"
 
 
 def _fit(choice: ModelChoice, settings: TrainSettings, device: str, data_yaml: Path, run_dir: Path) -> dict:
@@ -507,18 +394,12 @@ def _no_amp_download(device: str) -> Iterator[None]:
         trainer.check_amp = original
 
 
-def with_overrides(settings: TrainSettings, **overrides) -> TrainSettings:
-    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-
-
 __all__: Sequence[str] = (
     "DatasetSnapshot",
     "ModelChoice",
     "TrainSettings",
     "collect_dataset",
-    "images_hash",
     "resolve_model",
-    "run_directory",
     "train_student",
     "write_yolo_dataset",
 )

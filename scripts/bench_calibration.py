@@ -33,14 +33,15 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 def analyse(root: Path) -> list[dict]:
     from autolabel import calibration
     from autolabel import detections as dets
+    from autolabel import runs as run_registry
     from autolabel.loop_steps import batch_ids
     from autolabel.workspace import Workspace
 
     ws = Workspace.load(root / "ws")
     store = ws.open_store()
     n_classes = len(store.class_names())
-    runs = {r["round"]: r for r in store.runs(status="finished") if r["kind"] == "train"}
-    imgsz = json.loads(next(iter(runs.values()))["params"])["imgsz"]
+    runs = {r.round: r for r in run_registry.all_runs(store, status="finished", kind="train")}
+    imgsz = next(iter(runs.values())).params["imgsz"]
     labels = store.labels()
     rows = []
     rounds = sorted({r for (r,) in store.conn.execute("SELECT DISTINCT round FROM loop_batches")})
@@ -61,7 +62,7 @@ def analyse(root: Path) -> list[dict]:
             for i in earlier
             if i in earlier_preds
         ]
-        val = calibration.validation_pairs(ws, store, runs[r - 1]["weights_path"], imgsz=imgsz, device="cpu")
+        val = calibration.validation_pairs(ws, store, runs[r - 1].weights_path, imgsz=imgsz, device="cpu")
         fits = {
             "fixed": (calibration.DEFAULT_THRESHOLD,) * n_classes,
             "diffs": calibration.calibrate(diffs, n_classes).thresholds,

@@ -507,15 +507,22 @@ def scenario_kill_loop(url: str, token: str, work: Path) -> Row:
         db = sqlite3.connect(ws.db_path)
         picked = [r[0] for r in db.execute("SELECT image_id FROM loop_batches")]
         row.duplicates += len(picked) - len(set(picked))
-        runs = db.execute(
-            "SELECT round, COUNT(*) FROM runs WHERE status = 'finished' GROUP BY round"
-        ).fetchall()
+        runs = _finished_runs_per_round(ws)
         if runs != [(0, 1), (1, 1)]:
             row.note += f"{step}: trainings per round {runs}; "
         db.close()
         with StudioClient(url, token) as client:
             check(ws, client, truth, set(picked), row)
     return row
+
+
+def _finished_runs_per_round(ws) -> list[tuple[int, int]]:
+    from collections import Counter
+
+    from autolabel import runs
+
+    with ws.open_store() as store:
+        return sorted(Counter(r.round for r in runs.all_runs(store, status="finished")).items())
 
 
 def scenario_bad_images(url: str, token: str, work: Path) -> Row:

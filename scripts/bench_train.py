@@ -104,9 +104,9 @@ def record_stopped_run(ws, run_id: int, planned_epochs: int) -> None:
     """A training stopped by hand (time budget): record its last.pt and the epochs it reached."""
     import csv
 
-    from autolabel.train import run_directory
+    from autolabel import runs
 
-    run_dir = run_directory(ws, run_id)
+    run_dir = runs.run_directory(ws, run_id)
     rows = list(csv.DictReader((run_dir / "results.csv").open()))
     cumulative = [float(r["time"]) for r in rows]
     per_epoch = [b - a for a, b in zip([0.0, *cumulative], cumulative)]
@@ -127,7 +127,9 @@ def record_stopped_run(ws, run_id: int, planned_epochs: int) -> None:
         },
     }
     with ws.open_store() as store:
-        store.finish_run(run_id, "failed", str(run_dir / "weights" / "last.pt"), json.dumps(metrics))
+        runs.finish(
+            store, run_id, "failed", weights_path=str(run_dir / "weights" / "last.pt"), metrics=metrics
+        )
 
 
 def main() -> int:
@@ -150,8 +152,9 @@ def main() -> int:
     parser.add_argument("--eval-only", type=int, default=None, metavar="RUN", help="evaluate a finished run")
     args = parser.parse_args()
 
+    from autolabel import runs
     from autolabel.runtime import resolve_device
-    from autolabel.train import TrainSettings, run_directory, train_student
+    from autolabel.train import TrainSettings, train_student
 
     ws = build_workspace(args.workspace.resolve(), args.data, set(args.val_folders.split(",")))
     if args.stopped:
@@ -178,9 +181,8 @@ def main() -> int:
         started = time.perf_counter()
         report = evaluate_run(ws, store, run_id)
         eval_seconds = time.perf_counter() - started
-        run = next(r for r in store.runs() if r["id"] == run_id)
-        params = json.loads(run["params"])
-        metrics = json.loads(run["metrics"])
+        run = runs.get(store, run_id)
+        params, metrics = run.params, run.metrics
     ours = {
         k: report.metrics[k]
         for k in (
@@ -196,12 +198,10 @@ def main() -> int:
             "iou",
         )
     }
-    data_yaml = str(run_directory(ws, run_id) / "data" / "data.yaml")
+    data_yaml = str(runs.run_directory(ws, run_id) / "data" / "data.yaml")
     device = resolve_device("auto")
-    theirs = ultralytics_val(run["weights_path"], data_yaml, params["imgsz"], device)
-    theirs_single = ultralytics_val(
-        run["weights_path"], data_yaml, params["imgsz"], device, single_label=True
-    )
+    theirs = ultralytics_val(run.weights_path, data_yaml, params["imgsz"], device)
+    theirs_single = ultralytics_val(run.weights_path, data_yaml, params["imgsz"], device, single_label=True)
     print(
         json.dumps(
             {

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autolabel import detections as dets
+from autolabel import runs
 from autolabel.errors import AutolabelError
 
 NAMES = ["washer", "bolt", "nut"]  # not alphabetical: the order itself must survive the export
@@ -115,11 +116,11 @@ def trained(tmp_path_factory) -> dict:
             if status == "validation":
                 val_ids.append(image_id)
         metrics = {"map50": 0.01, "map50_95": 0.004, "f1": 0.02, "conf": 0.25, "round": 0}
-        run_id = store.start_run(
-            json.dumps({"imgsz": IMGSZ, "epochs": 1, "model": "yolo11n.yaml", "api_key": "sk-never-shown"}),
+        run_id = runs.start(
+            store, {"imgsz": IMGSZ, "epochs": 1, "model": "yolo11n.yaml", "api_key": "sk-never-shown"},
             round_index=0, train_hash="t" * 64, val_hash="v" * 64, n_train=8, n_val=4,
         )  # fmt: skip
-        store.finish_run(run_id, "finished", str(weights), json.dumps(metrics))
+        runs.finish(store, run_id, "finished", weights_path=str(weights), metrics=metrics)
     return {"root": root, "run_id": run_id, "weights": weights, "val_ids": val_ids}
 
 
@@ -352,16 +353,8 @@ def test_map_of_perfect_shifted_and_missing_predictions(tmp_path):
 
 
 def _run(id_, status="finished", map50_95=None, weights="w.pt"):
-    metrics = None if map50_95 is None else json.dumps({"map50_95": map50_95})
-    return {"id": id_, "status": status, "weights_path": weights, "metrics": metrics, "params": "{}"}
-
-
-class _RunStore:
-    def __init__(self, rows):
-        self.rows = rows
-
-    def runs(self, status=None):
-        return [r for r in self.rows if status is None or r["status"] == status]
+    metrics = {} if map50_95 is None else {"map50_95": map50_95}
+    return runs.Run(id=id_, status=status, weights_path=weights, metrics=metrics)
 
 
 @pytest.mark.parametrize(
@@ -377,13 +370,11 @@ class _RunStore:
     ],
 )
 def test_select_run(rows, run_id, expected):
-    from autolabel.export import select_run
-
     if isinstance(expected, int):
-        assert select_run(_RunStore(rows), run_id)["id"] == expected
+        assert runs.choose(rows, run_id).id == expected
     else:
         with pytest.raises(AutolabelError, match=expected):
-            select_run(_RunStore(rows), run_id)
+            runs.choose(rows, run_id)
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from autolabel import runs
 from autolabel.cli.app import app
 from tests.conftest_studio import client_for
 
@@ -81,10 +83,9 @@ def _invariants(ws, studio, rounds):
     project = db.execute("SELECT project_id FROM studio_projects").fetchone()[0]
     with client_for(studio) as client:
         assert client.task_ids(project) == {t for _, t in tasks}  # and nothing else on the server
-    finished = db.execute(
-        "SELECT round, COUNT(*) FROM runs WHERE status = 'finished' GROUP BY round"
-    ).fetchall()
-    assert finished == [(r, 1) for r in range(rounds)]  # one finished training per round
+    with ws.open_store() as store:
+        finished = Counter(r.round for r in runs.all_runs(store, status="finished"))
+    assert sorted(finished.items()) == [(r, 1) for r in range(rounds)]  # one finished training per round
     evals = db.execute(
         "SELECT round, result FROM loop_steps WHERE step = 'eval' AND status = 'done'"
     ).fetchall()
@@ -103,10 +104,8 @@ def test_two_round_loop_with_replay_annotator(studio_server, tmp_path, monkeypat
     assert result.exit_code == 0, result.output
     assert "stopped:" in result.output
     _invariants(ws, studio_server, rounds=2)
-    db = sqlite3.connect(ws.db_path)
-    params = [
-        json.loads(p) for (p,) in db.execute("SELECT params FROM runs WHERE status = 'finished' ORDER BY id")
-    ]
+    with ws.open_store() as store:
+        params = [r.params for r in runs.all_runs(store, status="finished")]
     assert params[0].get("resume_from") is None and params[1].get("resume_from")  # round 1 warm-starts
     assert (params[0]["warmup_epochs"], params[1]["warmup_epochs"]) == (3.0, 0.0)  # ... without LR warm-up
     status = CliRunner().invoke(app, ["status", "-w", str(ws.root)])

@@ -47,6 +47,7 @@ def bccd_workspace(root: Path):
 @pytest.fixture(scope="module")
 def fine_tuned(tmp_path_factory, torch_one_thread):
     require(COCO_YOLO11N, BCCD)
+    from autolabel.evaluate import evaluate_run
     from autolabel.train import TrainSettings, train_student
 
     ws, store = bccd_workspace(tmp_path_factory.mktemp("pretrained"))
@@ -64,13 +65,15 @@ def fine_tuned(tmp_path_factory, torch_one_thread):
             plots=False,
         )
         runs[name] = train_student(ws, store, settings)
+        evaluate_run(ws, store, runs[name], conf=settings.conf, iou=settings.iou)  # as 'autolabel train'
     yield ws, store, runs
     store.close()
 
 
 def _metrics(store, run_id: int) -> dict:
-    run = next(r for r in store.runs() if r["id"] == run_id)
-    return json.loads(run["metrics"])
+    from autolabel import runs
+
+    return runs.get(store, run_id).metrics
 
 
 def test_pretrained_student_detects_where_scratch_does_not(fine_tuned):
@@ -83,6 +86,7 @@ def test_pretrained_student_detects_where_scratch_does_not(fine_tuned):
 
 
 def test_status_and_model_card_say_which_weights_a_run_started_from(fine_tuned):
+    from autolabel import runs as run_registry
     from autolabel.model_card import build_card, render_markdown
     from autolabel.status import training_runs
 
@@ -91,7 +95,7 @@ def test_status_and_model_card_say_which_weights_a_run_started_from(fine_tuned):
     assert by_id[runs["pretrained"]]["started_from"] == "yolo11n-coco.pt (pretrained)"
     assert by_id[runs["pretrained"]]["pretrained"] is True
     assert by_id[runs["scratch"]]["started_from"] == "yolo11n.yaml (random init)"
-    run = next(r for r in store.runs() if r["id"] == runs["pretrained"])
+    run = run_registry.get(store, runs["pretrained"])
     card = build_card(
         run=run,
         class_names=store.class_names(),

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 from autolabel import detections as dets
+from autolabel import runs
 from autolabel.errors import AutolabelError
+from autolabel.evaluate import evaluate_run
 from autolabel.formats import yolo
+from autolabel.runs import images_hash
 from autolabel.train import (
     TrainSettings,
     collect_dataset,
     dataset_file_name,
-    images_hash,
     resolve_model,
     train_student,
     write_yolo_dataset,
@@ -90,6 +92,7 @@ def trained(tmp_path_factory):
         )
         warnings: list[str] = []
         run_id = train_student(ws, store, settings, warn=warnings.append)
+        evaluate_run(ws, store, run_id, conf=settings.conf, iou=settings.iou)  # what 'autolabel train' does
     yield {
         "ws": ws,
         "store": store,
@@ -103,20 +106,20 @@ def trained(tmp_path_factory):
 
 def test_training_records_a_run_with_weights_lineage_and_metrics(trained):
     store, run_id = trained["store"], trained["run_id"]
-    run = next(r for r in store.runs() if r["id"] == run_id)
-    assert run["status"] == "finished" and run["round"] == 0 and run["kind"] == "train"
-    assert run["n_train"] == N_IMAGES - N_VAL and run["n_val"] == N_VAL
+    run = runs.get(store, run_id)
+    assert run.status == "finished" and run.round == 0 and run.kind == "train"
+    assert run.n_train == N_IMAGES - N_VAL and run.n_val == N_VAL
     train_shas = [im.sha256 for im in store.images(status="labeled")]
-    assert run["train_hash"] == images_hash(reversed(train_shas)) == images_hash(train_shas)
-    assert run["val_hash"] == images_hash(im.sha256 for im in store.images(status="validation"))
-    assert run["train_hash"] != run["val_hash"]
-    weights = Path(run["weights_path"])
+    assert run.train_hash == images_hash(reversed(train_shas)) == images_hash(train_shas)
+    assert run.val_hash == images_hash(im.sha256 for im in store.images(status="validation"))
+    assert run.train_hash != run.val_hash
+    weights = Path(run.weights_path)
     assert weights.is_file() and weights.name == "best.pt"
     assert weights.parent.parent == trained["ws"].runs_dir / f"run-{run_id}"
-    params = json.loads(run["params"])
+    params = run.params
     assert params["epochs"] == 1 and params["imgsz"] == IMGSZ and params["seed"] == 0
     assert params["model_source"] == "yolo11n.yaml" and params["pretrained"] is False
-    metrics = json.loads(run["metrics"])
+    metrics = run.metrics
     for key in (
         "map50",
         "map50_95",
@@ -172,7 +175,7 @@ def test_materialized_dataset_matches_the_store(trained):
 
 def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trained):
     store = trained["store"]
-    first = next(r for r in store.runs() if r["id"] == trained["run_id"])
+    first = runs.get(store, trained["run_id"])
     store.set_meta("round", "1")
     try:
         settings = TrainSettings(
@@ -181,7 +184,7 @@ def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trai
             batch=4,
             workers=0,
             device="cpu",
-            resume_from=first["weights_path"],
+            resume_from=first.weights_path,
             evaluate=False,
             plots=False,
             deterministic=False,
@@ -191,12 +194,12 @@ def test_warm_start_from_previous_student_is_a_new_run_in_the_current_round(trai
         run_id = train_student(trained["ws"], store, settings)
     finally:
         store.set_meta("round", "0")
-    run = next(r for r in store.runs() if r["id"] == run_id)
-    assert run_id != trained["run_id"] and run["round"] == 1 and run["status"] == "finished"
-    assert json.loads(run["params"])["model_source"] == str(Path(first["weights_path"]).resolve())
-    assert Path(run["weights_path"]).is_file()
+    run = runs.get(store, run_id)
+    assert run_id != trained["run_id"] and run.round == 1 and run.status == "finished"
+    assert run.params["model_source"] == str(Path(first.weights_path).resolve())
+    assert Path(run.weights_path).is_file()
     # no per-epoch validation: nothing picks a checkpoint on val, the student is the last epoch
-    weights = Path(run["weights_path"]).parent
+    weights = Path(run.weights_path).parent
     import torch
 
     best, last = (
@@ -300,8 +303,7 @@ def test_eval_cli_end_to_end(trained):
     assert "mAP50-95" in result.output and "confusion" in result.output
     saved = json.loads((ws.runs_dir / f"run-{run_id}" / "eval" / "metrics.json").read_text())
     assert saved["conf"] == 0.01 and saved["iou"] == 0.4 and saved["n_images"] == N_VAL
-    run = next(r for r in trained["store"].runs() if r["id"] == run_id)
-    recorded = json.loads(run["metrics"])
+    recorded = runs.get(trained["store"], run_id).metrics
     assert (
         recorded["conf"] == 0.01 and "ultralytics" in recorded and "train" in recorded
     )  # merged, not replaced
@@ -321,7 +323,7 @@ def test_train_cli_without_a_validation_set_is_one_error_line(tmp_path):
     assert result.exit_code == 2
     assert "error: no validation images" in result.output and "Traceback" not in result.output
     with ws.open_store() as store:
-        assert store.runs() == []  # nothing recorded for a training that never started
+        assert runs.all_runs(store) == []  # nothing recorded for a training that never started
 
 
 def test_train_cli_offline_without_weights_warns_in_one_line_and_trains(tmp_path):
@@ -415,18 +417,17 @@ def test_a_killed_training_run_is_marked_failed_by_the_next_command(tmp_path):
     import subprocess
 
     from autolabel.status import status_report
-    from autolabel.train import reconcile_interrupted_runs
 
     _ws, store, _ = build_workspace(tmp_path, n=3, n_val=1)
     gone = subprocess.Popen(["true"])
     gone.wait()
     host = socket.gethostname()
-    killed = store.start_run(json.dumps({"pid": gone.pid, "host": host}))
-    live = store.start_run(json.dumps({"pid": os.getpid(), "host": host}))
-    elsewhere = store.start_run(json.dumps({"pid": gone.pid, "host": host + "-other"}))
-    assert reconcile_interrupted_runs(store) == [killed]
-    states = {r["id"]: r["status"] for r in store.runs()}
+    killed = runs.start(store, {"pid": gone.pid, "host": host})
+    live = runs.start(store, {"pid": os.getpid(), "host": host})
+    elsewhere = runs.start(store, {"pid": gone.pid, "host": host + "-other"})
+    assert runs.reconcile_interrupted(store) == [killed]
+    states = {r.id: r.status for r in runs.all_runs(store)}
     assert states == {killed: "failed", live: "started", elsewhere: "started"}
-    assert "interrupted" in json.loads(next(r for r in store.runs() if r["id"] == killed)["metrics"])["error"]
+    assert "interrupted" in runs.get(store, killed).metrics["error"]
     assert [r["status"] for r in status_report(store)["runs"]] == ["failed", "started", "started"]
     store.close()

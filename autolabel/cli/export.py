@@ -34,15 +34,16 @@ def export(
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Export the best (or a named) round's student, check it against PyTorch, write the model card."""
-    from autolabel.export import ExportOptions, check_exporter, export_student, run_imgsz, select_run
+    from autolabel import runs
+    from autolabel.export import ExportOptions, check_exporter, export_student
 
     check_exporter(format)  # before loading anything: TensorRT without CUDA is one line
     ws = open_workspace(workspace)
     with ws.open_store() as store:
-        chosen = select_run(store, run)
+        chosen = runs.select(store, run)
         options = ExportOptions(
             format=format,
-            imgsz=imgsz or run_imgsz(chosen, ws.config.train.imgsz),
+            imgsz=imgsz or chosen.imgsz(ws.config.train.imgsz),
             dynamic=dynamic,
             half=half,
             int8=int8,
@@ -54,7 +55,7 @@ def export(
             image_root=ws.image_root,
             exports_root=ws.exports_dir,
             options=options,
-            run_id=chosen["id"],
+            run_id=chosen.id,
             conf=conf,
             parity_limit=parity_limit,
         )
@@ -117,15 +118,16 @@ def bench(
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Latency of PyTorch eager vs the exported files (ONNX Runtime, TensorRT on a GPU): median and p90."""
-    from autolabel.export import export_dir, select_run
+    from autolabel.export import export_dir
     from autolabel.latency import LATENCY_JSON, bench_exports
     from autolabel.model_card import update_card
+    from autolabel.runs import select as select_run  # ``runs`` is the --runs count here
     from autolabel.runtime import configure_ultralytics
 
     ws = open_workspace(workspace)
     with ws.open_store() as store:
         chosen = select_run(store, run)
-        out_dir = export_dir(ws.exports_dir, chosen["id"])
+        out_dir = export_dir(ws.exports_dir, chosen.id)
         configure_ultralytics()
         result = bench_exports(out_dir, imgsz=imgsz, batches=batch, runs=runs, warmup=warmup, threads=threads)
         card = update_card(store, chosen, out_dir)

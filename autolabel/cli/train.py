@@ -35,6 +35,8 @@ def train(
     ] = False,
 ) -> None:
     """Fine-tune the YOLO student on the labeled images; evaluate it on the frozen val set."""
+    from autolabel import runs
+    from autolabel.evaluate import evaluate_run
     from autolabel.train import TrainSettings, train_student
 
     ws = open_workspace(workspace)
@@ -56,13 +58,12 @@ def train(
         run_id = train_student(
             ws, store, settings, warn=lambda m: out.print(f"[yellow]warning:[/yellow] {m}")
         )
-        run = next(r for r in store.runs() if r["id"] == run_id)
-    out.print(f"run {run_id} finished: weights {run['weights_path']}")
-    import json
-
-    metrics = json.loads(run["metrics"] or "{}")
-    if "map50_95" in metrics:
-        print_metrics(metrics, title=f"run {run_id} on the validation set")
+        if settings.evaluate:
+            evaluate_run(ws, store, run_id, conf=settings.conf, iou=settings.iou)
+        run = runs.get(store, run_id)
+    out.print(f"run {run_id} finished: weights {run.weights_path}")
+    if "map50_95" in run.metrics:
+        print_metrics(run.metrics, title=f"run {run_id} on the validation set")
 
 
 def evaluate(
