@@ -145,8 +145,13 @@ def test_scoring_is_deterministic_and_independent_of_batching(scorer, rows, scor
 
 
 def test_per_class_scores_come_from_the_kept_boxes(scorer):
-    image = np.asarray(Image.open(write_image(Path(scorer.model.ckpt_path).parent / "x.png", 64, 64, 9)))
-    (result,) = scorer._predict([image])
+    image = np.asarray(
+        Image.open(write_image(Path(scorer.student.model.ckpt_path).parent / "x.png", 64, 64, 9))
+    )
+    s = SETTINGS
+    (result,) = scorer.student._predict_scored(
+        [image], conf=s.conf, iou=s.iou, imgsz=s.imgsz, max_det=s.max_det, device=scorer.device
+    )
     probs = result.class_probs
     assert probs.shape == (len(result.boxes), NUM_CLASSES)
     # NMS keeps each box's best class: its confidence is the max of its class scores

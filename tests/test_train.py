@@ -12,12 +12,12 @@ import pytest
 from autolabel import detections as dets
 from autolabel.errors import AutolabelError
 from autolabel.formats import yolo
+from autolabel.students.yolo import resolve_model
 from autolabel.train import (
     TrainSettings,
     collect_dataset,
     dataset_file_name,
     images_hash,
-    resolve_model,
     train_student,
     write_yolo_dataset,
 )

@@ -34,7 +34,8 @@ def export(
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Export the best (or a named) round's student, check it against PyTorch, write the model card."""
-    from autolabel.export import ExportOptions, check_exporter, export_student, run_imgsz, select_run
+    from autolabel.export import export_student, run_imgsz, select_run
+    from autolabel.exported.options import ExportOptions, check_exporter
 
     check_exporter(format)  # before loading anything: TensorRT without CUDA is one line
     ws = open_workspace(workspace)
@@ -118,7 +119,8 @@ def bench(
 ) -> None:
     """Latency of PyTorch eager vs the exported files (ONNX Runtime, TensorRT on a GPU): median and p90."""
     from autolabel.export import export_dir, select_run
-    from autolabel.latency import LATENCY_JSON, bench_exports
+    from autolabel.exported.manifest import LATENCY_JSON
+    from autolabel.latency import bench_exports
     from autolabel.model_card import update_card
     from autolabel.runtime import configure_ultralytics
 
