@@ -180,3 +180,15 @@ def test_without_flip_and_embedding(weights, rows):
     (row,) = plain.map_rows(rows[:1])
     assert row["error"] is None and row["embedding"] is None
     assert "instability" not in row["scores"]
+
+
+def test_the_students_embed_is_the_scorers_embedding(scorer, rows, scored):
+    """``Student.embed`` (features only) gives the vectors the scorer stores from its scoring pass."""
+    from autolabel.images import decode
+
+    by_id = {r["id"]: r for r in scored}
+    images = [decode(r["path"]).pixels for r in rows if r["id"] in GOOD_IDS]
+    vectors = scorer.student.embed(images, imgsz=SETTINGS.imgsz, device="cpu")
+    assert vectors.shape == (len(GOOD_IDS), 256)
+    expected = np.array([by_id[i]["embedding"] for i in GOOD_IDS])
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
