@@ -25,7 +25,7 @@ BACKENDS: dict[str, str] = {
 DEFAULT_BACKEND = "yolo"
 
 
-def backend_class(name: str = DEFAULT_BACKEND):
+def backend_class(name: str = DEFAULT_BACKEND) -> type[Student]:
     if name not in BACKENDS:
         raise AutolabelError(f"unknown student backend '{name}': choose one of {', '.join(BACKENDS)}")
     module_name, _, class_name = BACKENDS[name].partition(":")

@@ -73,9 +73,25 @@ class FitSettings(Protocol):
 
 
 class Student(Protocol):
-    """A loaded student (``autolabel.students.load`` / ``start``); every method is one step of the loop."""
+    """A student backend: the class methods load one, the instance methods are the loop's steps."""
 
     backend: str  # the name in ``autolabel.students.BACKENDS``
+
+    @classmethod
+    def choose(cls, model: str, *, resume_from: str | None = None, download: bool = True) -> ModelChoice:
+        """What a training run starts from (``resume_from``: a previous student's weights), decided
+        before the run is recorded; a missing pretrained model is a ``warning``, not an error."""
+        ...
+
+    @classmethod
+    def start(cls, choice: ModelChoice) -> Student:
+        """The untrained (or pretrained) student a run fits."""
+        ...
+
+    @classmethod
+    def load(cls, weights: str | Path) -> Student:
+        """Trained weights, an exported file or folder, or a model config, for inference."""
+        ...
 
     @property
     def class_names(self) -> list[str]: ...

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autolabel.errors import AutolabelError
+from autolabel.runtime import configure_ultralytics
 from autolabel.students.base import FitResult, ModelChoice, RawBoxes, ScoredImage
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class YoloStudent:
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
     def choose(cls, model: str, *, resume_from: str | None = None, download: bool = True) -> ModelChoice:
-        configure()
+        configure_ultralytics()
         if resume_from is not None:
             if not Path(resume_from).is_file():
                 raise AutolabelError(f"--resume-from {resume_from}: file not found")
@@ -57,7 +58,7 @@ class YoloStudent:
 
     @classmethod
     def start(cls, choice: ModelChoice) -> YoloStudent:
-        configure()
+        configure_ultralytics()
         from ultralytics import YOLO
 
         return cls(YOLO(choice.source), choice.source, pretrained=choice.pretrained)
@@ -65,7 +66,7 @@ class YoloStudent:
     @classmethod
     def load(cls, weights: str | Path) -> YoloStudent:
         """Any format ultralytics reads (.pt, .onnx, .engine, an OpenVINO folder, a yaml) as a detector."""
-        configure()
+        configure_ultralytics()
         from ultralytics import YOLO
 
         return cls(YOLO(str(weights), task="detect"), weights)
@@ -270,15 +271,9 @@ def names_list(names) -> list[str]:
     return [str(n) for n in names]
 
 
-def configure() -> None:
-    from autolabel.runtime import configure_ultralytics
-
-    configure_ultralytics()
-
-
 def weights_dir() -> Path:
     """Where ultralytics keeps (and fetches) official weights: its settings' ``weights_dir``."""
-    configure()
+    configure_ultralytics()
     from ultralytics.utils import SETTINGS
 
     return Path(SETTINGS["weights_dir"])
