@@ -168,9 +168,9 @@ def pytorch_backend(weights: Path, imgsz: int, device: str = "cpu") -> Backend:
     def make(batch: int) -> Runner:
         import torch
 
-        from autolabel.export import load_torch_model
+        from autolabel import students
 
-        model = load_torch_model(weights, device)
+        model = students.load(weights).torch_module(device)
         x = torch.rand(batch, 3, imgsz, imgsz, device=device)
 
         def run():
@@ -184,7 +184,7 @@ def pytorch_backend(weights: Path, imgsz: int, device: str = "cpu") -> Backend:
 
 def onnxruntime_backend(onnx_path: Path, imgsz: int, threads: int | None = None) -> Backend:
     """ONNX Runtime on ``onnx_path``; ``threads`` intra-op threads (its default: one per core)."""
-    from autolabel.export import onnx_session
+    from autolabel.exported.runtimes import onnx_session
 
     session = onnx_session(onnx_path, threads=threads)
     device = "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
@@ -227,9 +227,10 @@ def autobackend_backend(name: str, path: Path, imgsz: int, device: str, half: bo
 
     def make(batch: int) -> Runner:
         import torch
-        from ultralytics.nn.autobackend import AutoBackend
 
-        backend = AutoBackend(str(path), device=torch.device(device), fp16=half, verbose=False)
+        from autolabel.exported.runtimes import autobackend
+
+        backend = autobackend(path, device, half)
         if batch != 1 and not getattr(backend, "dynamic", False):
             raise Unsupported(f"{Path(path).name} has a fixed batch of 1 (export with --dynamic)")
         x = torch.rand(batch, 3, imgsz, imgsz, device=device)
@@ -274,7 +275,7 @@ def backends_for(
         elif fmt == "engine":
             notes.append(f"{entry['file']}: TensorRT needs a CUDA GPU, none is available here")
         elif fmt == "openvino":
-            from autolabel.export import openvino_precision_note
+            from autolabel.exported.runtimes import openvino_precision_note
 
             backends.append(openvino_backend(path, imgsz, threads))
             if note := openvino_precision_note():
@@ -299,9 +300,6 @@ def _cuda_sync() -> None:
     torch.cuda.synchronize()
 
 
-LATENCY_JSON = "latency.json"
-
-
 def bench_exports(
     out_dir: Path,
     *,
@@ -319,7 +317,7 @@ def bench_exports(
     """
     import json
 
-    from autolabel.export import REFERENCE_WEIGHTS, read_manifest
+    from autolabel.exported.manifest import LATENCY_JSON, REFERENCE_WEIGHTS, read_manifest
 
     reference = out_dir / REFERENCE_WEIGHTS
     exports = list(read_manifest(out_dir)["exports"].values())

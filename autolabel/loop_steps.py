@@ -110,12 +110,14 @@ def step_select(ctx: LoopContext, round_index: int) -> dict:
 
 def pretrained_weights(model: str, workspace) -> Path | None:
     """The configured student's pretrained weights when they are on disk (no download here)."""
-    from autolabel.train import resolve_model
+    from autolabel import students
+    from autolabel.runtime import configure_environment
 
     if model.endswith((".yaml", ".yml")):
         return None
+    configure_environment(workspace.cache_dir)
     try:
-        choice = resolve_model(model, _weights_dir(workspace), download=False)
+        choice = students.choose(model, download=False)
     except AutolabelError:
         return None
     return Path(choice.source) if choice.pretrained else None
@@ -125,16 +127,6 @@ def _labeled_for_training(store: Store):
     """The images already labeled for training: what a new batch should be diverse from. The frozen
     validation images are left out (never picked anyway, and not what the student learns from)."""
     return [im for im in store.images(ids=list(store.labels())) if im.status != "validation"]
-
-
-def _weights_dir(workspace) -> Path:
-    from autolabel.runtime import configure_environment, configure_ultralytics
-
-    configure_environment(workspace.cache_dir)
-    configure_ultralytics()
-    from ultralytics.utils import SETTINGS
-
-    return Path(SETTINGS["weights_dir"])
 
 
 def _embed_pixels(workspace, store, pool):

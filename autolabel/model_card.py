@@ -256,12 +256,10 @@ def _fmt(value) -> str:
 
 def update_card(store: Store, run: Run, out_dir: Path, *, manifest: dict | None = None) -> Path:
     """(Re)write the card from the store, the export manifest and ``latency.json`` if measured."""
-    from autolabel.export import read_manifest
-    from autolabel.latency import LATENCY_JSON
+    from autolabel.exported.manifest import read_latency, read_manifest
 
     manifest = manifest if manifest is not None else read_manifest(out_dir)
-    latency_path = out_dir / LATENCY_JSON
-    latency = json.loads(latency_path.read_text()) if latency_path.is_file() else None
+    latency = read_latency(out_dir)
     exports = manifest.get("exports", {})
     checked = [e["parity"] for e in exports.values() if e.get("parity")]
     class_names = checked[-1]["names_exported"] if checked else store.class_names()

@@ -1,4 +1,4 @@
-"""Student fine-tuning: the store's verified labels -> a YOLO dataset -> an ultralytics run.
+"""Student fine-tuning: the store's verified labels -> a YOLO dataset -> a training run.
 
 Three stages, each usable alone:
 
@@ -10,9 +10,9 @@ Three stages, each usable alone:
   records weights and training metrics. It returns the run id; the caller evaluates it on the
   frozen val set (``autolabel.evaluate.evaluate_run``) when ``settings.evaluate`` asks for it.
 
-Nothing here downloads anything: ``configure_ultralytics`` puts a local font in place and turns
-sync off, ``YOLO_OFFLINE=1`` is set for the run, and missing pretrained weights fall back to
-training the same architecture from scratch with a warning instead of a download.
+The student itself (what a run starts from, the fit, where its weights land) is
+``autolabel.students``; its ultralytics backend downloads nothing unasked (see
+``autolabel.students.yolo``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,80 +140,6 @@ def dataset_file_name(image_id: int, rel_path: str) -> str:
     return f"{image_id:06d}_{stem}{path.suffix.lower()}"
 
 
-# -- model choice ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelChoice:
-    source: str  # what YOLO() gets: a weights path or a yaml name
-    pretrained: bool
-    warning: str | None = None
-
-
-def resolve_model(model: str, weights_dir: Path | None = None, *, download: bool = True) -> ModelChoice:
-    """Weights if present (a path, or a name found in the ultralytics weights dir), else the yaml.
-
-    An official name such as ``yolo11n.pt`` that is nowhere on disk is fetched into the weights dir
-    through ultralytics' own asset download when ``download`` is on and the machine is online (as
-    every ultralytics user expects); offline (``YOLO_OFFLINE=1``, ``--offline``, no network) or when
-    the download fails it becomes ``yolo11n.yaml`` (same architecture, random init) with a one-line
-    warning. A missing path with folders in it is an error.
-    """
-    if model.endswith((".yaml", ".yml")):
-        return ModelChoice(model, pretrained=False)
-    path = Path(model).expanduser()
-    if path.is_file():
-        return ModelChoice(str(path.resolve()), pretrained=True)
-    if weights_dir is not None and path.name == model and (Path(weights_dir) / model).is_file():
-        return ModelChoice(str(Path(weights_dir) / model), pretrained=True)
-    if path.name != model or path.suffix != ".pt":
-        raise AutolabelError(f"--model {model}: file not found")
-    if download and weights_dir is not None:
-        fetched = _download_official(model, Path(weights_dir))
-        if fetched is not None:
-            return ModelChoice(str(fetched), pretrained=True)
-    yaml_name = path.with_suffix(".yaml").name
-    from autolabel.runtime import offline_requested
-
-    where = (
-        "offline"
-        if not download or offline_requested()
-        else f"looked in the working folder and {weights_dir}"
-    )
-    return ModelChoice(
-        yaml_name,
-        pretrained=False,
-        warning=(
-            f"pretrained weights {model} not found ({where}); training {yaml_name} from scratch, "
-            f"which needs many more epochs. Put {model} there or pass --model PATH to fine-tune."
-        ),
-    )
-
-
-def _download_official(name: str, weights_dir: Path) -> Path | None:
-    """``name`` from the ultralytics release assets into ``weights_dir``; None offline or on failure.
-
-    The process runs with autolabel's own YOLO_OFFLINE=1 (nothing else may reach the network), so
-    it is lifted for this one download, and only when the user did not ask for offline."""
-    from autolabel.runtime import offline_requested
-
-    if offline_requested():
-        return None
-    from ultralytics.utils import is_online
-    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES, attempt_download_asset
-
-    target = weights_dir / name
-    with _yolo_offline(False):
-        if name not in GITHUB_ASSETS_NAMES or not is_online():
-            return None
-        try:
-            weights_dir.mkdir(parents=True, exist_ok=True)
-            attempt_download_asset(target)
-        except Exception:  # a failed download falls back like offline; the warning says what to do  # noqa: BLE001
-            return None
-    return target if target.is_file() else None
-
-
 # -- training -------------------------------------------------------------------------------
 
 
@@ -232,7 +157,8 @@ def train_student(
     under ``"ultralytics"`` and the timing under ``"train"``; ``autolabel.evaluate.evaluate_run``
     adds ours (``map50_95``, ``f1``, ...).
     """
-    from autolabel.runtime import configure_environment, configure_ultralytics, resolve_device
+    from autolabel import students
+    from autolabel.runtime import configure_environment, resolve_device
 
     settings = settings or TrainSettings.from_config(workspace.config.train)
     warn = warn or (lambda message: None)
@@ -245,16 +171,8 @@ def train_student(
         warn(f"... and {len(snapshot.skipped) - 5} more skipped")
 
     configure_environment(workspace.cache_dir)
-    configure_ultralytics()
-    from ultralytics.utils import SETTINGS
-
+    choice = students.choose(settings.model, resume_from=settings.resume_from, download=not settings.offline)
     device = resolve_device(settings.device)
-    if settings.resume_from is not None:
-        if not Path(settings.resume_from).is_file():
-            raise AutolabelError(f"--resume-from {settings.resume_from}: file not found")
-        choice = ModelChoice(str(Path(settings.resume_from).resolve()), pretrained=True)
-    else:
-        choice = resolve_model(settings.model, Path(SETTINGS["weights_dir"]), download=not settings.offline)
     if choice.warning:
         warn(choice.warning)
 
@@ -279,12 +197,11 @@ def train_student(
     try:
         data_yaml = write_yolo_dataset(snapshot, workspace.image_root, run_dir / "data")
         started, cpu_started = time.perf_counter(), time.process_time()
-        ultra_metrics = _fit(choice, settings, device, data_yaml, run_dir)
+        fit = students.start(choice).fit(data_yaml, settings, run_dir, device)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        weights = _best_weights(run_dir)
-        epochs = _epoch_times(run_dir / "results.csv")
+        weights, epochs = fit.weights, fit.epoch_seconds
         metrics = {
-            "ultralytics": ultra_metrics,
+            "ultralytics": fit.metrics,  # the key predates other backends: recorded runs keep it
             "train": {
                 "seconds": round(elapsed, 2),
                 "cpu_seconds": round(cpu, 2),  # this process's CPU time: comparable on a shared machine
@@ -299,107 +216,10 @@ def train_student(
     return run_id
 
 
-def _fit(choice: ModelChoice, settings: TrainSettings, device: str, data_yaml: Path, run_dir: Path) -> dict:
-    from ultralytics import YOLO
-
-    model = YOLO(choice.source)
-    with _yolo_offline(True), _no_amp_download(device):
-        model.train(
-            data=str(data_yaml),
-            epochs=settings.epochs,
-            imgsz=settings.imgsz,
-            batch=settings.batch,
-            seed=settings.seed,
-            deterministic=settings.deterministic,
-            patience=settings.patience,
-            close_mosaic=min(settings.close_mosaic, settings.epochs),
-            device=device,
-            workers=settings.workers,
-            project=str(run_dir.parent),
-            name=run_dir.name,
-            exist_ok=True,
-            pretrained=choice.pretrained,
-            plots=settings.plots,
-            val=settings.val_each_epoch,
-            warmup_epochs=settings.warmup_epochs,
-            verbose=False,
-        )
-    trainer_metrics = getattr(model.trainer, "metrics", None) or {}
-    keys = {
-        "metrics/precision(B)": "precision",
-        "metrics/recall(B)": "recall",
-        "metrics/mAP50(B)": "map50",
-        "metrics/mAP50-95(B)": "map50_95",
-    }
-    return {
-        ours: round(float(trainer_metrics[theirs]), 5)
-        for theirs, ours in keys.items()
-        if theirs in trainer_metrics
-    }
-
-
-def _best_weights(run_dir: Path) -> Path:
-    for name in ("best.pt", "last.pt"):
-        path = run_dir / "weights" / name
-        if path.is_file():
-            return path
-    raise AutolabelError(f"training finished without weights in {run_dir / 'weights'}")
-
-
-def _epoch_times(results_csv: Path) -> list[float]:
-    """Seconds per epoch from ultralytics' results.csv (its 'time' column is cumulative)."""
-    import csv
-
-    if not results_csv.is_file():
-        return []
-    with results_csv.open() as fh:
-        cumulative = [float(row["time"]) for row in csv.DictReader(fh) if row.get("time")]
-    return [b - a for a, b in zip([0.0, *cumulative], cumulative)]
-
-
-@contextmanager
-def _yolo_offline(on: bool) -> Iterator[None]:
-    """YOLO_OFFLINE set (or removed) for the block, then put back as it was."""
-    old = os.environ.get("YOLO_OFFLINE")
-    if on:
-        os.environ["YOLO_OFFLINE"] = "1"
-    else:
-        os.environ.pop("YOLO_OFFLINE", None)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("YOLO_OFFLINE", None)
-        else:
-            os.environ["YOLO_OFFLINE"] = old
-
-
-@contextmanager
-def _no_amp_download(device: str) -> Iterator[None]:
-    """On CUDA ultralytics' AMP check loads yolo26n.pt, downloading it when absent; skip it then."""
-    if not device.startswith("cuda"):
-        yield
-        return
-    from ultralytics.engine import trainer
-    from ultralytics.utils import SETTINGS
-
-    if (Path(SETTINGS["weights_dir"]) / "yolo26n.pt").is_file():
-        yield
-        return
-    original = trainer.check_amp
-    trainer.check_amp = lambda model: True
-    try:
-        yield
-    finally:
-        trainer.check_amp = original
-
-
 __all__: Sequence[str] = (
     "DatasetSnapshot",
-    "ModelChoice",
     "TrainSettings",
     "collect_dataset",
-    "resolve_model",
     "train_student",
     "write_yolo_dataset",
 )

@@ -56,7 +56,9 @@ def main() -> None:
     from autolabel.runtime import configure_environment
 
     configure_environment(out / "cache")
-    from autolabel.export import ExportOptions, export_weights, openvino_cpu_precision
+    from autolabel.export import export_weights
+    from autolabel.exported.options import ExportOptions
+    from autolabel.exported.runtimes import openvino_cpu_precision
     from autolabel.runtime import configure_ultralytics
 
     configure_ultralytics()
@@ -143,21 +145,16 @@ def calibration_yaml(root: Path) -> Path:
 
 
 def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, imgsz: int) -> dict:
-    from autolabel.export import (
-        letterbox,
-        load_torch_model,
-        onnx_raw,
-        onnx_session,
-        raw_output_diff,
-        torch_raw,
-    )
+    from autolabel import students
+    from autolabel.exported.parity import raw_output_diff
+    from autolabel.exported.runtimes import letterbox, onnx_raw, onnx_session, torch_raw
     from autolabel.images import decode
 
     paths = sorted(images.glob("*.jpg"))[:n_images]
     if not paths:
         raise SystemExit(f"no .jpg images in {images}")
     tensors = [letterbox(decode(p).pixels, imgsz) for p in paths]
-    model = load_torch_model(reference)
+    model = students.load(reference).torch_module()
     session = onnx_session(onnx_path)
     overall, scores = raw_output_diff(
         [torch_raw(model, t) for t in tensors], [onnx_raw(session, t) for t in tensors]

@@ -156,13 +156,14 @@ def test_onnx_reloaded_with_onnxruntime_matches_pytorch_raw_outputs_and_names(ex
 
     import onnxruntime as ort
 
-    from autolabel.export import letterbox, load_torch_model, torch_raw
+    from autolabel import students
+    from autolabel.exported.runtimes import letterbox, torch_raw
     from autolabel.images import decode
 
     session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
     names = ast.literal_eval(session.get_modelmeta().custom_metadata_map["names"])
     assert [names[i] for i in sorted(names)] == NAMES
-    model = load_torch_model(exported["out_dir"] / "model.pt")
+    model = students.load(exported["out_dir"] / "model.pt").torch_module()
     for path in sorted((exported["root"] / "images").glob("*.png"))[:4]:
         x = letterbox(decode(path).pixels, IMGSZ)
         onnx_out = session.run(None, {session.get_inputs()[0].name: x})[0]
@@ -176,11 +177,12 @@ def test_onnx_reloaded_with_onnxruntime_matches_pytorch_raw_outputs_and_names(ex
 
 
 def test_onnx_through_ultralytics_gives_the_same_boxes_as_the_pt(exported):
-    from autolabel.export import detect, load_predictor, match_boxes
+    from autolabel import students
+    from autolabel.exported.parity import detect, match_boxes
     from autolabel.images import decode
 
-    pt, onnx_model = load_predictor(exported["out_dir"] / "model.pt"), load_predictor(exported["onnx"])
-    assert list(onnx_model.names.values()) == list(pt.names.values()) == NAMES
+    pt, onnx_model = students.load(exported["out_dir"] / "model.pt"), students.load(exported["onnx"])
+    assert onnx_model.class_names == pt.class_names == NAMES
     rgbs = [decode(p).pixels for p in sorted((exported["root"] / "images").glob("*.png"))[:4]]
     ref = [detect(pt, rgb, IMGSZ, conf=0.25, device="cpu") for rgb in rgbs]
     onnx = [detect(onnx_model, rgb, IMGSZ, conf=0.25, device="cpu") for rgb in rgbs]
@@ -235,7 +237,7 @@ def test_bench_times_pytorch_and_onnxruntime_and_updates_the_card(exported):
 
 
 def test_parity_falls_back_to_labeled_images_without_a_validation_set(trained, tmp_path):
-    from autolabel.export import parity_images
+    from autolabel.exported.parity import parity_images
     from autolabel.store import Store
 
     with Store.open(trained["root"] / ".autolabel" / "state.db") as store:
@@ -251,7 +253,9 @@ def test_parity_falls_back_to_labeled_images_without_a_validation_set(trained, t
 
 @pytest.mark.slow
 def test_dynamic_nms_export_keeps_boxes(exported):
-    from autolabel.export import ExportOptions, check_parity, export_weights, parity_images
+    from autolabel.export import export_weights
+    from autolabel.exported.options import ExportOptions
+    from autolabel.exported.parity import check_parity, parity_images
     from autolabel.store import Store
 
     options = ExportOptions(format="onnx", imgsz=IMGSZ, dynamic=True, nms=True)
@@ -289,7 +293,7 @@ def test_tensorrt_without_cuda_is_one_clear_line(trained, monkeypatch):
     ],
 )
 def test_missing_exporters_give_an_install_hint(fmt, cuda, missing, message, monkeypatch):
-    from autolabel.export import check_exporter
+    from autolabel.exported.options import check_exporter
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -300,7 +304,7 @@ def test_missing_exporters_give_an_install_hint(fmt, cuda, missing, message, mon
 
 
 def test_engine_with_cuda_and_tensorrt_passes_the_check(monkeypatch):
-    from autolabel.export import check_exporter
+    from autolabel.exported.options import check_exporter
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -323,7 +327,7 @@ def test_engine_with_cuda_and_tensorrt_passes_the_check(monkeypatch):
     ],
 )
 def test_match_boxes(ref, exp, matched):
-    from autolabel.export import match_boxes
+    from autolabel.exported.parity import match_boxes
 
     def build(items):
         return dets.make([b for _, b in items], [c for c, _ in items]) if items else dets.empty()
@@ -335,13 +339,13 @@ def test_match_boxes(ref, exp, matched):
     ("matched", "n_ref", "n_exp", "rate"), [(0, 0, 0, 1.0), (3, 4, 3, 0.75), (0, 2, 0, 0.0)]
 )
 def test_match_rate(matched, n_ref, n_exp, rate):
-    from autolabel.export import match_rate
+    from autolabel.exported.parity import match_rate
 
     assert match_rate(matched, n_ref, n_exp) == rate
 
 
 def test_map_of_perfect_shifted_and_missing_predictions(tmp_path):
-    from autolabel.export import ParityImage, map50_95
+    from autolabel.exported.parity import ParityImage, map50_95
 
     labels = dets.make([[10, 10, 40, 50], [50, 20, 90, 60]], [0, 2])
     image = ParityImage(image_id=1, path=tmp_path / "a.png", width=100, height=100, labels=labels)
@@ -388,7 +392,7 @@ def test_select_run(rows, run_id, expected):
     ],
 )
 def test_each_variant_has_its_own_file_stem(options, stem):
-    from autolabel.export import ExportOptions
+    from autolabel.exported.options import ExportOptions
 
     assert ExportOptions(**options).stem == stem
 
@@ -401,7 +405,7 @@ def test_each_variant_has_its_own_file_stem(options, stem):
     ],
 )
 def test_impossible_precisions_are_refused(options, message):
-    from autolabel.export import ExportOptions
+    from autolabel.exported.options import ExportOptions
 
     with pytest.raises(AutolabelError, match=message):
         ExportOptions(**options)
@@ -528,7 +532,7 @@ def test_human_time_comes_from_the_recorded_label_studio_corrections(tmp_path):
 
 
 def _report(**overrides):
-    from autolabel.export import ParityReport
+    from autolabel.exported.parity import ParityReport
 
     values = {
         "images": 3, "image_source": "validation", "max_abs_diff": 1e-5, "max_abs_diff_scores": 1e-8, "conf": 0.25,
@@ -592,7 +596,7 @@ def test_openvino_export_matches_pytorch_keeps_names_and_is_timed(trained, tmp_p
     parity = exports[name]["parity"]
     assert parity["names_exported"] == NAMES and parity["passed"], parity
     assert parity["map_diff_points"] <= 0.3
-    from autolabel.export import openvino_cpu_precision
+    from autolabel.exported.runtimes import openvino_cpu_precision
 
     if openvino_cpu_precision() == "f32":
         assert parity["max_abs_diff"] < 1e-3

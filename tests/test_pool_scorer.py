@@ -145,8 +145,13 @@ def test_scoring_is_deterministic_and_independent_of_batching(scorer, rows, scor
 
 
 def test_per_class_scores_come_from_the_kept_boxes(scorer):
-    image = np.asarray(Image.open(write_image(Path(scorer.model.ckpt_path).parent / "x.png", 64, 64, 9)))
-    (result,) = scorer._predict([image])
+    image = np.asarray(
+        Image.open(write_image(Path(scorer.student.model.ckpt_path).parent / "x.png", 64, 64, 9))
+    )
+    s = SETTINGS
+    (result,) = scorer.student._predict_scored(
+        [image], conf=s.conf, iou=s.iou, imgsz=s.imgsz, max_det=s.max_det, device=scorer.device
+    )
     probs = result.class_probs
     assert probs.shape == (len(result.boxes), NUM_CLASSES)
     # NMS keeps each box's best class: its confidence is the max of its class scores
@@ -175,3 +180,15 @@ def test_without_flip_and_embedding(weights, rows):
     (row,) = plain.map_rows(rows[:1])
     assert row["error"] is None and row["embedding"] is None
     assert "instability" not in row["scores"]
+
+
+def test_the_students_embed_is_the_scorers_embedding(scorer, rows, scored):
+    """``Student.embed`` (features only) gives the vectors the scorer stores from its scoring pass."""
+    from autolabel.images import decode
+
+    by_id = {r["id"]: r for r in scored}
+    images = [decode(r["path"]).pixels for r in rows if r["id"] in GOOD_IDS]
+    vectors = scorer.student.embed(images, imgsz=SETTINGS.imgsz, device="cpu")
+    assert vectors.shape == (len(GOOD_IDS), 256)
+    expected = np.array([by_id[i]["embedding"] for i in GOOD_IDS])
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)

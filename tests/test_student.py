@@ -7,7 +7,8 @@ import pytest
 
 from autolabel.errors import AutolabelError
 from autolabel.proposers.base import FinalizeOptions
-from autolabel.proposers.student import RawBoxes, StudentProposer, raw_to_detections
+from autolabel.proposers.student import StudentProposer, raw_to_detections
+from autolabel.students.base import RawBoxes
 
 
 def raw(rows):
@@ -69,7 +70,7 @@ def test_student_predicts_in_original_pixels_and_takes_rgb(random_weights):
         assert (det.xyxy[:, [0, 2]] <= image.shape[1]).all() and (det.xyxy[:, [1, 3]] <= image.shape[0]).all()
         assert (det.xyxy >= 0).all() and det.confidence is not None
     # the same model fed the BGR array directly gives the same boxes: the RGB -> BGR flip is ours
-    direct = student.model.predict(
+    direct = student.student.model.predict(
         np.ascontiguousarray(images[0][..., ::-1]),
         conf=0.0,
         imgsz=64,

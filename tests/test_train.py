@@ -15,11 +15,11 @@ from autolabel.errors import AutolabelError
 from autolabel.evaluate import evaluate_run
 from autolabel.formats import yolo
 from autolabel.runs import images_hash
+from autolabel.students.yolo import resolve_model
 from autolabel.train import (
     TrainSettings,
     collect_dataset,
     dataset_file_name,
-    resolve_model,
     train_student,
     write_yolo_dataset,
 )

@@ -35,7 +35,8 @@ def export(
 ) -> None:
     """Export the best (or a named) round's student, check it against PyTorch, write the model card."""
     from autolabel import runs
-    from autolabel.export import ExportOptions, check_exporter, export_student
+    from autolabel.export import export_student
+    from autolabel.exported.options import ExportOptions, check_exporter
 
     check_exporter(format)  # before loading anything: TensorRT without CUDA is one line
     ws = open_workspace(workspace)
@@ -119,7 +120,8 @@ def bench(
 ) -> None:
     """Latency of PyTorch eager vs the exported files (ONNX Runtime, TensorRT on a GPU): median and p90."""
     from autolabel.export import export_dir
-    from autolabel.latency import LATENCY_JSON, bench_exports
+    from autolabel.exported.manifest import LATENCY_JSON
+    from autolabel.latency import bench_exports
     from autolabel.model_card import update_card
     from autolabel.runs import select as select_run  # ``runs`` is the --runs count here
     from autolabel.runtime import configure_ultralytics

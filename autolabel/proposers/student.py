@@ -1,4 +1,4 @@
-"""The trained YOLO student as a proposer: same protocol as the open-vocabulary teachers.
+"""The trained student as a proposer: same protocol as the open-vocabulary teachers.
 
 Used by ``autolabel eval`` (at a low confidence, for mAP), by the sampler (uncertainty of the
 current student) and by the export parity check (ONNX vs PyTorch on the same images).
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,22 +16,14 @@ import numpy as np
 
 from autolabel.errors import AutolabelError
 from autolabel.proposers.base import FinalizeOptions, StagedProposer, finalize
+from autolabel.students.base import RawBoxes
 
 if TYPE_CHECKING:
     import supervision as sv
 
 
-@dataclass(frozen=True)
-class RawBoxes:
-    """One image's raw model output in original pixels (what ``forward`` hands to ``postprocess``)."""
-
-    xyxy: np.ndarray  # (N, 4) float
-    confidence: np.ndarray  # (N,)
-    class_id: np.ndarray  # (N,) int
-
-
 class StudentProposer(StagedProposer):
-    """YOLO weights loaded once; ``predict(RGB arrays) -> [sv.Detections]`` in those images' pixels.
+    """A trained student loaded once; ``predict(RGB arrays) -> [sv.Detections]`` in those images' pixels.
 
     Class ids are the training classes (``store.class_names()`` order, as written to data.yaml).
     """
@@ -48,21 +39,18 @@ class StudentProposer(StagedProposer):
         device: str = "auto",
         batch_size: int = 8,
     ):
-        from autolabel.runtime import configure_ultralytics, resolve_device
+        from autolabel import students
+        from autolabel.runtime import resolve_device
 
         weights = Path(weights)
         if not weights.is_file():
             raise AutolabelError(f"student weights not found: {weights}")
-        configure_ultralytics()
-        from ultralytics import YOLO
-
+        self.student = students.load(weights)
         self.weights = weights
         self.conf, self.iou, self.imgsz, self.max_det = conf, iou, imgsz, max_det
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        self.model = YOLO(str(weights), task="detect")
-        names = self.model.names
-        self.class_names = [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+        self.class_names = self.student.class_names
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:10]
         self.model_version = f"student:{weights.name}:{digest}"
         self.finalize_options = FinalizeOptions(
@@ -70,30 +58,19 @@ class StudentProposer(StagedProposer):
         )
 
     def preprocess(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        # ultralytics treats numpy input as OpenCV BGR
-        return [np.ascontiguousarray(image[..., ::-1]) for image in images]
+        return list(images)
 
     def forward(self, inputs: list[np.ndarray]) -> list[RawBoxes]:
         outputs: list[RawBoxes] = []
         for start in range(0, len(inputs), self.batch_size):
-            results = self.model.predict(
+            outputs += self.student.predict(
                 inputs[start : start + self.batch_size],
                 conf=self.conf,
                 iou=self.iou,
                 imgsz=self.imgsz,
                 max_det=self.max_det,
                 device=self.device,
-                verbose=False,
             )
-            for result in results:
-                boxes = result.boxes
-                outputs.append(
-                    RawBoxes(
-                        xyxy=boxes.xyxy.cpu().numpy().astype(np.float32),
-                        confidence=boxes.conf.cpu().numpy().astype(np.float32),
-                        class_id=boxes.cls.cpu().numpy().astype(int),
-                    )
-                )
         return outputs
 
     def postprocess(
