@@ -12,10 +12,10 @@ import pytest
 from autolabel import detections as dets
 from autolabel.errors import AutolabelError
 from autolabel.formats import yolo
+from autolabel.formats.yolo import dataset_file_name
 from autolabel.train import (
     TrainSettings,
     collect_dataset,
-    dataset_file_name,
     images_hash,
     resolve_model,
     train_student,
