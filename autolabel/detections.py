@@ -1,12 +1,14 @@
 """The one detection type is ``supervision.Detections`` (xyxy pixels, confidence, class_id).
 
 This module only holds the few helpers the store and the engines need around it:
-JSON (de)serialization, an empty value and per-class thresholding.
+JSON (de)serialization, an empty value and per-class thresholding, and ``LabeledImage``, the one
+record of an image with its boxes that dataset readers and writers pass around.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "LabeledImage",
     "apply_class_thresholds",
     "clip_to_image",
     "empty",
@@ -25,6 +28,19 @@ __all__ = [
     "to_dict",
     "to_json",
 ]
+
+
+@dataclass(frozen=True)
+class LabeledImage:
+    """An image of the workspace and its boxes (in its pixels, class ids index the store's classes)."""
+
+    id: int
+    path: str  # POSIX, relative to the image root
+    width: int  # after EXIF orientation, the frame the boxes are in
+    height: int
+    detections: sv.Detections
+    sha256: str = ""
+    source: str = "labels"  # 'labels' (human-verified) | 'predictions'
 
 
 def empty() -> sv.Detections:

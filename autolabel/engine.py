@@ -73,10 +73,7 @@ def pending_rows(
     done = set() if force else store.predicted_ids(key)
     last_id = 0
     while True:
-        page = store.conn.execute(
-            "SELECT id, path FROM images WHERE status != 'error' AND id > ? ORDER BY id LIMIT ?",
-            (last_id, PAGE),
-        ).fetchall()
+        page = store.usable_image_page(last_id, PAGE)
         if not page:
             return
         last_id = page[-1][0]
@@ -90,7 +87,7 @@ def pending_rows(
 
 
 def count_pending(store: Store, key: str, force: bool, only: frozenset[int] | None = None) -> tuple[int, int]:
-    usable = {r[0] for r in store.conn.execute("SELECT id FROM images WHERE status != 'error'")}
+    usable = store.usable_image_ids()
     if only is not None:
         usable &= only
     done = 0 if force else len(usable & store.predicted_ids(key))

@@ -54,29 +54,12 @@ class ImportSummary:
 def yolo_class_names(labels_dir: Path) -> list[str]:
     """Names from data.yaml or classes.txt in the labels folder or up to two folders above it
     (``root/data.yaml`` with ``root/labels/train/*.txt`` is the ultralytics layout)."""
-    import yaml
+    from autolabel.formats.yolo import read_class_names
 
-    for folder in (labels_dir, labels_dir.parent, labels_dir.parent.parent):
-        data_yaml = folder / "data.yaml"
-        if data_yaml.is_file():
-            try:
-                names = (yaml.safe_load(read_text(data_yaml, "data.yaml")) or {}).get("names")
-            except yaml.YAMLError as exc:
-                raise AutolabelError(f"{data_yaml}: not valid YAML ({str(exc).splitlines()[0]})") from None
-            if isinstance(names, dict):
-                ids = sorted(int(k) for k in names)
-                if ids != list(range(len(ids))):
-                    raise AutolabelError(f"{data_yaml}: names must have ids 0..n-1, got {ids}")
-                return [str(names[k]) if k in names else str(names[str(k)]) for k in ids]
-            if isinstance(names, list):
-                return [str(n) for n in names]
-            raise AutolabelError(f"{data_yaml}: no 'names' list or mapping")
-        classes_txt = folder / "classes.txt"
-        if classes_txt.is_file():
-            return [
-                line.strip() for line in read_text(classes_txt, "classes.txt").splitlines() if line.strip()
-            ]
-    raise AutolabelError(f"no class names for {labels_dir}: put a data.yaml (names) or classes.txt there")
+    names = read_class_names(labels_dir, levels=3)
+    if names is None:
+        raise AutolabelError(f"no class names for {labels_dir}: put a data.yaml (names) or classes.txt there")
+    return names
 
 
 def read_yolo(
@@ -86,7 +69,7 @@ def read_yolo(
 
     ``images``: rel path -> (width, height) of every candidate image below the images folder.
     """
-    from autolabel.formats.yolo import YoloFormatError, from_lines
+    from autolabel.formats.yolo import YoloFormatError, read_label_file
 
     by_stem = {str(Path(rel).with_suffix("")): rel for rel in images}
     found: dict[str, sv.Detections] = {}
@@ -102,7 +85,7 @@ def read_yolo(
             continue
         width, height = images[rel]
         try:
-            found[rel] = from_lines(read_text(label, "YOLO label file").splitlines(), width, height)
+            found[rel] = read_label_file(label, width, height)
         except YoloFormatError as exc:
             problems.append(f"{rel_label.as_posix()} {exc}")
     if problems:
@@ -199,7 +182,7 @@ def import_labels(
             found.pop(rel)
 
     mapping = _class_mapping(store, names, found, add_classes, ontology_names, summary)
-    existing = {r[0]: r[1] for r in store.conn.execute("SELECT image_id, source FROM labels")}
+    existing = store.label_sources()
     rows = []
     for rel, det in sorted(found.items()):
         im = records[prefix + rel]

@@ -3,43 +3,35 @@
 Each image contributes the boxes of one source: its human labels or its newest pre-labels
 (``auto`` prefers human labels). Images in status 'error' are never exported.
 
-YOLO layout: ``DIR/images/<relative path>`` (symlinks to the originals, copies where links are
-impossible), ``DIR/labels/<relative path>.txt`` (Ultralytics finds labels by swapping
-``images`` for ``labels``), ``DIR/data.yaml``. Mirroring the relative paths keeps two
-``frame_0001.jpg`` from different folders apart. COCO: ``DIR/annotations.json`` whose
-``file_name`` is relative to the workspace's image root (also recorded under ``info``).
+YOLO layout (written by ``autolabel.formats.yolo``): ``DIR/images/<relative path>`` (symlinks to
+the originals, copies where links are impossible), ``DIR/labels/<relative path>.txt``,
+``DIR/data.yaml``. Mirroring the relative paths keeps two ``frame_0001.jpg`` from different
+folders apart. COCO: ``DIR/annotations.json`` whose ``file_name`` is relative to the workspace's
+image root (also recorded under ``info``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autolabel import detections as dets
+from autolabel.detections import LabeledImage
 from autolabel.errors import AutolabelError
+from autolabel.preview import PreviewSummary
 from autolabel.store import IMAGE_STATUSES
 
 if TYPE_CHECKING:
-    import supervision as sv
-
     from autolabel.store import ImageRecord, Store
     from autolabel.workspace import Workspace
 
 SOURCES = ("auto", "labels", "predictions")
 FORMATS = ("yolo", "coco")
 EXPORTABLE_STATUSES = tuple(s for s in IMAGE_STATUSES if s != "error")
-
-
-@dataclass(frozen=True)
-class LabeledImage:
-    record: ImageRecord
-    detections: sv.Detections
-    source: str  # 'labels' | 'predictions'
 
 
 @dataclass(frozen=True)
@@ -78,30 +70,17 @@ def collect(store: Store, statuses: Sequence[str] | None, source: str) -> tuple[
     items, missing = [], 0
     for record in records:
         if record.id in labels:
-            items.append(LabeledImage(record, dets.from_json(labels[record.id]), "labels"))
+            items.append(_labeled(record, labels[record.id], "labels"))
         elif record.id in predictions:
-            items.append(LabeledImage(record, dets.from_json(predictions[record.id][1]), "predictions"))
+            items.append(_labeled(record, predictions[record.id][1], "predictions"))
         else:
             missing += 1
     return items, missing
 
 
-def yolo_paths(relative_paths: Sequence[str]) -> list[tuple[PurePosixPath, PurePosixPath]]:
-    """(image path, label path) inside the export for each image's path relative to the image root.
-
-    The folder structure is kept; two images whose names differ only in suffix ('a.jpg', 'a.png')
-    would share a label file, so the later one gets its suffix folded into the stem.
-    """
-    out, taken = [], set()
-    for rel in relative_paths:
-        path = PurePosixPath(rel)
-        label = path.with_suffix(".txt")
-        if label.as_posix().lower() in taken:
-            path = path.with_name(f"{path.stem}_{path.suffix.lstrip('.')}{path.suffix}")
-            label = path.with_suffix(".txt")
-        taken.add(label.as_posix().lower())
-        out.append((PurePosixPath("images") / path, PurePosixPath("labels") / label))
-    return out
+def _labeled(record: ImageRecord, detections_json: str, source: str) -> LabeledImage:
+    det = dets.from_json(detections_json)
+    return LabeledImage(record.id, record.path, record.width, record.height, det, record.sha256, source)
 
 
 def export_labels(
@@ -144,21 +123,16 @@ def write_yolo(
     from autolabel.formats import yolo
 
     _prepare_yolo_dir(out_dir)
-    paths = yolo_paths([item.record.path for item in items])
-    for item, (image_rel, label_rel) in zip(items, paths):
-        record = item.record
-        _link(image_root / record.path, out_dir / image_rel)
-        label_file = out_dir / label_rel
-        label_file.parent.mkdir(parents=True, exist_ok=True)
-        lines = yolo.to_lines(item.detections, record.width, record.height, with_scores=with_scores)
-        label_file.write_text("".join(line + "\n" for line in lines))
-    (out_dir / "data.yaml").write_text(yolo.data_yaml(names, train="images", val="images", path=str(out_dir)))
+    paths = yolo.mirrored_paths([item.path for item in items])
+    entries = [(image_rel.relative_to("images"), item) for item, (image_rel, _) in zip(items, paths)]
+    yolo.write_images(out_dir, image_root, entries, with_scores=with_scores)
+    yolo.write_data_yaml(out_dir, names, train="images", val="images", path=str(out_dir))
 
 
 def write_coco(image_root: Path, items: Sequence[LabeledImage], names: list[str], out_dir: Path) -> Path:
     from autolabel.formats import coco
 
-    rows = [(i.record.id, i.record.path, i.record.width, i.record.height, i.detections) for i in items]
+    rows = [(i.id, i.path, i.width, i.height, i.detections) for i in items]
     data = coco.dataset(names, rows, with_scores=True)  # only pre-labels carry scores
     data["info"] = {"description": "exported by autolabel", "image_root": str(image_root)}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,32 +155,17 @@ def _prepare_yolo_dir(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.symlink(source, target)
-    except OSError:  # file systems without symlinks (some Windows setups)
-        shutil.copy2(source, target)
-
-
 def _check_class_ids(items: Sequence[LabeledImage], names: list[str]) -> None:
     for item in items:
         det = item.detections
         if len(det) and (det.class_id.min() < 0 or det.class_id.max() >= len(names)):
             raise AutolabelError(
-                f"{item.record.path}: class id {int(det.class_id.max())} is not among the workspace's "
+                f"{item.path}: class id {int(det.class_id.max())} is not among the workspace's "
                 f"{len(names)} classes"
             )
 
 
 # -- preview -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreviewSummary:
-    path: Path
-    shown: int
-    unreadable: list[tuple[str, str]]
 
 
 def write_preview(
@@ -221,8 +180,7 @@ def write_preview(
     """A PNG grid of ``n`` randomly chosen (``seed``) images with their boxes, class and score."""
     import numpy as np
 
-    from autolabel.images import ImageDecodeError, decode
-    from autolabel.preview import render_grid
+    from autolabel import preview
 
     if n < 1:
         raise AutolabelError("--n must be at least 1")
@@ -236,16 +194,9 @@ def write_preview(
         )
     rng = np.random.default_rng(seed)
     chosen = [items[i] for i in sorted(rng.choice(len(items), size=min(n, len(items)), replace=False))]
-    tiles, titles, unreadable = [], [], []
-    for item in chosen:
-        try:
-            pixels = decode(ws.image_root / item.record.path).pixels
-        except ImageDecodeError as exc:
-            unreadable.append((item.record.path, str(exc)))
-            continue
-        tiles.append((pixels, item.detections))
-        titles.append(item.record.path)
-    if not tiles:
+    summary = preview.write_preview(
+        ws.image_root, [(item.path, item.detections) for item in chosen], names, out, tile_size=tile_size
+    )
+    if not summary.shown:
         raise AutolabelError("nothing to preview: none of the chosen images could be decoded")
-    path = render_grid(tiles, names, out, titles=titles, tile_size=tile_size)
-    return PreviewSummary(path=Path(path), shown=len(tiles), unreadable=unreadable)
+    return summary

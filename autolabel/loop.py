@@ -40,12 +40,14 @@ CREATE TABLE IF NOT EXISTS loop_state (
 StepFn = Callable[["LoopContext", int], dict]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopContext:
+    """What the orchestration needs; the real steps get a ``loop_steps.RoundContext`` (a subclass
+    with the workspace and the annotator), resolved once by the caller."""
+
     store: Store
     recipe: Recipe
     log: Callable[[str], None] = print
-    extras: dict | None = None  # step-specific collaborators (workspace, studio client, annotator)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,53 @@ def _mark(store: Store, round_index: int, step: str, status: str, result: dict |
         )
 
 
+def loop_started(store: Store) -> bool:
+    """Whether this workspace ever ran a loop step (its tables exist), without creating them."""
+    row = store.conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'loop_steps'"
+    ).fetchone()
+    return row is not None
+
+
+def step_results(store: Store, step: str) -> list[tuple[int, dict]]:
+    """(round, result) of every finished ``step``, by round."""
+    rows = store.conn.execute(
+        "SELECT round, result FROM loop_steps WHERE step = ? AND status = 'done' ORDER BY round", (step,)
+    )
+    return [(r, json.loads(result) or {}) for r, result in rows]
+
+
+def batch_ids(store: Store, round_index: int) -> list[int]:
+    """The images the loop selected in a round, best first."""
+    rows = store.conn.execute(
+        "SELECT image_id FROM loop_batches WHERE round = ? ORDER BY rank", (round_index,)
+    )
+    return [r[0] for r in rows]
+
+
+def record_batch(store: Store, round_index: int, image_ids: Sequence[int]) -> None:
+    """Persist a round's selection (in rank order) before anything acts on it; a rerun keeps it."""
+    with store.transaction():
+        for rank, image_id in enumerate(image_ids):
+            store.conn.execute(
+                "INSERT OR IGNORE INTO loop_batches(round, image_id, rank) VALUES (?, ?, ?)",
+                (round_index, image_id, rank),
+            )
+
+
+def batched_image_ids(store: Store) -> set[int]:
+    """Every image some round selected."""
+    return {r[0] for r in store.conn.execute("SELECT image_id FROM loop_batches")}
+
+
+def batch_rounds(store: Store) -> dict[int, list[int]]:
+    """round -> the image ids selected in it (rank order), for every round with a batch."""
+    out: dict[int, list[int]] = {}
+    for rnd, image_id in store.conn.execute("SELECT round, image_id FROM loop_batches ORDER BY round, rank"):
+        out.setdefault(rnd, []).append(image_id)
+    return out
+
+
 def get_state(store: Store, key: str, default: str | None = None) -> str | None:
     row = store.conn.execute("SELECT value FROM loop_state WHERE key = ?", (key,)).fetchone()
     return row[0] if row else default
@@ -94,10 +143,7 @@ def set_state(store: Store, key: str, value: str) -> None:
 
 def round_history(store: Store) -> list[dict]:
     """Per finished round: the result of its 'eval' step plus the round number."""
-    rows = store.conn.execute(
-        "SELECT round, result FROM loop_steps WHERE step = 'eval' AND status = 'done' ORDER BY round"
-    )
-    return [{"round": r, **json.loads(result)} for r, result in rows]
+    return [{"round": r, **result} for r, result in step_results(store, "eval")]
 
 
 def plateau_reached(history: Sequence[dict], patience: int, min_delta: float, key: str = "map50_95") -> bool:

@@ -14,41 +14,55 @@ eval     -> the run's frozen-val metrics, labels so far and the estimated human 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autolabel import runs
 from autolabel.errors import AutolabelError
-from autolabel.loop import LoopContext
+from autolabel.loop import LoopContext, batch_ids, batched_image_ids, record_batch
 from autolabel.store import Store
 
+if TYPE_CHECKING:
+    from autolabel.ontology import Ontology
+    from autolabel.studio.client import StudioClient
+    from autolabel.studio.replay import Noise
+    from autolabel.workspace import Workspace
 
-@dataclass
-class LoopDeps:
-    workspace: object  # autolabel.workspace.Workspace
+
+@dataclass(frozen=True, kw_only=True)
+class RoundContext(LoopContext):
+    """Everything the real steps work with, resolved once by the caller (the CLI, a benchmark, a test)."""
+
+    workspace: Workspace
+    ontology: Ontology | None = None  # for the round-0 open-vocabulary pre-labels
     annotator: str = "human"  # human | replay
     labels_dir: Path | None = None  # replay ground truth (YOLO layout)
-    noise: object | None = None  # autolabel.studio.replay.Noise
-    ontology: object | None = None  # autolabel.ontology.Ontology, for the round-0 proposer
-    client: object | None = field(default=None, repr=False)  # StudioClient, connected lazily
+    noise: Noise | None = None  # replay's sloppiness
+    # The Label Studio client factory; None: the workspace's server, connected on first use.
+    studio: Callable[[], StudioClient] | None = field(default=None, repr=False)
 
-    def studio(self):
-        if self.client is None:
-            from autolabel.studio.client import connect
-
-            self.client = connect(self.workspace)
-        return self.client
+    def __post_init__(self) -> None:
+        if self.studio is None:
+            object.__setattr__(self, "studio", connect_once(self.workspace))
 
 
-def batch_ids(store: Store, round_index: int) -> list[int]:
-    rows = store.conn.execute(
-        "SELECT image_id FROM loop_batches WHERE round = ? ORDER BY rank", (round_index,)
-    )
-    return [r[0] for r in rows]
+def connect_once(workspace: Workspace) -> Callable[[], StudioClient]:
+    """A client factory that connects to the workspace's Label Studio on its first call only."""
+
+    @cache
+    def studio() -> StudioClient:
+        from autolabel.studio.client import connect
+
+        return connect(workspace)
+
+    return studio
 
 
 def _pool(store: Store):
-    in_batches = {r[0] for r in store.conn.execute("SELECT image_id FROM loop_batches")}
+    in_batches = batched_image_ids(store)
     labeled = set(store.labels())
     return [
         im
@@ -57,10 +71,10 @@ def _pool(store: Store):
     ]
 
 
-def step_select(ctx: LoopContext, round_index: int) -> dict:
+def step_select(ctx: RoundContext, round_index: int) -> dict:
     from autolabel.sampling.select import resolve_strategy, select
 
-    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
+    store, recipe = ctx.store, ctx.recipe
     existing = batch_ids(store, round_index)
     if existing:
         return {"n": len(existing), "reused": True}
@@ -74,17 +88,17 @@ def step_select(ctx: LoopContext, round_index: int) -> dict:
     labeled_embeddings = None
     if student is not None and recipe.strategy != "random":
         ids, scores, embeddings, labeled_embeddings = _score_with_student(
-            deps.workspace, store, pool, student, recipe, ctx.log
+            ctx.workspace, store, pool, student, recipe, ctx.log
         )
     elif recipe.strategy != "random":
-        pretrained = pretrained_weights(recipe.train.model, deps.workspace)
+        pretrained = pretrained_weights(recipe.train.model, ctx.workspace)
         if pretrained is not None:
             ctx.log(f"cold start: embeddings from the backbone of {pretrained.name}")
             ids, embeddings, labeled_embeddings = _embed_with_weights(
-                deps.workspace, store, pool, pretrained, recipe
+                ctx.workspace, store, pool, pretrained, recipe
             )
         else:
-            ids, embeddings, labeled_embeddings = _embed_pixels(deps.workspace, store, pool)
+            ids, embeddings, labeled_embeddings = _embed_pixels(ctx.workspace, store, pool)
     strategy, note = resolve_strategy(
         recipe.strategy, has_student=scores is not None, has_embeddings=embeddings is not None
     )
@@ -99,12 +113,7 @@ def step_select(ctx: LoopContext, round_index: int) -> dict:
         labeled_embeddings=labeled_embeddings,
         seed=recipe.seed + round_index,
     )
-    with store.transaction():
-        for rank, image_id in enumerate(picked):
-            store.conn.execute(
-                "INSERT OR IGNORE INTO loop_batches(round, image_id, rank) VALUES (?, ?, ?)",
-                (round_index, image_id, rank),
-            )
+    record_batch(store, round_index, picked)
     return {"n": len(picked), "strategy": strategy, "pool": len(pool), "note": note}
 
 
@@ -214,14 +223,14 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
     return ids, scores, embeddings, labeled_embeddings
 
 
-def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
+def step_prelabel(ctx: RoundContext, round_index: int) -> dict:
     from autolabel.engine import model_key, run_proposals
     from autolabel.proposers.base import BatchMapper, ProposerSettings
 
-    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
+    store, recipe = ctx.store, ctx.recipe
     ids = batch_ids(store, round_index)
     student = runs.latest_finished(store, weights_on_disk=True)
-    ws = deps.workspace
+    ws = ctx.workspace
     if student is not None:
         from autolabel import calibration
         from autolabel.proposers.student import StudentProposer
@@ -246,7 +255,9 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
                 else " (default: too few labeled images)"
             )
         )
-        settings = ProposerSettings(model="student", batch_size=8, device=recipe.train.device)
+        settings = ProposerSettings().model_copy(
+            update={"model": "student", "batch_size": 8, "device": recipe.train.device}
+        )
         mapper = BatchMapper(
             lambda: StudentProposer(
                 student.weights_path,
@@ -258,19 +269,19 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
         class_ids = list(range(len(names)))
         key = f"student:run-{student.id}:floor-{calibration.FLOOR}"
     else:
-        if deps.ontology is None:
+        if ctx.ontology is None:
             return {"prelabeled": 0, "note": "no student and no ontology: the batch goes to review unlabeled"}
         from autolabel.proposers import build_proposer
 
-        settings = ProposerSettings(**ws.config.proposer.model_dump())
+        settings = ws.config.proposer
         try:
-            mapper = BatchMapper(lambda: build_proposer(settings, deps.ontology))
+            mapper = BatchMapper(lambda: build_proposer(settings, ctx.ontology))
         except AutolabelError as exc:
             ctx.log(f"round {round_index}: no open-vocabulary pre-labels ({exc}); starting cold")
             return {"prelabeled": 0, "note": "proposer weights unavailable: cold start"}
-        ids_by_name = store.ensure_classes(deps.ontology.names)
-        class_ids = [ids_by_name[n] for n in deps.ontology.names]
-        key = model_key(settings, mapper.model_version, deps.ontology.fingerprint())
+        ids_by_name = store.ensure_classes(ctx.ontology.names)
+        class_ids = [ids_by_name[n] for n in ctx.ontology.names]
+        key = model_key(settings, mapper.model_version, ctx.ontology.fingerprint())
     summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, image_ids=ids)
     return {
         "prelabeled": summary.proposed,
@@ -279,12 +290,12 @@ def step_prelabel(ctx: LoopContext, round_index: int) -> dict:
     }
 
 
-def step_push(ctx: LoopContext, round_index: int) -> dict:
+def step_push(ctx: RoundContext, round_index: int) -> dict:
     from autolabel.studio import server
     from autolabel.studio.push import push
 
-    store, deps = ctx.store, ctx.extras["deps"]
-    ws = deps.workspace
+    store = ctx.store
+    ws = ctx.workspace
     cfg = ws.config.studio
     document_root = (
         Path(cfg.document_root)
@@ -296,7 +307,7 @@ def step_push(ctx: LoopContext, round_index: int) -> dict:
     fit = recorded_thresholds(store).get(round_index)
     summary = push(
         store,
-        deps.studio(),
+        ctx.studio(),
         image_root=ws.image_root,
         document_root=document_root,
         title=cfg.project_title,
@@ -318,21 +329,21 @@ def _done_in_batch(store: Store, ids: list[int]) -> int:
     return sum(1 for i in ids if i in labeled or i in skipped)
 
 
-def step_wait(ctx: LoopContext, round_index: int) -> dict:
+def step_wait(ctx: RoundContext, round_index: int) -> dict:
     """Replay: answer the batch from ground truth, then pull. Humans: pull until the batch is done."""
     from autolabel.studio.pull import pull
     from autolabel.studio.state import find_project
 
-    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
-    ws = deps.workspace
-    client = deps.studio()
+    store, recipe = ctx.store, ctx.recipe
+    ws = ctx.workspace
+    client = ctx.studio()
     ids = batch_ids(store, round_index)
     title = ws.config.studio.project_title
-    if deps.annotator == "replay":
+    if ctx.annotator == "replay":
         from autolabel.studio.replay import replay
 
         project = find_project(store, client.url, title)
-        replay(client, project.project_id, deps.labels_dir, class_names=store.class_names(), noise=deps.noise)
+        replay(client, project.project_id, ctx.labels_dir, class_names=store.class_names(), noise=ctx.noise)
     from autolabel.progress import progress_bar
 
     with progress_bar(f"round {round_index}: waiting for annotations", total=len(ids), unit="img") as advance:
@@ -350,11 +361,11 @@ def step_wait(ctx: LoopContext, round_index: int) -> dict:
     return {"done": done_before, "batch": len(ids)}
 
 
-def step_split(ctx: LoopContext, round_index: int) -> dict:
+def step_split(ctx: RoundContext, round_index: int) -> dict:
     from autolabel.dataset import split
 
-    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
-    result = split(store, deps.workspace.image_root, val_fraction=recipe.val_fraction, seed=recipe.seed)
+    store, recipe = ctx.store, ctx.recipe
+    result = split(store, ctx.workspace.image_root, val_fraction=recipe.val_fraction, seed=recipe.seed)
     counts = store.status_counts()
     return {"train": counts.get("labeled", 0), "val": counts.get("validation", 0), "new": _as_dict(result)}
 
@@ -367,11 +378,11 @@ def _as_dict(value) -> dict:
     return {}
 
 
-def step_train(ctx: LoopContext, round_index: int) -> dict:
+def step_train(ctx: RoundContext, round_index: int) -> dict:
     from autolabel.evaluate import evaluate_run
     from autolabel.train import TrainSettings, train_student
 
-    store, recipe, deps = ctx.store, ctx.recipe, ctx.extras["deps"]
+    store, recipe = ctx.store, ctx.recipe
     finished = runs.finished_in_round(store, round_index)
     if finished is not None:  # trained before a crash that hit after the run was recorded: never train twice
         return {"run_id": finished.id, "reused": True}
@@ -386,13 +397,13 @@ def step_train(ctx: LoopContext, round_index: int) -> dict:
         # a trained student needs no warm-up; a short round would spend most of its steps in it
         warmup_epochs=0.0 if warm else 3.0,
     )
-    run_id = train_student(deps.workspace, store, settings, warn=ctx.log)
+    run_id = train_student(ctx.workspace, store, settings, warn=ctx.log)
     if settings.evaluate:
-        evaluate_run(deps.workspace, store, run_id, conf=settings.conf, iou=settings.iou)
+        evaluate_run(ctx.workspace, store, run_id, conf=settings.conf, iou=settings.iou)
     return {"run_id": run_id, "warm_start": settings.resume_from is not None}
 
 
-def step_eval(ctx: LoopContext, round_index: int) -> dict:
+def step_eval(ctx: RoundContext, round_index: int) -> dict:
     from autolabel.loop import step_status
 
     store = ctx.store
@@ -402,7 +413,7 @@ def step_eval(ctx: LoopContext, round_index: int) -> dict:
     if "map50_95" not in metrics:  # the process ended between training and its evaluation
         from autolabel.evaluate import evaluate_run
 
-        metrics = evaluate_run(ctx.extras["deps"].workspace, store, run.id).metrics
+        metrics = evaluate_run(ctx.workspace, store, run.id).metrics
     labeled = len(store.labels())
     return {
         "run_id": run.id,

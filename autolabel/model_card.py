@@ -44,8 +44,7 @@ def labels_summary(store: Store) -> dict:
     from autolabel import detections as dets
 
     by_source: dict[str, dict[str, int]] = {}
-    rows = store.conn.execute("SELECT source, detections FROM labels")
-    for source, detections_json in rows:
+    for source, detections_json in store.labels_with_source():
         entry = by_source.setdefault(source, {"images": 0, "boxes": 0})
         entry["images"] += 1
         entry["boxes"] += len(dets.from_json(detections_json))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,3 +68,36 @@ def render_grid(
             draw.text((x + 4, y + 2), str(titles[index])[:48], fill=(230, 230, 230))
     sheet.save(out_path)
     return out_path
+
+
+@dataclass(frozen=True)
+class PreviewSummary:
+    path: Path
+    shown: int
+    unreadable: list[tuple[str, str]]  # (relative path, why it could not be decoded)
+
+
+def write_preview(
+    image_root: Path,
+    items: Sequence[tuple[str, sv.Detections]],
+    class_names: Sequence[str],
+    out_path: str | Path,
+    tile_size: int = 320,
+) -> PreviewSummary:
+    """Decode each (path relative to ``image_root``, boxes) and write their grid, titled by path;
+    files that cannot be decoded are listed in the summary instead of drawn."""
+    from autolabel.images import ImageDecodeError, decode
+
+    tiles, titles, unreadable = [], [], []
+    for rel, det in items:
+        try:
+            pixels = decode(Path(image_root) / rel).pixels
+        except ImageDecodeError as exc:
+            unreadable.append((rel, str(exc)))
+            continue
+        tiles.append((pixels, det))
+        titles.append(rel)
+    if not tiles:
+        return PreviewSummary(path=Path(out_path), shown=0, unreadable=unreadable)
+    path = render_grid(tiles, class_names, out_path, titles=titles, tile_size=tile_size)
+    return PreviewSummary(path=Path(path), shown=len(tiles), unreadable=unreadable)

@@ -10,16 +10,7 @@ from autolabel.store import IMAGE_STATUSES, Store
 
 def collect_status(store: Store) -> dict:
     counts = store.status_counts()
-    proposals = []
-    rows = store.conn.execute(
-        "SELECT model_version, COUNT(*), SUM(error IS NOT NULL),"
-        " SUM(COALESCE(json_array_length(detections, '$.xyxy'), 0))"
-        " FROM predictions GROUP BY model_version ORDER BY MIN(created_at)"
-    )
-    for version, images, errors, boxes in rows:
-        proposals.append(
-            {"model_version": version, "images": images, "errors": errors or 0, "boxes": boxes or 0}
-        )
+    proposals = store.prediction_summary()
     labeled = store.labels()
     return {
         "images": {s: counts.get(s, 0) for s in IMAGE_STATUSES},
@@ -65,10 +56,10 @@ def training_runs(store: Store) -> list[dict]:
 
 def round_table(store: Store) -> list[dict]:
     """One row per evaluated loop round: labels, human time, proposer P/R, student metrics."""
-    rows = store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'loop_steps'")
-    if rows.fetchone() is None:
+    from autolabel.loop import loop_started, round_history
+
+    if not loop_started(store):
         return []
-    from autolabel.loop import round_history
     from autolabel.studio.state import round_summaries
 
     corrections = {r["round"]: r for r in round_summaries(store)}
@@ -104,11 +95,14 @@ def round_table(store: Store) -> list[dict]:
 
 def _labeled_boxes_by_round(store: Store) -> dict[int, int]:
     """Human boxes of each round's batch (the images the loop selected that round)."""
+    from autolabel.loop import batch_rounds
+
     out: dict[int, int] = {}
     labels = store.labels()
-    for rnd, image_id in store.conn.execute("SELECT round, image_id FROM loop_batches"):
-        if image_id in labels:
-            out[rnd] = out.get(rnd, 0) + len(json.loads(labels[image_id]).get("xyxy", []))
+    for rnd, image_ids in batch_rounds(store).items():
+        for image_id in image_ids:
+            if image_id in labels:
+                out[rnd] = out.get(rnd, 0) + len(json.loads(labels[image_id]).get("xyxy", []))
     return out
 
 

@@ -243,6 +243,18 @@ class Store:
     def status_counts(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.conn.execute("SELECT status, COUNT(*) FROM images GROUP BY status")}
 
+    def usable_image_ids(self) -> set[int]:
+        """Every image that is not in status 'error'."""
+        return {r[0] for r in self.conn.execute("SELECT id FROM images WHERE status != 'error'")}
+
+    def usable_image_page(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """(id, path) of up to ``limit`` usable images with ids above ``after_id``, by id (keyset paging)."""
+        rows = self.conn.execute(
+            "SELECT id, path FROM images WHERE status != 'error' AND id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
     # -- predictions ------------------------------------------------------------------------
     def predicted_ids(self, model_key: str) -> set[int]:
         """Images with an error-free prediction under this key (model failures are retried)."""
@@ -282,6 +294,27 @@ class Store:
             return latest
         return {i: latest[i] for i in image_ids if i in latest}
 
+    def predictions_with_paths(self, model_key: str, limit: int) -> list[tuple[str, str]]:
+        """(image path, detections_json) of the first ``limit`` error-free predictions under a key, by image id."""
+        rows = self.conn.execute(
+            "SELECT i.path, p.detections FROM predictions p JOIN images i ON i.id = p.image_id"
+            " WHERE p.model_key = ? AND p.error IS NULL ORDER BY i.id LIMIT ?",
+            (model_key, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def prediction_summary(self) -> list[dict]:
+        """Per model version, oldest first: images predicted, how many failed, boxes in total."""
+        rows = self.conn.execute(
+            "SELECT model_version, COUNT(*), SUM(error IS NOT NULL),"
+            " SUM(COALESCE(json_array_length(detections, '$.xyxy'), 0))"
+            " FROM predictions GROUP BY model_version ORDER BY MIN(created_at)"
+        )
+        return [
+            {"model_version": version, "images": images, "errors": errors or 0, "boxes": boxes or 0}
+            for version, images, errors, boxes in rows
+        ]
+
     # -- human labels -----------------------------------------------------------------------
     def set_labels(self, image_id: int, source: str, detections_json: str, status: str = "labeled") -> None:
         """Store verified boxes; an image already frozen into validation keeps that status."""
@@ -316,3 +349,11 @@ class Store:
         if image_ids is None:
             return found
         return {i: found[i] for i in image_ids if i in found}
+
+    def label_sources(self) -> dict[int, str]:
+        """image_id -> where its verified labels came from ('import', 'studio', ...)."""
+        return {r[0]: r[1] for r in self.conn.execute("SELECT image_id, source FROM labels")}
+
+    def labels_with_source(self) -> list[tuple[str, str]]:
+        """(source, detections_json) of every image's verified labels."""
+        return [(r[0], r[1]) for r in self.conn.execute("SELECT source, detections FROM labels")]

@@ -18,7 +18,6 @@ The student itself (what a run starts from, the fit, where its weights land) is
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +32,7 @@ from autolabel.errors import AutolabelError
 from autolabel.runs import images_hash
 
 if TYPE_CHECKING:
-    import supervision as sv
-
+    from autolabel.detections import LabeledImage
     from autolabel.store import ImageRecord, Store
     from autolabel.workspace import Workspace
 
@@ -43,20 +41,10 @@ VAL_STATUS = "validation"
 
 
 @dataclass(frozen=True)
-class SplitImage:
-    id: int
-    path: str  # relative to the image root
-    sha256: str
-    width: int
-    height: int
-    detections: sv.Detections
-
-
-@dataclass(frozen=True)
 class DatasetSnapshot:
     class_names: list[str]
-    train: list[SplitImage]
-    val: list[SplitImage]
+    train: list[LabeledImage]
+    val: list[LabeledImage]
     skipped: list[str] = field(default_factory=list)  # 'path: reason'
 
     @property
@@ -104,7 +92,9 @@ def _split_image(image: ImageRecord, labels_json: str | None, n_classes: int, sk
     if len(det) and (det.class_id.min() < 0 or det.class_id.max() >= n_classes):
         bad = sorted({int(c) for c in det.class_id if not 0 <= c < n_classes})
         raise AutolabelError(f"{image.path}: class ids {bad} are not in the store's {n_classes} classes")
-    return SplitImage(image.id, image.path, image.sha256, int(image.width), int(image.height), det)
+    return dets.LabeledImage(
+        image.id, image.path, int(image.width), int(image.height), det, sha256=image.sha256
+    )
 
 
 def write_yolo_dataset(snapshot: DatasetSnapshot, image_root: Path, out_dir: Path) -> Path:
@@ -113,31 +103,13 @@ def write_yolo_dataset(snapshot: DatasetSnapshot, image_root: Path, out_dir: Pat
 
     out_dir = Path(out_dir)
     for split, images in (("train", snapshot.train), ("val", snapshot.val)):
-        image_dir, label_dir = out_dir / "images" / split, out_dir / "labels" / split
-        image_dir.mkdir(parents=True, exist_ok=True)
-        label_dir.mkdir(parents=True, exist_ok=True)
-        for image in images:
-            name = dataset_file_name(image.id, image.path)
-            link = image_dir / name
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to((Path(image_root) / image.path).resolve())
-            lines = yolo.to_lines(image.detections, image.width, image.height)
-            (label_dir / Path(name).with_suffix(".txt")).write_text("".join(f"{line}\n" for line in lines))
-    data_yaml = out_dir / "data.yaml"
-    data_yaml.write_text(
-        yolo.data_yaml(
-            snapshot.class_names, train="images/train", val="images/val", path=str(out_dir.resolve())
-        )
+        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out_dir / "labels" / split).mkdir(parents=True, exist_ok=True)
+        entries = ((f"{split}/{yolo.dataset_file_name(im.id, im.path)}", im) for im in images)
+        yolo.write_images(out_dir, image_root, entries)
+    return yolo.write_data_yaml(
+        out_dir, snapshot.class_names, train="images/train", val="images/val", path=str(out_dir.resolve())
     )
-    return data_yaml
-
-
-def dataset_file_name(image_id: int, rel_path: str) -> str:
-    """Unique and stable per image: two 'img_001.jpg' in different folders must not collide."""
-    path = Path(rel_path)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:80]
-    return f"{image_id:06d}_{stem}{path.suffix.lower()}"
 
 
 # -- training -------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def oracle_step(data: Path):
         from autolabel import calibration
         from autolabel import detections as dets
         from autolabel.formats import yolo
-        from autolabel.loop_steps import batch_ids
+        from autolabel.loop import batch_ids
 
         store = ctx.store
         ids = batch_ids(store, round_index)
@@ -140,8 +140,10 @@ def oracle_step(data: Path):
 
 
 def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> dict:
-    from autolabel.loop import LoopContext, run_loop
-    from autolabel.loop_steps import LoopDeps, step_eval, step_prelabel, step_select, step_train
+    from dataclasses import replace
+
+    from autolabel.loop import run_loop
+    from autolabel.loop_steps import RoundContext, step_eval, step_prelabel, step_select, step_train
     from autolabel.recipe import Recipe
 
     data, names = prepare_dataset(dataset, data_root, args)
@@ -169,14 +171,10 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
 
     def select(ctx, round_index):
         if round_index == 0 and strategy != "coldstart":  # the same seeded random start for every strategy
-            ctx.recipe = recipe.with_overrides(strategy="random")
-            try:
-                return step_select(ctx, round_index)
-            finally:
-                ctx.recipe = recipe
+            return step_select(replace(ctx, recipe=recipe.with_overrides(strategy="random")), round_index)
         return step_select(ctx, round_index)
 
-    ctx = LoopContext(store, recipe, log=lambda m: None, extras={"deps": LoopDeps(workspace=ws)})
+    ctx = RoundContext(store=store, recipe=recipe, log=lambda m: None, workspace=ws)
     started = time.perf_counter()
     outcome = run_loop(
         ctx,
@@ -215,12 +213,9 @@ def run_one(dataset: str, strategy: str, seed: int, args, data_root: Path) -> di
 
 
 def _label_results(store) -> list[dict]:
-    import json as _json
+    from autolabel.loop import step_results
 
-    rows = store.conn.execute(
-        "SELECT round, result FROM loop_steps WHERE step = 'label' AND status = 'done' ORDER BY round"
-    ).fetchall()
-    return [_json.loads(r[1]) or {} for r in rows]
+    return [result for _, result in step_results(store, "label")]
 
 
 def labels_to_reach(curve: list[dict], target: float) -> int | None:

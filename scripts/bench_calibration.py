@@ -34,7 +34,7 @@ def analyse(root: Path) -> list[dict]:
     from autolabel import calibration
     from autolabel import detections as dets
     from autolabel import runs as run_registry
-    from autolabel.loop_steps import batch_ids
+    from autolabel.loop import batch_ids, batch_rounds
     from autolabel.workspace import Workspace
 
     ws = Workspace.load(root / "ws")
@@ -44,7 +44,7 @@ def analyse(root: Path) -> list[dict]:
     imgsz = next(iter(runs.values())).params["imgsz"]
     labels = store.labels()
     rows = []
-    rounds = sorted({r for (r,) in store.conn.execute("SELECT DISTINCT round FROM loop_batches")})
+    rounds = sorted(batch_rounds(store))
     for r in rounds:
         if r == 0 or (r - 1) not in runs:
             continue

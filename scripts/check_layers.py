@@ -25,8 +25,8 @@ MAX_LINES = 500
 
 # lowest first; a module may import its own layer and the ones below it
 LAYERS: list[tuple[str, list[str]]] = [
-    ("base", ["errors", "detections", "progress", "runtime", "preview"]),
-    ("formats and settings", ["formats", "formats.*", "config", "recipe", "ontology", "images"]),
+    ("base", ["errors", "detections", "progress", "runtime"]),
+    ("formats and settings", ["formats", "formats.*", "config", "recipe", "ontology", "images", "preview"]),
     ("state", ["store", "runs", "studio.state", "workspace", "registry"]),
     ("stages", ["*"]),  # proposers, students, sampling, studio, train, evaluate, export, ...
     ("orchestration", ["loop", "loop_steps", "status"]),
@@ -135,7 +135,7 @@ def violations(root: Path) -> list[str]:
         lines = len(path.read_text(encoding="utf-8").splitlines())
         if lines > MAX_LINES:
             problems.append(f"{path.relative_to(shown)}: {lines} lines (at most {MAX_LINES})")
-        for imp in imports_of(path, name, modules):
+        for imp in sorted(set(imports_of(path, name, modules)), key=lambda i: (i.line, i.target)):
             graph[name].add(imp.target)
             if layer_of(imp.target) > layer_of(name):
                 problems.append(

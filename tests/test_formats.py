@@ -195,3 +195,45 @@ def test_round_trips_within_a_thousandth_of_a_pixel(width, height, corners, clas
         if boxes:
             np.testing.assert_allclose(back.xyxy, det.xyxy, atol=TOL)
             assert back.class_id.tolist() == det.class_id.tolist()
+
+
+# (parsed data.yaml, expected names or the error it raises)
+NAMES_TABLE = [
+    pytest.param({"names": ["bolt", "nut"]}, ["bolt", "nut"], id="list"),
+    pytest.param({"names": {0: "bolt", 1: "nut"}}, ["bolt", "nut"], id="int ids"),
+    pytest.param({"names": {"1": "nut", "0": "bolt"}}, ["bolt", "nut"], id="string ids, any order"),
+    pytest.param({"names": {0: 7}}, ["7"], id="names become strings"),
+    pytest.param({"names": {0: "bolt", 2: "nut"}}, "ids 0..n-1", id="a gap in the ids"),
+    pytest.param({"names": {"a": "bolt"}}, "integer ids", id="ids that are not numbers"),
+    pytest.param({"nc": 2}, "no 'names'", id="no names"),
+    pytest.param(None, "no 'names'", id="empty file"),
+]
+
+
+@pytest.mark.parametrize("data, expected", NAMES_TABLE)
+def test_data_yaml_names(data, expected):
+    if isinstance(expected, str):
+        with pytest.raises(YoloFormatError, match=expected):
+            yolo.names_from_yaml(data, "data.yaml")
+    else:
+        assert yolo.names_from_yaml(data, "data.yaml") == expected
+
+
+def test_class_names_are_found_up_to_the_given_levels(tmp_path):
+    (tmp_path / "data.yaml").write_text(yolo.data_yaml(["bolt", "nut"], "images", "images"))
+    labels = tmp_path / "labels" / "train"
+    labels.mkdir(parents=True)
+    assert yolo.read_class_names(labels) is None
+    assert yolo.read_class_names(labels, levels=3) == ["bolt", "nut"]
+    (labels / "classes.txt").write_text("washer\n\nscrew\n")
+    assert yolo.read_class_names(labels, levels=3) == ["washer", "screw"]
+
+
+def test_label_files_round_trip(tmp_path):
+    det = dets.make([[10, 20, 50, 60]], [1])
+    yolo.write_label_file(tmp_path / "a" / "b.txt", det, 100, 80)
+    assert (tmp_path / "a" / "b.txt").read_text() == "1 0.300000 0.500000 0.400000 0.500000\n"
+    back = yolo.read_label_file(tmp_path / "a" / "b.txt", 100, 80)
+    np.testing.assert_allclose(back.xyxy, det.xyxy, atol=TOL)
+    yolo.write_label_file(tmp_path / "empty.txt", dets.empty(), 100, 80)
+    assert (tmp_path / "empty.txt").read_text() == ""

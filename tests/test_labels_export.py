@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from autolabel import detections as dets
 from autolabel.cli.app import app
 from autolabel.formats import coco, yolo
-from autolabel.labels_export import yolo_paths
+from autolabel.formats.yolo import mirrored_paths as yolo_paths
 from autolabel.workspace import Workspace
 from tests.builders import rgb
 

@@ -112,8 +112,10 @@ def test_status_and_model_card_say_which_weights_a_run_started_from(fine_tuned):
 
 def test_cold_start_embeds_the_pool_with_the_pretrained_backbone(tmp_path, torch_one_thread):
     require(COCO_YOLO11N, BCCD)
-    from autolabel.loop import LoopContext, ensure_loop_schema
-    from autolabel.loop_steps import LoopDeps, batch_ids, step_select
+    from dataclasses import replace
+
+    from autolabel.loop import batch_ids, ensure_loop_schema
+    from autolabel.loop_steps import RoundContext, step_select
     from autolabel.recipe import Recipe
 
     ws, store = bccd_workspace(tmp_path)
@@ -127,7 +129,7 @@ def test_cold_start_embeds_the_pool_with_the_pretrained_backbone(tmp_path, torch
     recipe = Recipe(
         initial_budget=4, budget=4, strategy="hybrid", train={"model": str(COCO_YOLO11N), "imgsz": 160}
     )
-    ctx = LoopContext(store, recipe, log=logs.append, extras={"deps": LoopDeps(workspace=ws)})
+    ctx = RoundContext(store=store, recipe=recipe, log=logs.append, workspace=ws)
     result = step_select(ctx, 0)
     assert result["strategy"] == "typicality" and result["n"] == 4
     assert any("backbone of yolo11n-coco.pt" in m for m in logs), logs
@@ -138,8 +140,9 @@ def test_cold_start_embeds_the_pool_with_the_pretrained_backbone(tmp_path, torch
     store.conn.execute("DELETE FROM loop_batches")
     store.conn.commit()
     logs.clear()
-    ctx.recipe = recipe.model_copy(
-        update={"train": recipe.train.model_copy(update={"model": "yolo11n.yaml"})}
+    ctx = replace(
+        ctx,
+        recipe=recipe.model_copy(update={"train": recipe.train.model_copy(update={"model": "yolo11n.yaml"})}),
     )
     assert step_select(ctx, 0)["strategy"] == "typicality"
     assert not any("backbone" in m for m in logs)

@@ -14,12 +14,12 @@ from autolabel import runs
 from autolabel.errors import AutolabelError
 from autolabel.evaluate import evaluate_run
 from autolabel.formats import yolo
+from autolabel.formats.yolo import dataset_file_name
 from autolabel.runs import images_hash
 from autolabel.students.yolo import resolve_model
 from autolabel.train import (
     TrainSettings,
     collect_dataset,
-    dataset_file_name,
     train_student,
     write_yolo_dataset,
 )

@@ -16,8 +16,7 @@ ScoreOption = Annotated[
 
 def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, jitter, prompts):
     from autolabel.errors import AutolabelError
-    from autolabel.loop import LoopContext
-    from autolabel.loop_steps import LoopDeps
+    from autolabel.loop_steps import RoundContext
     from autolabel.ontology import Ontology
     from autolabel.recipe import load_recipe
 
@@ -38,12 +37,21 @@ def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, ji
         noise = Noise(miss_rate=miss_rate, jitter=jitter, seed=recipe.seed)
     ontology_path = prompts or ws.ontology_path()
     ontology = Ontology.load(ontology_path) if ontology_path else None
-    deps = LoopDeps(workspace=ws, annotator=annotator, labels_dir=labels, noise=noise, ontology=ontology)
     out = console()
     store = ws.open_store()
     if ontology is not None:
         store.ensure_classes(ontology.names)
-    return LoopContext(store=store, recipe=recipe, log=lambda m: out.print(m), extras={"deps": deps}), out
+    ctx = RoundContext(
+        store=store,
+        recipe=recipe,
+        log=lambda m: out.print(m),
+        workspace=ws,
+        ontology=ontology,
+        annotator=annotator,
+        labels_dir=labels,
+        noise=noise,
+    )
+    return ctx, out
 
 
 def loop(
@@ -104,8 +112,8 @@ def select_batch(
     push: Annotated[bool, typer.Option("--push/--no-push", help="Push the batch to Label Studio.")] = True,
 ) -> None:
     """Pick the next batch for human review, pre-label it with the student, push it to Label Studio."""
-    from autolabel.loop import ensure_loop_schema, run_steps_once
-    from autolabel.loop_steps import batch_ids, step_prelabel, step_push, step_select
+    from autolabel.loop import batch_ids, ensure_loop_schema, run_steps_once
+    from autolabel.loop_steps import step_prelabel, step_push, step_select
 
     overrides = {"budget": budget, "strategy": strategy, "score": score}
     ctx, out = _context(workspace, recipe, overrides, "human", None, 0.0, 0.0, None)

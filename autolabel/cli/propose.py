@@ -51,7 +51,7 @@ def propose(
     from autolabel.ontology import Ontology
     from autolabel.progress import progress_bar
     from autolabel.proposers import build_proposer
-    from autolabel.proposers.base import BatchMapper, ProposerSettings
+    from autolabel.proposers.base import BatchMapper
 
     ws = open_workspace(workspace)
     if prompt and prompts:
@@ -79,9 +79,9 @@ def propose(
         "batch_size": batch_size,
         "fp16": fp16,
     }
-    values = {**cfg.model_dump(), **{k: v for k, v in overrides.items() if v is not None}}
+    values = {k: v for k, v in overrides.items() if v is not None}
     values["class_agnostic_nms"] = class_agnostic_nms or cfg.class_agnostic_nms
-    settings = ProposerSettings(**values)
+    settings = cfg.model_copy(update=values)
 
     out = console()
     scan = register_with_progress(ws)
@@ -121,19 +121,7 @@ def propose(
 
 def write_preview(ws, store, key: str, n: int) -> Path:
     from autolabel import detections as dets
-    from autolabel.images import ImageDecodeError, decode
-    from autolabel.preview import render_grid
+    from autolabel.preview import write_preview as write_grid
 
-    rows = store.conn.execute(
-        "SELECT i.path, p.detections FROM predictions p JOIN images i ON i.id = p.image_id"
-        " WHERE p.model_key = ? AND p.error IS NULL ORDER BY i.id LIMIT ?",
-        (key, n),
-    ).fetchall()
-    tiles, titles = [], []
-    for rel, det_json in rows:
-        try:
-            tiles.append((decode(ws.image_root / rel).pixels, dets.from_json(det_json)))
-            titles.append(rel)
-        except ImageDecodeError:
-            continue
-    return render_grid(tiles, store.class_names(), ws.root / "previews" / "propose.png", titles=titles)
+    items = [(rel, dets.from_json(det_json)) for rel, det_json in store.predictions_with_paths(key, n)]
+    return write_grid(ws.image_root, items, store.class_names(), ws.root / "previews" / "propose.png").path

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from autolabel import detections as dets
+from autolabel.config import ProposerConfig
 from autolabel.images import ImageDecodeError, decode
 
 if TYPE_CHECKING:
@@ -25,20 +26,9 @@ if TYPE_CHECKING:
 
     from autolabel.ontology import Ontology
 
-
-@dataclass(frozen=True, kw_only=True)
-class ProposerSettings:
-    model: str = "grounding-dino"
-    model_path: str | None = None  # local weights dir / file; None: the model's default id
-    box_threshold: float = 0.3
-    text_threshold: float = 0.25
-    max_det: int = 100
-    nms_iou: float | None = None
-    class_agnostic_nms: bool = False
-    device: str = "auto"
-    batch_size: int = 2
-    fp16: bool = True  # only ever used on CUDA
-    max_side: int | None = None  # resize limit for the model input (None: the processor's default)
+# A proposer runs with the workspace's ``proposer:`` section itself (one settings type); flags
+# and callers override its fields with ``config.model_copy(update=...)``.
+ProposerSettings = ProposerConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +62,11 @@ class Proposer(Protocol):
 
 
 class StagedProposer:
-    """Base for backends: predict = postprocess(forward(preprocess(images)))."""
+    """Base for backends: predict = postprocess(forward(preprocess(images))).
+
+    ``postprocess`` maps ``postprocess_one`` over the batch; a backend implements that one pure
+    step per image (raw output -> detections in that image's pixels).
+    """
 
     model_version: str = "unknown"
 
@@ -82,8 +76,15 @@ class StagedProposer:
     def forward(self, inputs: Any) -> Any:
         raise NotImplementedError
 
-    def postprocess(self, outputs: Any, sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+    def postprocess_one(self, output: Any, *, width: int, height: int) -> sv.Detections:
         raise NotImplementedError
+
+    def postprocess(self, outputs: Sequence[Any], sizes: Sequence[tuple[int, int]]) -> list[sv.Detections]:
+        """One output per image, ``sizes`` as (height, width)."""
+        return [
+            self.postprocess_one(output, width=width, height=height)
+            for output, (height, width) in zip(outputs, sizes)
+        ]
 
     def predict(self, images: Sequence[np.ndarray]) -> list[sv.Detections]:
         if not images:

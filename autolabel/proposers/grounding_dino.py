@@ -234,17 +234,12 @@ class GroundingDinoProposer(StagedProposer):
                         outputs[index].append(ChunkOutput(logits=logits[row], boxes=boxes[row]))
         return outputs
 
-    def postprocess(
-        self, outputs: list[list[ChunkOutput]], sizes: Sequence[tuple[int, int]]
-    ) -> list[sv.Detections]:
-        return [
-            detections_from_outputs(
-                chunks,
-                self.captions,
-                self.finalize_options,
-                size=size,
-                num_classes=len(self.ontology.classes),
-                text_threshold=self.settings.text_threshold,
-            )
-            for chunks, size in zip(outputs, sizes)
-        ]
+    def postprocess_one(self, output: list[ChunkOutput], *, width: int, height: int) -> sv.Detections:
+        return detections_from_outputs(
+            output,
+            self.captions,
+            self.finalize_options,
+            size=(height, width),
+            num_classes=len(self.ontology.classes),
+            text_threshold=self.settings.text_threshold,
+        )

@@ -201,19 +201,8 @@ class GroundingDinoPyProposer(StagedProposer):
             )
         return out
 
-    def postprocess(
-        self, outputs: Sequence[RawPhrases], sizes: Sequence[tuple[int, int]]
-    ) -> list[sv.Detections]:
-        return [
-            raw_to_detections(
-                raw,
-                self.prompt_table,
-                self.finalize_options,
-                width=width,
-                height=height,
-            )
-            for raw, (height, width) in zip(outputs, sizes)
-        ]
+    def postprocess_one(self, output: RawPhrases, *, width: int, height: int) -> sv.Detections:
+        return raw_to_detections(output, self.prompt_table, self.finalize_options, width=width, height=height)
 
 
 def _call_with_device(function, device: str, *args, **kwargs):

@@ -126,16 +126,11 @@ class Owlv2Proposer(StagedProposer):
         boxes = result.pred_boxes.float().cpu().numpy()
         return [Owlv2Output(logits=logits[row], boxes=boxes[row]) for row in range(batch)]
 
-    def postprocess(
-        self, outputs: list[Owlv2Output], sizes: Sequence[tuple[int, int]]
-    ) -> list[sv.Detections]:
-        return [
-            detections_from_output(
-                output,
-                self.prompt_classes,
-                self.finalize_options,
-                size=size,
-                num_classes=len(self.ontology.classes),
-            )
-            for output, size in zip(outputs, sizes)
-        ]
+    def postprocess_one(self, output: Owlv2Output, *, width: int, height: int) -> sv.Detections:
+        return detections_from_output(
+            output,
+            self.prompt_classes,
+            self.finalize_options,
+            size=(height, width),
+            num_classes=len(self.ontology.classes),
+        )

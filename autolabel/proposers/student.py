@@ -73,13 +73,8 @@ class StudentProposer(StagedProposer):
             )
         return outputs
 
-    def postprocess(
-        self, outputs: Sequence[RawBoxes], sizes: Sequence[tuple[int, int]]
-    ) -> list[sv.Detections]:
-        return [
-            raw_to_detections(raw, self.finalize_options, height=h, width=w)
-            for raw, (h, w) in zip(outputs, sizes)
-        ]
+    def postprocess_one(self, output: RawBoxes, *, width: int, height: int) -> sv.Detections:
+        return raw_to_detections(output, self.finalize_options, height=height, width=width)
 
 
 def raw_to_detections(raw: RawBoxes, options: FinalizeOptions, *, height: int, width: int):

@@ -147,19 +147,10 @@ class YoloWorldProposer(StagedProposer):
             )
         return out
 
-    def postprocess(
-        self, outputs: Sequence[RawDetections], sizes: Sequence[tuple[int, int]]
-    ) -> list[sv.Detections]:
-        return [
-            raw_to_detections(
-                raw,
-                self.prompt_classes,
-                self.finalize_options,
-                width=width,
-                height=height,
-            )
-            for raw, (height, width) in zip(outputs, sizes)
-        ]
+    def postprocess_one(self, output: RawDetections, *, width: int, height: int) -> sv.Detections:
+        return raw_to_detections(
+            output, self.prompt_classes, self.finalize_options, width=width, height=height
+        )
 
 
 def raw_to_detections(

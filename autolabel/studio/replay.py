@@ -49,17 +49,8 @@ class ReplaySummary:
 
 
 def class_names_from(folder: Path) -> list[str] | None:
-    import yaml
-
-    for name in ("data.yaml", "dataset.yaml"):
-        path = Path(folder) / name
-        if path.is_file():
-            names = (yaml.safe_load(path.read_text()) or {}).get("names")
-            if isinstance(names, dict):
-                return [names[k] for k in sorted(names, key=int)]
-            if isinstance(names, list):
-                return [str(n) for n in names]
-    return None
+    """The ground truth's class names (data.yaml, dataset.yaml or classes.txt in the folder)."""
+    return yolo.read_class_names(Path(folder))
 
 
 def task_stem(task: dict) -> str:
