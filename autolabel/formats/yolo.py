@@ -30,6 +30,25 @@ if TYPE_CHECKING:
 
     from autolabel.detections import LabeledImage
 
+__all__ = [
+    "NAMES_FILES",
+    "YoloFormatError",
+    "data_yaml",
+    "dataset_file_name",
+    "from_lines",
+    "label_text",
+    "link_image",
+    "mirrored_paths",
+    "names_from_lines",
+    "names_from_yaml",
+    "read_class_names",
+    "read_label_file",
+    "to_lines",
+    "write_data_yaml",
+    "write_images",
+    "write_label_file",
+]
+
 NAMES_FILES = ("data.yaml", "dataset.yaml")
 
 

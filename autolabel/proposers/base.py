@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 
     from autolabel.ontology import Ontology
 
+__all__ = [
+    "BatchMapper",
+    "FinalizeOptions",
+    "Proposer",
+    "ProposerSettings",
+    "StagedProposer",
+    "finalize",
+]
+
 # A proposer runs with the workspace's ``proposer:`` section itself (one settings type); flags
 # and callers override its fields with ``config.model_copy(update=...)``.
 ProposerSettings = ProposerConfig

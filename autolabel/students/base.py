@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from autolabel.exported.options import ExportOptions
 
 
+__all__ = [
+    "FitResult",
+    "FitSettings",
+    "ModelChoice",
+    "RawBoxes",
+    "ScoredImage",
+    "Student",
+]
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """What a training run starts from, decided before the run is recorded."""
