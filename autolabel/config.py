@@ -142,6 +142,20 @@ class TrainSettings(FitConfig):
         return cls.from_section(config, **{"iou": config.eval_iou, **given})
 
 
+class EngineConfig(_Section):
+    """Where pre-labeling, pool scoring and embeddings run (``autolabel.engines``): ``local`` (this
+    process) or ``ray`` (a Ray cluster: a private local one, or ``ray_address``)."""
+
+    kind: Literal["local", "ray"] = "local"
+    ray_address: str | None = None  # None: start a local Ray on this machine; "auto" or host:port: join
+    workers: str = Field(
+        default="1:", pattern=r"^\d*(:\d*)?$"
+    )  # actor pool MIN:MAX ("1:" = up to one per CPU)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    batch_size: int | None = Field(default=None, gt=0)  # images per call in pool scoring/embedding (None: 8)
+
+
 class WorkspaceConfig(_Section):
     version: int = 1
     images: str
@@ -150,6 +164,7 @@ class WorkspaceConfig(_Section):
     proposer: ProposerConfig = ProposerConfig()
     studio: StudioConfig = StudioConfig()
     train: TrainConfig = TrainConfig()
+    engine: EngineConfig = EngineConfig()
 
 
 def load_config(path: Path) -> WorkspaceConfig:

@@ -5,7 +5,8 @@ Decoding runs in a background thread while the model runs on the previous batch;
 there are. Results are committed per batch, so an interrupted run resumes where it stopped
 (images already proposed under the same model key are skipped unless ``force``).
 
-A Ray engine would map the same ``BatchMapper`` over a dataset of ``{id, path}`` rows.
+``run_proposals_on`` runs the same ``BatchMapper`` on another engine (``autolabel.engines``:
+Ray), committing results as they stream back.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from autolabel import detections as dets
+from autolabel.engines.base import Engine
 from autolabel.errors import AutolabelError
 from autolabel.images import ImageDecodeError, decode
 from autolabel.proposers.base import BatchMapper, ProposerSettings
@@ -177,18 +179,69 @@ def _label_batch(store, mapper, batch, remap, key, summary) -> None:
             store.mark_error(row["id"], err)
             summary.decode_errors.append((row["rel"], err))
     results = mapper.label_decoded([r for r, _ in good], [px for _, px in good], {}, [r for r, _ in good])
-    by_id = {row["id"]: row for row, _ in good}
+    by_id = {row["id"]: row["rel"] for row, _ in good}
+    _record(store, results, by_id.__getitem__, remap, key, mapper.model_version, summary)
+
+
+def _record(store, results, rel_of, remap, key, model_version, summary) -> None:
+    """Commit one batch of result rows: predictions (or a model error) per image, in one transaction."""
     records = []
     for result in results:
-        rel = by_id[result["id"]]["rel"]
+        if result.get("unreadable"):  # decoded in a worker (another engine): the file is bad
+            store.mark_error(result["id"], result["error"])
+            summary.decode_errors.append((rel_of(result["id"]), result["error"]))
+            continue
         if result["error"] is not None:
-            summary.model_errors.append((rel, result["error"]))
-            records.append((result["id"], key, mapper.model_version, "{}", result["error"]))
+            summary.model_errors.append((rel_of(result["id"]), result["error"]))
+            records.append((result["id"], key, model_version, "{}", result["error"]))
             continue
         det = dets.from_dict(result["detections"])
         if len(det):
             det.class_id = remap[det.class_id]
         summary.boxes_per_class.update(int(c) for c in det.class_id)
         summary.proposed += 1
-        records.append((result["id"], key, mapper.model_version, dets.to_json(det), None))
+        records.append((result["id"], key, model_version, dets.to_json(det), None))
     store.save_predictions(records)
+
+
+def run_proposals_on(
+    engine: Engine,
+    factory: Callable[[], BatchMapper],
+    store: Store,
+    image_root: Path,
+    class_ids: list[int],
+    settings: ProposerSettings,
+    key: str,
+    model_version: str,
+    force: bool = False,
+    advance: Callable[[int], None] | None = None,
+    image_ids: Iterable[int] | None = None,
+    commit_every: int = 64,
+) -> ProposeSummary:
+    """``run_proposals`` on another engine (Ray): the workers decode and label, results stream
+    back and are committed every ``commit_every`` images, so a rerun proposes only what is missing."""
+    only = None if image_ids is None else frozenset(image_ids)
+    todo, already = count_pending(store, key, force, only)
+    summary = ProposeSummary(todo=todo, skipped=already)
+    remap = np.asarray(class_ids, dtype=int)
+    reader = Store.open(store.path)  # pending rows are read lazily while results are written
+
+    def rel_of(image_id: int) -> str:
+        found = store.images(ids=[image_id])
+        return found[0].path if found else str(image_id)
+
+    started = time.perf_counter()
+    try:
+        pending: list[dict] = []
+        rows = pending_rows(reader, image_root, key, force, only)
+        for result in engine.map(factory, rows, batch_size=settings.batch_size, advance=advance):
+            pending.append(result)
+            if len(pending) >= commit_every:
+                _record(store, pending, rel_of, remap, key, model_version, summary)
+                pending = []
+        if pending:
+            _record(store, pending, rel_of, remap, key, model_version, summary)
+    finally:
+        reader.close()
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autolabel import runs
+from autolabel.engines.base import Engine, LocalEngine
 from autolabel.errors import AutolabelError
 from autolabel.loop import LoopContext, batch_ids, batched_image_ids, record_batch
 from autolabel.store import Store
@@ -43,6 +44,9 @@ class RoundContext(LoopContext):
     noise: Noise | None = None  # replay's sloppiness
     # The Label Studio client factory; None: the workspace's server, connected on first use.
     studio: Callable[[], StudioClient] | None = field(default=None, repr=False)
+    # Where pre-labeling, pool scoring and embeddings run, and images per model call there.
+    engine: Engine = field(default_factory=LocalEngine)
+    batch_size: int = 8
 
     def __post_init__(self) -> None:
         if self.studio is None:
@@ -87,16 +91,12 @@ def step_select(ctx: RoundContext, round_index: int) -> dict:
     scores = embeddings = None
     labeled_embeddings = None
     if student is not None and recipe.strategy != "random":
-        ids, scores, embeddings, labeled_embeddings = _score_with_student(
-            ctx.workspace, store, pool, student, recipe, ctx.log
-        )
+        ids, scores, embeddings, labeled_embeddings = _score_with_student(ctx, pool, student)
     elif recipe.strategy != "random":
         pretrained = pretrained_weights(recipe.train.model, ctx.workspace)
         if pretrained is not None:
             ctx.log(f"cold start: embeddings from the backbone of {pretrained.name}")
-            ids, embeddings, labeled_embeddings = _embed_with_weights(
-                ctx.workspace, store, pool, pretrained, recipe
-            )
+            ids, embeddings, labeled_embeddings = _embed_with_weights(ctx, pool, pretrained)
         else:
             ids, embeddings, labeled_embeddings = _embed_pixels(ctx.workspace, store, pool)
     strategy, note = resolve_strategy(
@@ -155,53 +155,60 @@ def _embed_pixels(workspace, store, pool):
     return [im.id for im in keep], embeddings, labeled_embeddings
 
 
-def _embed_with_weights(workspace, store, pool, weights: Path, recipe):
+def _embed_with_weights(ctx: RoundContext, pool, weights: Path):
     """Backbone embeddings of a pretrained detector (what it learned on its own data) for the pool
     and the labeled images: a cold start that knows objects, not only pixels."""
-    from autolabel.sampling.scorer import PoolScorer, ScorerSettings
+    from autolabel.sampling.scorer import ScorerSettings
 
-    t = recipe.train
-    embedder = PoolScorer(weights, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
-    ids, embeddings = _embed(workspace, embedder, pool, "embedding pool (pretrained backbone)")
-    labeled = _labeled_for_training(store)
-    labeled_embeddings = (
-        _embed(workspace, embedder, labeled, "embedding labeled images")[1] if labeled else None
-    )
+    t = ctx.recipe.train
+    embedder = (weights, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
+    ids, embeddings = _embed(ctx, embedder, pool, "embedding pool (pretrained backbone)")
+    labeled = _labeled_for_training(ctx.store)
+    labeled_embeddings = _embed(ctx, embedder, labeled, "embedding labeled images")[1] if labeled else None
     return ids, embeddings, labeled_embeddings
 
 
-def _embed(workspace, embedder, images, what: str):
-    """(ids, N x D float32 or None) of the images a ``PoolScorer`` could embed, with a progress bar."""
-    import numpy as np
+def _scored(ctx: RoundContext, scorer: tuple, images, what: str) -> list[dict]:
+    """Result rows of a ``PoolScorer(*scorer)`` over ``images`` on the round's engine, in the
+    images' order (the seeded tie-breaks of selection then do not depend on the engine)."""
+    from functools import partial
 
     from autolabel.progress import progress_bar
-    from autolabel.sampling.scorer import score_pool
+    from autolabel.sampling.scorer import PoolScorer
 
-    rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in images)
-    with progress_bar(what, total=len(images)) as advance:
-        good = [
-            r for r in score_pool(embedder, rows, batch_size=8, advance=advance) if r["embedding"] is not None
-        ]
+    root = ctx.workspace.image_root
+    rows = [{"id": im.id, "path": str(root / im.path)} for im in images]
+    with progress_bar(what, total=len(rows)) as advance:
+        results = list(
+            ctx.engine.map(partial(PoolScorer, *scorer), [rows], batch_size=ctx.batch_size, advance=advance)
+        )
+    order = {row["id"]: k for k, row in enumerate(rows)}
+    return sorted(results, key=lambda r: order[r["id"]])
+
+
+def _embed(ctx: RoundContext, embedder: tuple, images, what: str):
+    """(ids, N x D float32 or None) of the images a ``PoolScorer(*embedder)`` could embed."""
+    import numpy as np
+
+    good = [r for r in _scored(ctx, embedder, images, what) if r["embedding"] is not None]
     vectors = np.asarray([r["embedding"] for r in good], dtype=np.float32) if good else None
     return [r["id"] for r in good], vectors
 
 
-def _score_with_student(workspace, store, pool, student, recipe, log):
+def _score_with_student(ctx: RoundContext, pool, student):
     """Uncertainty + embeddings of the pool, and embeddings of the labeled images, by the current
     student (embeddings of an earlier student live in another space). Unscorable images drop out."""
     import numpy as np
 
-    from autolabel.progress import progress_bar
-    from autolabel.sampling.scorer import PoolScorer, ScorerSettings, score_pool
+    from autolabel.sampling.scorer import ScorerSettings
     from autolabel.sampling.select import score_vector
 
+    recipe, log = ctx.recipe, ctx.log
     t = recipe.train
     # The flipped second pass only feeds the 'instability' score: skip it (half the cost) otherwise.
     flip = recipe.score == "instability"
-    scorer = PoolScorer(student.weights_path, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=flip))
-    rows = ({"id": im.id, "path": str(workspace.image_root / im.path)} for im in pool)
-    with progress_bar("scoring pool", total=len(pool)) as advance:
-        results = [r for r in score_pool(scorer, rows, batch_size=8, advance=advance)]
+    scorer = (student.weights_path, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=flip))
+    results = _scored(ctx, scorer, pool, "scoring pool")
     good = [r for r in results if r["error"] is None]
     if len(good) < len(results):
         log(f"{len(results) - len(good)} pool images could not be scored and are left out of this round")
@@ -214,17 +221,17 @@ def _score_with_student(workspace, store, pool, student, recipe, log):
     embeddings = labeled_embeddings = None
     if good and all(r["embedding"] is not None for r in good):
         embeddings = np.asarray([r["embedding"] for r in good], dtype=np.float32)
-        labeled = _labeled_for_training(store)
+        labeled = _labeled_for_training(ctx.store)
         if labeled:
-            embedder = PoolScorer(
-                student.weights_path, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False)
-            )
-            labeled_embeddings = _embed(workspace, embedder, labeled, "embedding labeled images")[1]
+            embedder = (student.weights_path, ScorerSettings(imgsz=t.imgsz, device=t.device, flip=False))
+            labeled_embeddings = _embed(ctx, embedder, labeled, "embedding labeled images")[1]
     return ids, scores, embeddings, labeled_embeddings
 
 
 def step_prelabel(ctx: RoundContext, round_index: int) -> dict:
-    from autolabel.engine import model_key, run_proposals
+    from functools import partial
+
+    from autolabel.engine import model_key, run_proposals, run_proposals_on
     from autolabel.proposers.base import BatchMapper, ProposerSettings
 
     store, recipe = ctx.store, ctx.recipe
@@ -258,14 +265,14 @@ def step_prelabel(ctx: RoundContext, round_index: int) -> dict:
         settings = ProposerSettings().model_copy(
             update={"model": "student", "batch_size": 8, "device": recipe.train.device}
         )
-        mapper = BatchMapper(
-            lambda: StudentProposer(
-                student.weights_path,
-                conf=calibration.FLOOR,
-                imgsz=recipe.train.imgsz,
-                device=recipe.train.device,
-            )
+        build = partial(
+            StudentProposer,
+            student.weights_path,
+            conf=calibration.FLOOR,
+            imgsz=recipe.train.imgsz,
+            device=recipe.train.device,
         )
+        mapper = BatchMapper(build)
         class_ids = list(range(len(names)))
         key = f"student:run-{student.id}:floor-{calibration.FLOOR}"
     else:
@@ -274,15 +281,22 @@ def step_prelabel(ctx: RoundContext, round_index: int) -> dict:
         from autolabel.proposers import build_proposer
 
         settings = ws.config.proposer
+        build = partial(build_proposer, settings, ctx.ontology)
         try:
-            mapper = BatchMapper(lambda: build_proposer(settings, ctx.ontology))
+            mapper = BatchMapper(build)
         except AutolabelError as exc:
             ctx.log(f"round {round_index}: no open-vocabulary pre-labels ({exc}); starting cold")
             return {"prelabeled": 0, "note": "proposer weights unavailable: cold start"}
         ids_by_name = store.ensure_classes(ctx.ontology.names)
         class_ids = [ids_by_name[n] for n in ctx.ontology.names]
         key = model_key(settings, mapper.model_version, ctx.ontology.fingerprint())
-    summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, image_ids=ids)
+    if ctx.engine.name == "local":
+        summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, image_ids=ids)
+    else:
+        summary = run_proposals_on(
+            ctx.engine, partial(BatchMapper, build), store, ws.image_root, class_ids, settings, key,
+            mapper.model_version, image_ids=ids,
+        )  # fmt: skip
     return {
         "prelabeled": summary.proposed,
         "model": mapper.model_version,

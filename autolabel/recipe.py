@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from autolabel.config import StudentConfig, describe_validation_error
+from autolabel.config import EngineConfig, StudentConfig, describe_validation_error
 from autolabel.errors import AutolabelError, read_text
 
 
@@ -55,6 +55,7 @@ class Recipe(_Section):
     poll_seconds: float = Field(default=10.0, gt=0)
     plateau: PlateauRule = PlateauRule()
     train: LoopTrain = LoopTrain()
+    engine: EngineConfig | None = None  # None: the workspace's (autolabel.yaml ``engine:``)
 
     def with_overrides(self, **values) -> Recipe:
         """CLI overrides: ``rounds``, ``budget``, ``strategy``, ``score``, ``epochs``, ``imgsz`` (None = keep)."""

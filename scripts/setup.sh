@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # find_spec, not import: importing ultralytics would write its settings into ~/.config
 if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
-    ('autolabel', 'torch', 'ultralytics', 'transformers', 'pytest', 'openvino')))" 2>/dev/null \
+    ('autolabel', 'torch', 'ultralytics', 'transformers', 'pytest', 'openvino', 'ray', 'ruff')))" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q --upgrade pip
   # torch first, pinned: these wheels are the ones the pip constraint on this machine allows.

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from autolabel import detections as dets
+from autolabel.config import EngineConfig
 from autolabel.engines.base import LocalEngine
 from autolabel.ontology import Ontology
 from autolabel.proposers import build_proposer
@@ -17,9 +18,18 @@ from tests.builders import rgb
 
 pytest.importorskip("ray.data", reason="the ray extra is not installed (pip install '.[ray]')")
 
-from autolabel.engines.ray import RayEngine, RaySettings, from_arrow, parse_workers, to_arrow
+from autolabel.engines.ray import RayEngine, from_arrow, parse_workers, pool_size, to_arrow
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_local_cluster():
+    """The tests here share the local Ray the first one starts; it stops after the last."""
+    yield
+    import ray
+
+    ray.shutdown()
 
 
 def _rows(tmp_path: Path, n: int = 7) -> list[dict]:
@@ -64,7 +74,7 @@ def test_ray_proposes_exactly_what_the_local_engine_proposes(tiny_grounding_dino
     factory = _grounding_dino_factory(tiny_grounding_dino_dir)
     local = _by_id(LocalEngine().map(factory, [rows], batch_size=3))
     advanced: list[int] = []
-    engine = RayEngine(RaySettings(min_workers=2, max_workers=2), tmp_path / "ws")
+    engine = RayEngine(EngineConfig(kind="ray", workers="2:2"), tmp_path / "ws")
     remote = _by_id(engine.map(factory, [rows[:4], rows[4:]], batch_size=3, advance=advanced.append))
 
     assert sorted(remote) == sorted(local) == [r["id"] for r in rows]
@@ -103,6 +113,7 @@ def test_results_travel_in_one_fixed_schema_empty_detections_included():
         "scores": None,
         "embedding": None,
         "error": "not an image",
+        "unreadable": False,
     }
     assert back[2]["scores"] == {"entropy_sum": 0.5}
     np.testing.assert_array_equal(back[2]["embedding"], np.arange(4, dtype=np.float32))
@@ -113,6 +124,20 @@ def test_results_travel_in_one_fixed_schema_empty_detections_included():
 )
 def test_workers_min_max(text, expected):
     assert parse_workers(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "per_worker", "expected"),
+    [
+        ("1:", 2, 1.0, (1, 2)),
+        ("1:", 16, 4.0, (1, 4)),
+        ("2:8", 2, 1.0, (2, 8)),
+        ("3", 2, 1.0, (3, 3)),
+        ("4:", 2, 1.0, (2, 2)),
+    ],
+)
+def test_pool_size_fits_the_cluster_unless_told(workers, cpus, per_worker, expected):
+    assert pool_size(EngineConfig(kind="ray", workers=workers, cpus_per_worker=per_worker), cpus) == expected
 
 
 @pytest.mark.parametrize("text", ["x", "0", "3:2", "1:y"])
@@ -177,7 +202,7 @@ def test_a_killed_actor_is_restarted_and_every_id_arrives_once(tiny_grounding_di
 
     killer = threading.Thread(target=kill_one, daemon=True)
     killer.start()
-    engine = RayEngine(RaySettings(min_workers=2, max_workers=2), tmp_path / "ws")
+    engine = RayEngine(EngineConfig(kind="ray", workers="2:2"), tmp_path / "ws")
     results = _by_id(engine.map(factory, [rows], batch_size=2))
     killer.join(timeout=5)
     assert killed, "no actor was killed"
@@ -188,49 +213,184 @@ def test_a_killed_actor_is_restarted_and_every_id_arrives_once(tiny_grounding_di
     assert len(pids - set(killed)) >= 1  # a restarted (or the other) actor finished the job
 
 
+def test_pool_scoring_on_ray_gives_the_local_scores_and_embeddings(tmp_path):
+    from autolabel.sampling.scorer import PoolScorer
+    from tests.test_pool_scorer import SETTINGS, build_tiny_yolo
+
+    weights = build_tiny_yolo(tmp_path / "yolo")
+    rows = _rows(tmp_path, n=6)
+    factory = partial(PoolScorer, weights, SETTINGS)
+    local = _by_id(LocalEngine().map(factory, [rows], batch_size=4))
+    remote = _by_id(
+        RayEngine(EngineConfig(kind="ray", workers="2:2"), tmp_path / "ws").map(factory, [rows], batch_size=2)
+    )
+    assert sorted(remote) == sorted(local)
+    scored = 0
+    for image_id, expected in local.items():
+        got = remote[image_id]
+        assert (got["error"] is None) == (expected["error"] is None)
+        if expected["error"] is not None:
+            continue
+        assert got["scores"].keys() == expected["scores"].keys()
+        for key, value in expected["scores"].items():
+            np.testing.assert_allclose(got["scores"][key], value, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(got["embedding"], expected["embedding"], atol=1e-5)
+        scored += 1
+    assert scored == 6
+
+
+def _cli_workspace(root: Path, model_dir: Path):
+    from typer.testing import CliRunner
+
+    from autolabel.cli.app import app
+
+    for i in range(6):
+        rgb(root / "raw" / "s" / f"{i}.jpg", width=80 + 8 * i, height=64, seed=i)
+    (root / "raw" / "s" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    runner = CliRunner()
+    result = runner.invoke(app, ["init", "--images", str(root / "raw"), "-w", str(root)])
+    assert result.exit_code == 0, result.output
+    args = [
+        "propose", "-w", str(root), "--prompts", str(REPO / "prompts" / "fasteners.yaml"),
+        "--model", "grounding-dino", "--model-path", str(model_dir), "--box-threshold", "0.0",
+        "--text-threshold", "0.0", "--max-det", "7", "--batch-size", "3", "--preview", "0",
+    ]  # fmt: skip
+    return runner, app, args
+
+
+def _stored(root: Path) -> dict[str, tuple]:
+    import sqlite3
+
+    conn = sqlite3.connect(root / ".autolabel" / "state.db")
+    out = {}
+    for path, status, det in conn.execute(
+        "SELECT i.path, i.status, p.detections FROM images i LEFT JOIN predictions p ON p.image_id = i.id"
+    ):
+        out[path] = (status, None if det is None else dets.from_json(det))
+    conn.close()
+    return out
+
+
+def test_propose_engine_ray_from_the_cli_stores_what_local_stores(tiny_grounding_dino_dir, tmp_path):
+    runner, app, args = _cli_workspace(tmp_path / "local", tiny_grounding_dino_dir)
+    result = runner.invoke(app, [*args, "--engine", "local"])
+    assert result.exit_code == 0, result.output
+    runner, app, args = _cli_workspace(tmp_path / "ray", tiny_grounding_dino_dir)
+    result = runner.invoke(app, [*args, "--engine", "ray", "--workers", "2:2"])
+    assert result.exit_code == 0, result.output
+    assert "proposed 6 images" in result.output  # the broken file was refused when it was registered
+
+    local, remote = _stored(tmp_path / "local"), _stored(tmp_path / "ray")
+    assert local.keys() == remote.keys()
+    assert remote["s/broken.jpg"] == ("error", None)
+    for path, (status, det) in local.items():
+        assert remote[path][0] == status, path
+        if det is None:
+            assert remote[path][1] is None
+            continue
+        np.testing.assert_allclose(remote[path][1].xyxy, det.xyxy, atol=1e-5)
+        np.testing.assert_allclose(remote[path][1].confidence, det.confidence, atol=1e-5)
+        np.testing.assert_array_equal(remote[path][1].class_id, det.class_id)
+
+    again = runner.invoke(app, [*args, "--engine", "ray"])  # resume by id: nothing is left to do
+    assert again.exit_code == 0, again.output
+    assert "proposed 0 images" in again.output and "6 already done" in again.output
+    assert _stored(tmp_path / "ray").keys() == remote.keys()
+
+
+def test_engine_ray_without_the_extra_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from autolabel.cli.app import app
+
+    rgb(tmp_path / "raw" / "a.jpg")
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", "--images", str(tmp_path / "raw"), "-w", str(tmp_path)]).exit_code == 0
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name.startswith("ray") else real(name, *a)
+    )
+    result = runner.invoke(app, ["propose", "-w", str(tmp_path), "--prompt", "bolt", "--engine", "ray"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        (
+            "error: the optional package 'ray[data]' is not installed: --engine ray needs Ray Data: "
+            "pip install 'autolabel-loop[ray]' (or pip install 'ray[data]')"
+        )
+    ]
+
+
+# last in the file: 'ray stop' ends every Ray process on the machine
+TWO_NODE_DRIVER = """
+import sys
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+import ray.cloudpickle
+
+import tests.test_engine_ray as t
+from autolabel.config import EngineConfig
+from autolabel.engines.ray import RayEngine
+
+ray.cloudpickle.register_pickle_by_value(t)
+tmp, address, model_dir = Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+rows = t._rows(tmp, n=12)
+factory = partial(t._Recording, t._grounding_dino_factory(model_dir), str(tmp / "workers"), 0.3)
+engine = RayEngine(EngineConfig(kind="ray", ray_address=address, workers="2:2"), tmp / "ws")
+results = t._by_id(engine.map(factory, [rows], batch_size=1))
+engine.close()
+assert sorted(results) == [r["id"] for r in rows], sorted(results)
+print("ok", len(results))
+"""
+
+
 @pytest.mark.slow
 def test_two_nodes_both_receive_work(tiny_grounding_dino_dir, tmp_path):
-    """A head and a second worker node on this machine, joined with ``ray start --address``."""
+    """A head and a second worker node on this machine, joined with ``ray start --address``; the
+    driver runs in its own process, as ``autolabel propose --ray-address`` would."""
     import os
+    import shutil
     import subprocess
     import sys
-
-    ray_bin = Path(sys.executable).parent / "ray"
     import tempfile
 
+    import ray
+
+    ray.shutdown()  # 'ray stop' below ends every Ray of this machine, the module's local one too
+    ray_bin = Path(sys.executable).parent / "ray"
     temp = Path(tempfile.mkdtemp(prefix="al-ray-"))  # short: unix socket paths stop at 107 bytes
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     port = "46379"
 
-    def ray_cmd(*args):
+    def run(*args, timeout=300):
         return subprocess.run(
-            [str(ray_bin), *args], env=env, capture_output=True, text=True, timeout=180, check=False
+            [str(a) for a in args], env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    head = ray_cmd(
-        "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", f"--temp-dir={temp}"
+    head = run(
+        ray_bin,
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=1",
+        "--include-dashboard=false",
+        f"--temp-dir={temp}",
     )
     assert head.returncode == 0, head.stdout + head.stderr
     try:
         address = f"{_node_ip(head.stdout)}:{port}"
-        worker = ray_cmd("start", f"--address={address}", "--num-cpus=1")
+        worker = run(ray_bin, "start", f"--address={address}", "--num-cpus=1")
         assert worker.returncode == 0, worker.stdout + worker.stderr
-        rows = _rows(tmp_path, n=12)
-        seen = tmp_path / "workers"
-        seen.mkdir()
-        _Recording.by_value()
-        factory = partial(_Recording, _grounding_dino_factory(tiny_grounding_dino_dir), str(seen), 0.3)
-        os.environ["RAY_AUTH_MODE"] = "disabled"
-        engine = RayEngine(RaySettings(address=address, min_workers=2, max_workers=2), tmp_path / "ws")
-        results = _by_id(engine.map(factory, [rows], batch_size=1))
-        assert sorted(results) == [r["id"] for r in rows]
-        nodes = {p.name.split("-", 1)[1] for p in seen.iterdir()}
+        (tmp_path / "workers").mkdir()
+        driver = run(sys.executable, "-c", TWO_NODE_DRIVER, REPO, tmp_path, address, tiny_grounding_dino_dir)
+        assert driver.returncode == 0 and "ok 13" in driver.stdout, driver.stdout + driver.stderr[-3000:]
+        nodes = {p.name.split("-", 1)[1] for p in (tmp_path / "workers").iterdir()}
         assert len(nodes) == 2, nodes
     finally:
-        os.environ.pop("RAY_AUTH_MODE", None)
-        ray_cmd("stop", "--force")
-        import shutil
-
+        run(ray_bin, "stop", "--force")
         shutil.rmtree(temp, ignore_errors=True)
 
 

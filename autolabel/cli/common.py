@@ -53,3 +53,31 @@ def open_workspace(path: Path):
     ws = Workspace.load(path)
     configure_environment(ws.cache_dir)
     return ws
+
+
+EngineOption = Annotated[
+    str | None, typer.Option("--engine", help="local | ray: where the heavy, parallel work runs.")
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Join this Ray cluster ('auto' or host:port; default: a local one)."),
+]
+WorkersOption = Annotated[
+    str | None,
+    typer.Option("--workers", help="Ray actor pool size MIN:MAX (e.g. 1:8; '2:' = 2 up to one per CPU)."),
+]
+GpusPerWorkerOption = Annotated[float | None, typer.Option("--gpus-per-worker", min=0)]
+CpusPerWorkerOption = Annotated[float | None, typer.Option("--cpus-per-worker", min=0.01)]
+
+
+def engine_config(base, **flags):
+    """The workspace's (or recipe's) ``engine:`` section with the CLI's engine flags over it."""
+    from pydantic import ValidationError
+
+    from autolabel.config import EngineConfig, describe_validation_error
+
+    values = {**base.model_dump(), **{k: v for k, v in flags.items() if v is not None}}
+    try:
+        return EngineConfig.model_validate(values)
+    except ValidationError as exc:
+        raise AutolabelError(f"engine: {describe_validation_error(exc)}") from None

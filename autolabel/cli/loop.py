@@ -1,20 +1,35 @@
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from autolabel.cli.common import WorkspaceOption, console, open_workspace
+from autolabel.cli.common import (
+    CpusPerWorkerOption,
+    EngineOption,
+    GpusPerWorkerOption,
+    RayAddressOption,
+    WorkersOption,
+    WorkspaceOption,
+    console,
+    engine_config,
+    open_workspace,
+)
 
 RecipeOption = Annotated[Path, typer.Option("--recipe", help="Loop recipe YAML (how to iterate).")]
 StrategyOption = Annotated[str | None, typer.Option(help="random | uncertainty | diversity | hybrid")]
 ScoreOption = Annotated[
     str | None, typer.Option(help="Uncertainty that ranks the pool, e.g. entropy_sum, entropy_mean.")
 ]
+BatchSizeOption = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Images per model call in pool scoring (default 8).")
+]
 
 
-def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, jitter, prompts):
+def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, jitter, prompts, engine_flags):
+    from autolabel.engines import make_engine
     from autolabel.errors import AutolabelError
     from autolabel.loop_steps import RoundContext
     from autolabel.ontology import Ontology
@@ -22,6 +37,8 @@ def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, ji
 
     ws = open_workspace(workspace)
     recipe = load_recipe(recipe_path).with_overrides(**overrides)
+    engine = engine_config(recipe.engine or ws.config.engine, **engine_flags)
+    runner = make_engine(engine, ws.root)  # a missing ray extra fails here, before any work
     if annotator not in ("human", "replay"):
         raise AutolabelError(f"--annotator must be 'human' or 'replay', got '{annotator}'")
     noise = None
@@ -50,6 +67,8 @@ def _context(workspace, recipe_path, overrides, annotator, labels, miss_rate, ji
         annotator=annotator,
         labels_dir=labels,
         noise=noise,
+        engine=runner,
+        batch_size=engine.batch_size or 8,
     )
     return ctx, out
 
@@ -81,6 +100,12 @@ def loop(
     offline: Annotated[
         bool, typer.Option("--offline", help="Never download missing official student weights.")
     ] = False,
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusPerWorkerOption = None,
+    cpus_per_worker: CpusPerWorkerOption = None,
+    batch_size: BatchSizeOption = None,
 ) -> None:
     """Run active-learning rounds until validation mAP plateaus (resumable: rerun the same command)."""
     from autolabel.loop import run_loop
@@ -90,8 +115,12 @@ def loop(
         "rounds": rounds, "budget": budget, "strategy": strategy, "score": score, "epochs": epochs, "imgsz": imgsz,
         "offline": offline or None,
     }  # fmt: skip
-    ctx, out = _context(workspace, recipe, overrides, annotator, labels, miss_rate, jitter, prompts)
-    with ctx.store:
+    flags = {
+        "kind": engine, "ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+        "cpus_per_worker": cpus_per_worker, "batch_size": batch_size,
+    }  # fmt: skip
+    ctx, out = _context(workspace, recipe, overrides, annotator, labels, miss_rate, jitter, prompts, flags)
+    with ctx.store, closing(ctx.engine):
         outcome = run_loop(ctx, round_steps())
     out.print(f"stopped: {outcome.stop_reason}")
     for h in outcome.history:
@@ -110,14 +139,24 @@ def select_batch(
     strategy: StrategyOption = None,
     score: ScoreOption = None,
     push: Annotated[bool, typer.Option("--push/--no-push", help="Push the batch to Label Studio.")] = True,
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusPerWorkerOption = None,
+    cpus_per_worker: CpusPerWorkerOption = None,
+    batch_size: BatchSizeOption = None,
 ) -> None:
     """Pick the next batch for human review, pre-label it with the student, push it to Label Studio."""
     from autolabel.loop import batch_ids, ensure_loop_schema, run_steps_once
     from autolabel.loop_steps import step_prelabel, step_push, step_select
 
     overrides = {"budget": budget, "strategy": strategy, "score": score}
-    ctx, out = _context(workspace, recipe, overrides, "human", None, 0.0, 0.0, None)
-    with ctx.store as store:
+    flags = {
+        "kind": engine, "ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+        "cpus_per_worker": cpus_per_worker, "batch_size": batch_size,
+    }  # fmt: skip
+    ctx, out = _context(workspace, recipe, overrides, "human", None, 0.0, 0.0, None, flags)
+    with ctx.store as store, closing(ctx.engine):
         ensure_loop_schema(store)
         steps = [("select", step_select), ("prelabel", step_prelabel)] + (
             [("push", step_push)] if push else []

@@ -5,7 +5,17 @@ from typing import Annotated
 
 import typer
 
-from autolabel.cli.common import WorkspaceOption, console, open_workspace
+from autolabel.cli.common import (
+    CpusPerWorkerOption,
+    EngineOption,
+    GpusPerWorkerOption,
+    RayAddressOption,
+    WorkersOption,
+    WorkspaceOption,
+    console,
+    engine_config,
+    open_workspace,
+)
 
 
 def propose(
@@ -43,10 +53,19 @@ def propose(
     preview: Annotated[
         int, typer.Option(help="Images in the preview grid written at the end (0: none).")
     ] = 16,
+    engine: EngineOption = None,
+    ray_address: RayAddressOption = None,
+    workers: WorkersOption = None,
+    gpus_per_worker: GpusPerWorkerOption = None,
+    cpus_per_worker: CpusPerWorkerOption = None,
 ) -> None:
     """Pre-label every image with an open-vocabulary detector (resumable; new images are registered first)."""
+    from contextlib import closing
+    from functools import partial
+
     from autolabel.cli.init import print_scan_problems, register_with_progress
-    from autolabel.engine import count_pending, model_key, run_proposals
+    from autolabel.engine import count_pending, model_key, run_proposals, run_proposals_on
+    from autolabel.engines import make_engine
     from autolabel.errors import AutolabelError
     from autolabel.ontology import Ontology
     from autolabel.progress import progress_bar
@@ -83,13 +102,24 @@ def propose(
     values["class_agnostic_nms"] = class_agnostic_nms or cfg.class_agnostic_nms
     settings = cfg.model_copy(update=values)
 
+    runner = make_engine(
+        engine_config(
+            ws.config.engine,
+            kind=engine,
+            ray_address=ray_address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
+        ),
+        ws.root,
+    )
     out = console()
     scan = register_with_progress(ws)
     if scan.new:
         out.print(f"{scan.new} new images registered")
         print_scan_problems(scan)
 
-    with ws.open_store() as store:
+    with ws.open_store() as store, closing(runner):
         ids = store.ensure_classes(ontology.names)
         class_ids = [ids[name] for name in ontology.names]
         out.print(f"loading {settings.model} ({settings.model_path or 'default weights'}) ...")
@@ -97,7 +127,16 @@ def propose(
         key = model_key(settings, mapper.model_version, ontology.fingerprint())
         todo, _ = count_pending(store, key, force)
         with progress_bar("proposing", total=todo) as advance:
-            summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, force, advance)
+            if runner.name == "local":
+                summary = run_proposals(
+                    store, ws.image_root, mapper, class_ids, settings, key, force, advance
+                )
+            else:  # the workers load their own copy; the one above only fingerprinted the model
+                factory = partial(BatchMapper, partial(build_proposer, settings, ontology))
+                summary = run_proposals_on(
+                    runner, factory, store, ws.image_root, class_ids, settings, key, mapper.model_version,
+                    force, advance,
+                )  # fmt: skip
         names = store.class_names()
         out.print(
             f"proposed {summary.proposed} images in {summary.seconds:.1f} s "

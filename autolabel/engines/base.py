@@ -30,6 +30,10 @@ class Engine(Protocol):
         """Result rows for every input row (order not guaranteed); ``advance(n)`` after each batch."""
         ...
 
+    def close(self) -> None:
+        """Release workers and connections (a no-op where there are none)."""
+        ...
+
 
 class LocalEngine:
     """In this process: one mapper, batches in order."""
@@ -56,6 +60,9 @@ class LocalEngine:
                     batch = []
         if batch:
             yield from _run(mapper, batch, advance)
+
+    def close(self) -> None:
+        pass
 
 
 def _run(mapper: RowMapper, batch: list[dict], advance) -> list[dict]:

@@ -22,6 +22,7 @@ loopback node address to the machine's (``services.resolve_ip_for_localhost``), 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from autolabel.config import EngineConfig
 from autolabel.engines.base import RowMapper
 from autolabel.errors import AutolabelError, missing_dependency
 
@@ -55,17 +57,12 @@ FORWARDED_ENV = (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
-class RaySettings:
-    address: str | None = None  # None: start a local Ray on this machine; "auto" or host:port: join
-    min_workers: int = 1
-    max_workers: int | None = None  # None: one per CPU of the cluster (local: this machine's)
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-
-    def pool_size(self, cluster_cpus: float) -> tuple[int, int]:
-        most = self.max_workers or max(1, int(cluster_cpus // max(self.cpus_per_worker, 1e-9)))
-        return min(self.min_workers, most), most
+def pool_size(config: EngineConfig, cluster_cpus: float) -> tuple[int, int]:
+    """The actor pool's (min, max) for ``config.workers`` on a cluster with ``cluster_cpus``."""
+    low, high = parse_workers(config.workers)
+    fits = max(1, int(cluster_cpus // config.cpus_per_worker))
+    high = high or fits
+    return min(low, high), high
 
 
 def parse_workers(text: str) -> tuple[int, int | None]:
@@ -79,6 +76,21 @@ def parse_workers(text: str) -> tuple[int, int | None]:
     if lo < 1 or (hi is not None and hi < lo):
         raise AutolabelError(f"--workers must look like 4 or 1:8 with 1 <= MIN <= MAX, got '{text}'")
     return lo, hi
+
+
+def require_ray() -> None:
+    """Fail early, in one line, when the ray extra is missing (before any work starts)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.data") is None:
+        raise _missing()
+
+
+def _missing():
+    return missing_dependency(
+        "ray[data]",
+        "--engine ray needs Ray Data: pip install 'autolabel-loop[ray]' (or pip install 'ray[data]')",
+    )
 
 
 def _ray():
@@ -99,58 +111,69 @@ def local_temp_dir(workspace_root: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"autolabel-ray-{os.getuid()}-{digest}"
 
 
-@contextmanager
-def connected(settings: RaySettings, workspace_root: Path) -> Iterator[Any]:
-    """Join the cluster at ``settings.address``, or start a private local one; yields ``ray``."""
+@dataclass
+class Connection:
+    """This process's link to a Ray cluster; ``close`` stops a local cluster it started."""
+
+    ray: Any
+    log: Path
+    temp: Path | None  # the private local cluster's folder; None when joined to an existing one
+    owned: bool
+
+    def close(self) -> None:
+        if self.owned and self.ray.is_initialized():
+            with _stderr_to(self.log):
+                self.ray.shutdown()
+        if self.temp is not None and self.temp.exists():
+            os.chmod(self.temp, 0o700)
+        self.owned = False
+
+
+def connect(config: EngineConfig, workspace_root: Path) -> Connection:
+    """Join the cluster at ``config.ray_address``, or start a private local one."""
     # Ray reads these when it is imported
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    temp = None if settings.address else local_temp_dir(workspace_root)
-    logs = local_temp_dir(workspace_root)
-    logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp = None if config.ray_address else local_temp_dir(workspace_root)
+    log = local_temp_dir(workspace_root) / "driver.log"
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if temp is not None:
-        _private_token(temp)
+        _private_token()
     ray = _ray()
     if ray.is_initialized():  # a caller (a test, a notebook) already connected: use it as it is
-        yield ray
-        return
+        return Connection(ray=ray, log=log, temp=None, owned=False)
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
         "logging_level": logging.WARNING,
     }
-    if settings.address:
-        kwargs["address"] = settings.address
+    if config.ray_address:
+        kwargs["address"] = config.ray_address
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         kwargs["runtime_env"] = {"env_vars": env} if env else None
     else:
         kwargs["_temp_dir"] = str(temp)
-    with _quiet_ray_logs(), _stderr_to(logs / "driver.log"):
+    with _quiet_ray_logs(), _stderr_to(log):
         try:
             ray.init(**kwargs)
         except ConnectionError as exc:
-            raise AutolabelError(f"cannot reach the Ray cluster at {settings.address}: {exc}") from None
+            raise AutolabelError(f"cannot reach the Ray cluster at {config.ray_address}: {exc}") from None
     if temp is not None:
         os.chmod(temp, 0o700)  # Ray opens its temp dir to everyone (0777); this one is private
-    try:
-        with _stderr_to(logs / "driver.log"):
-            yield ray
-    finally:
-        with _stderr_to(logs / "driver.log"):
-            ray.shutdown()
-        if temp is not None:
-            os.chmod(temp, 0o700)
+    return Connection(ray=ray, log=log, temp=temp, owned=True)
 
 
-def _private_token(temp: Path) -> None:
-    """Token auth for the local cluster, its token in the cluster's own folder, owner-only."""
-    token = temp / "auth_token"
+def _private_token() -> None:
+    """Token auth for local clusters: one token per user (Ray caches the first token a process
+    reads), owner-only, in the system temp dir rather than ``~/.ray``."""
+    token = Path(tempfile.gettempdir()) / f"autolabel-ray-{os.getuid()}.token"
     if not token.exists():
         fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
+    os.chmod(token, 0o600)
     # Ray turns token auth on for a new local cluster itself (and refreshes its config when it
     # does); it finds the token here instead of creating ~/.ray/auth_token
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(token))
 
 
 @contextmanager
@@ -191,6 +214,7 @@ def _schema():
             ("scores", pa.string()),
             ("embedding", pa.binary()),
             ("error", pa.string()),
+            ("unreadable", pa.bool_()),
         ]
     )
 
@@ -211,6 +235,7 @@ def to_arrow(results: Sequence[dict]):
             for r in results
         ],
         "error": [r.get("error") for r in results],
+        "unreadable": [bool(r.get("unreadable")) for r in results],
     }
     return pa.table(columns, schema=_schema())
 
@@ -224,6 +249,7 @@ def from_arrow(table) -> Iterator[dict]:
             "scores": None if row["scores"] is None else json.loads(row["scores"]),
             "embedding": None if row["embedding"] is None else np.frombuffer(row["embedding"], np.float32),
             "error": row["error"],
+            "unreadable": row["unreadable"],
         }
 
 
@@ -269,16 +295,18 @@ def _chunks(pages: Iterable[Sequence[dict]], ray, rows_per_block: int) -> Iterat
 
 
 def map_rows(
-    ray,
+    connection: Connection,
     factory: Callable[[], RowMapper],
     pages: Iterable[Sequence[dict]],
-    settings: RaySettings,
+    config: EngineConfig,
     batch_size: int,
     advance: Callable[[int], None] | None = None,
 ) -> Iterator[dict]:
     """Map every row of ``pages`` through an actor pool; yields result rows as they arrive
     (in no particular order), one per input id."""
     from ray.data import ActorPoolStrategy, DataContext
+
+    ray, log = connection.ray, connection.log
 
     # object refs only: the rows themselves sit in the object store
     refs = list(_chunks(pages, ray, max(1, batch_size * BATCHES_PER_BLOCK)))
@@ -288,31 +316,39 @@ def map_rows(
     context.enable_progress_bars = False  # autolabel shows its own bar
     context.enable_operator_progress_bars = False
     context.print_on_execution_start = False
-    lo, hi = settings.pool_size(ray.cluster_resources().get("CPU", 1))
+    lo, hi = pool_size(config, ray.cluster_resources().get("CPU", 1))
     dataset = ray.data.from_arrow_refs(refs).map_batches(
         _actor_class(factory),
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=lo, max_size=hi),
-        num_cpus=settings.cpus_per_worker,
-        num_gpus=settings.gpus_per_worker or None,
+        num_cpus=config.cpus_per_worker,
+        num_gpus=config.gpus_per_worker or None,
     )
-    with _quiet_ray_logs():
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            rows = list(from_arrow(batch))
-            yield from rows
-            if advance is not None:
-                advance(len(rows))
+    batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
+    while True:
+        with _quiet_ray_logs(), _stderr_to(log):  # never while the caller runs (its errors must show)
+            batch = next(batches, None)
+        if batch is None:
+            return
+        rows = list(from_arrow(batch))
+        yield from rows
+        if advance is not None:
+            advance(len(rows))
 
 
 class RayEngine:
-    """``Engine`` on Ray: each ``map`` call joins (or starts) the cluster for its duration."""
+    """``Engine`` on Ray. The first ``map`` joins (or starts) the cluster; the connection stays
+    for the process's later calls (a loop round scores and embeds several times) until ``close``
+    or the process exits."""
 
     name = "ray"
 
-    def __init__(self, settings: RaySettings, workspace_root: Path):
-        self.settings = settings
+    def __init__(self, config: EngineConfig, workspace_root: Path):
+        parse_workers(config.workers)  # a bad MIN:MAX fails here, before Ray starts
+        self.config = config
         self.workspace_root = Path(workspace_root)
+        self._connection: Connection | None = None
 
     def map(
         self,
@@ -322,5 +358,12 @@ class RayEngine:
         batch_size: int,
         advance: Callable[[int], None] | None = None,
     ) -> Iterator[dict]:
-        with connected(self.settings, self.workspace_root) as ray:
-            yield from map_rows(ray, factory, pages, self.settings, batch_size, advance)
+        if self._connection is None:
+            self._connection = connect(self.config, self.workspace_root)
+            atexit.register(self.close)
+        yield from map_rows(self._connection, factory, pages, self.config, batch_size, advance)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

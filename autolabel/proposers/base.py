@@ -133,7 +133,7 @@ class BatchMapper:
                 decoded.append(decode(row["path"]).pixels)
                 good_rows.append(row)
             except ImageDecodeError as exc:
-                out[row["id"]] = {"id": row["id"], "detections": None, "error": str(exc)}
+                out[row["id"]] = {"id": row["id"], "detections": None, "error": str(exc), "unreadable": True}
         return self.label_decoded(good_rows, decoded, out, rows)
 
     def label_decoded(

@@ -128,27 +128,14 @@ def score_pool(
     batch_size: int = 8,
     advance: Callable[[int], None] | None = None,
 ) -> Iterator[dict]:
-    """Stream rows of ``{id, path}`` through the scorer in batches, yielding result rows in order.
+    """Stream rows of ``{id, path}`` through an already loaded scorer in this process, yielding
+    result rows in order (``engines.base.LocalEngine`` with this scorer as its mapper).
 
     ``advance(n)`` is called after each batch (e.g. ``autolabel.progress.progress_bar``'s).
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    batch: list[dict] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == batch_size:
-            yield from _run_batch(scorer, batch, advance)
-            batch = []
-    if batch:
-        yield from _run_batch(scorer, batch, advance)
+    from autolabel.engines.base import LocalEngine
 
-
-def _run_batch(scorer: PoolScorer, batch: list[dict], advance) -> list[dict]:
-    mapped = scorer.map_rows(batch)
-    if advance is not None:
-        advance(len(batch))
-    return mapped
+    return LocalEngine().map(lambda: scorer, [rows], batch_size=batch_size, advance=advance)
 
 
 def _error_row(image_id, error: str) -> dict:
