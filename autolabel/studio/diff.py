@@ -59,32 +59,17 @@ class Correction:
     true_positives: int
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def diff(
     shown: sv.Detections, human: sv.Detections, *, moved_iou: float = MOVED_IOU, match_iou: float = MATCH_IOU
 ) -> Correction:
+    import supervision as sv
     from scipy.optimize import linear_sum_assignment
 
     n_shown, n_human = len(shown), len(human)
     kept = moved = relabeled = tp = 0
     matched = 0
     if n_shown and n_human:
-        iou = box_iou(shown.xyxy, human.xyxy)
+        iou = sv.box_iou_batch(shown.xyxy, human.xyxy).astype(np.float64)
         same = shown.class_id[:, None] == human.class_id[None, :]
         # Among pairs that overlap enough, a same-class pair beats any relabeling, then IoU decides.
         score = np.where(iou >= match_iou, iou + same, 0.0)
