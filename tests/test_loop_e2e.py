@@ -212,3 +212,18 @@ def test_kill_minus_nine_then_rerun_resumes(studio_server, tmp_path, kill_at):
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     _invariants(ws, studio_server, rounds=2)
+
+
+@pytest.mark.slow
+def test_two_round_loop_on_ray_keeps_every_invariant(studio_server, tmp_path, monkeypatch):
+    """`autolabel loop --engine ray`: round-0 pre-labels, pool scoring and embeddings on a local Ray."""
+    pytest.importorskip("ray.data", reason="the ray extra is not installed")
+    for key, value in _env(studio_server).items():
+        monkeypatch.setenv(key, value)
+    ws, scenes = _scenes_workspace(studio_server, tmp_path, "loop-ray")
+    result = CliRunner().invoke(app, ["init", "--images", str(scenes / "images"), "-w", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, [*_loop_args(ws, scenes), "--engine", "ray", "--workers", "2:2"])
+    assert result.exit_code == 0, result.output
+    assert "scoring pool" in result.output  # round 1 scored the pool (on Ray)
+    _invariants(ws, studio_server, rounds=2)
