@@ -39,6 +39,10 @@ def init(
         Ontology.load(ontology)  # validate before writing anything
     if (root / CONFIG_NAME).is_file():
         ws = Workspace.load(root)
+        if ontology is not None:  # a later 'init --ontology' gives the workspace its classes
+            given = _relative_or_absolute(ontology, root)
+            ws = Workspace(root=ws.root, config=ws.config.model_copy(update={"ontology": given}))
+            ws.save()
     else:
         try:
             grouping = GroupingConfig(mode=group_by, regex=group_regex, gap_seconds=gap_seconds)
