@@ -20,12 +20,16 @@ class _Section(BaseModel):
 class GroupingConfig(_Section):
     """How images are grouped into correlated sources (never split across train/val).
 
+    auto (the default): the first rule that fits the folder: subfolders when the image root has
+    them, else EXIF capture-time sessions when most images carry a capture time (the gap chosen
+    from the times), else frame sequences from file names ('clip12_000345.jpg' -> clip12), else
+    one group per image (``images.auto_grouping``; near-duplicates still join at split time).
     folder: the image's folder relative to the image root.
     regex: the first capture group of ``regex`` matched against the relative path (video frames).
     exif_gap: capture sessions: a new group starts when EXIF time jumps by more than ``gap_seconds``.
     """
 
-    mode: Literal["folder", "regex", "exif_gap"] = "folder"
+    mode: Literal["auto", "folder", "regex", "exif_gap"] = "auto"
     regex: str | None = None
     gap_seconds: float = Field(default=60.0, gt=0)
 

@@ -6,9 +6,10 @@ ever moves images from 'labeled' to 'validation', never back.
 
 How a split is decided:
 
-1. Every labeled image belongs to a *split group*: the union (union-find) of its source group
-   (``images.source_group``: folder / filename regex / EXIF time gap, set at registration), its
-   explicit CSV group (``--groups-csv``), and every image that is a near-duplicate of it
+1. Every labeled image belongs to a *split group*: the union (union-find) of its group (its
+   explicit CSV group (``--groups-csv``) when it has one, else its source group
+   ``images.source_group``: auto / folder / filename regex / EXIF time gap, set at registration)
+   and every image that is a near-duplicate of it
    (``autolabel.embeddings``: cosine >= ``NEAR_DUP_THRESHOLD`` with faiss).
 2. A group never straddles train and val. Decisions are recorded in ``split_assignments`` and
    never revised: a new image whose group is already in val goes to val, one whose group is in
@@ -177,11 +178,12 @@ def _groups(
     vectors = ensure_embeddings(store, image_root, images, advance=advance)
     pairs = near_duplicate_pairs(vectors, threshold)
     explicit = {r[0]: r[1] for r in store.conn.execute("SELECT path, group_name FROM explicit_groups")}
+    # An explicit group replaces the image's automatic source group (it refines as well as ties).
+    group_of = {im.id: explicit.get(im.path, im.source_group) for im in images}
     uf = _UnionFind()
     for im in images:
-        uf.union(("image", im.id), ("source", im.source_group))
-        if im.path in explicit:
-            uf.union(("image", im.id), ("csv", explicit[im.path]))
+        kind = "csv" if im.path in explicit else "source"
+        uf.union(("image", im.id), (kind, group_of[im.id]))
     for a, b, _ in pairs:
         uf.union(("image", a), ("image", b))
     members: dict = {}
@@ -189,7 +191,7 @@ def _groups(
         members.setdefault(uf.find(("image", im.id)), []).append(im)
     names: dict[int, str] = {}
     for component in members.values():
-        sources = sorted({im.source_group for im in component})
+        sources = sorted({group_of[im.id] for im in component})
         name = sources[0] if len(sources) == 1 else f"{sources[0]}+{len(sources) - 1}"
         for im in component:
             names[im.id] = name

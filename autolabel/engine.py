@@ -68,6 +68,38 @@ def model_key(settings: ProposerSettings, model_version: str, ontology_fingerpri
     return f"{settings.model}:{hashlib.sha256(payload.encode()).hexdigest()[:16]}"
 
 
+LAST_PROPOSER_META = "last_proposer"
+
+
+def remember_proposer(
+    store: Store, settings: ProposerSettings, key: str, model_version: str, ontology_fingerprint: str
+) -> None:
+    """Record the model key of a finished ``propose``, so the loop can reuse its pre-labels
+    without loading the model again (``remembered_key``)."""
+    record = {
+        "key": key,
+        "model_version": model_version,
+        "model_path": settings.model_path,
+        "ontology": ontology_fingerprint,
+    }
+    store.set_meta(LAST_PROPOSER_META, json.dumps(record))
+
+
+def remembered_key(
+    store: Store, settings: ProposerSettings, ontology_fingerprint: str
+) -> tuple[str, str] | None:
+    """(model key, model version) of the last ``propose`` when it ran with these settings,
+    weights and ontology; None otherwise."""
+    raw = store.get_meta(LAST_PROPOSER_META)
+    if not raw:
+        return None
+    record = json.loads(raw)
+    if record.get("model_path") != settings.model_path or record.get("ontology") != ontology_fingerprint:
+        return None
+    key = model_key(settings, record["model_version"], ontology_fingerprint)
+    return (key, record["model_version"]) if key == record["key"] else None
+
+
 def pending_rows(
     store: Store, image_root: Path, key: str, force: bool, only: frozenset[int] | None = None
 ) -> Iterator[list[dict]]:

@@ -7,6 +7,7 @@ so one bad file becomes one line in a summary, not a crash.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import warnings
 from collections.abc import Iterable
@@ -210,3 +211,97 @@ def time_gap_groups(items: Iterable[tuple[str, str | None]], gap_seconds: float)
             previous = moment
             groups[rel_path] = f"{folder}@{session_start.isoformat()}"
     return groups
+
+
+# -- automatic grouping (grouping.mode: auto) --------------------------------------------------
+
+DEFAULT_GAP_SECONDS = 600.0  # when the capture times show no clear break between sessions
+_MIN_GAP_SECONDS = 30.0
+_MAX_GAP_SECONDS = 86_400.0
+_CLEAR_BREAK = 4.0  # a session break is a jump of at least this factor in the sorted gaps
+# 'clip12_000345' -> 'clip12': a name, an optional separator, then the frame number
+_FRAME_NAME = re.compile(r"^(.+?)[_\-. ]?(\d+)$")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """The groups a rule made: ``rule`` names it for people, ``detail`` says how it was tuned."""
+
+    rule: str
+    groups: dict[str, str]  # rel_path -> group name
+    detail: str = ""
+
+    def describe(self) -> str:
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"grouping: {self.rule}{detail}: {len(set(self.groups.values()))} groups"
+
+
+def choose_gap(times: Iterable[datetime]) -> float | None:
+    """The session gap the capture times suggest, in seconds, or None without a clear break.
+
+    Consecutive gaps sorted: the largest jump (at least ``_CLEAR_BREAK`` times) separates gaps
+    inside a session from gaps between sessions; the gap is their geometric mean.
+    """
+    ordered = sorted(times)
+    gaps = sorted(max(1.0, (b - a).total_seconds()) for a, b in itertools.pairwise(ordered))
+    best, best_ratio = None, _CLEAR_BREAK
+    for lo, hi in itertools.pairwise(gaps):
+        if hi / lo >= best_ratio and hi > lo:
+            best, best_ratio = (lo * hi) ** 0.5, hi / lo
+    if best is None:
+        return None
+    return min(max(best, _MIN_GAP_SECONDS), _MAX_GAP_SECONDS)
+
+
+def frame_sequence_groups(rel_paths: Iterable[str]) -> dict[str, str] | None:
+    """Group frames by the sequence name in their file names, or None when names show none.
+
+    Recognised when at least two sequences of two or more frames hold most of the images (one
+    sequence is a camera's counter, 'IMG_0001', not a clip); other images are their own group.
+    """
+    paths = list(rel_paths)
+    sequence: dict[str, str] = {}
+    for rel in paths:
+        path = PurePosixPath(rel)
+        match = _FRAME_NAME.match(path.stem)
+        if match:
+            sequence[rel] = str(path.parent / match.group(1)) if str(path.parent) != "." else match.group(1)
+    sizes: dict[str, int] = {}
+    for name in sequence.values():
+        sizes[name] = sizes.get(name, 0) + 1
+    clips = {name for name, size in sizes.items() if size >= 2}
+    covered = sum(sizes[name] for name in clips)
+    if len(clips) < 2 or covered * 2 <= len(paths):
+        return None
+    return {rel: sequence[rel] if sequence.get(rel) in clips else rel for rel in paths}
+
+
+def auto_grouping(items: Iterable[tuple[str, str | None]]) -> Grouping:
+    """The first rule that fits the folder: subfolders, capture-time sessions, frame sequences
+    from file names, else one group per image (near-duplicates still join at split time)."""
+    items = list(items)
+    paths = [rel for rel, _ in items]
+    if any(folder_group(rel) != "(root)" for rel in paths):
+        return Grouping("subfolders", {rel: folder_group(rel) for rel in paths})
+    times = [datetime.fromisoformat(t) for _, t in items if t]
+    if times and len(times) * 2 > len(items):
+        gap = choose_gap(times)
+        detail = (
+            f"gap {format_seconds(gap)} chosen from the data"
+            if gap is not None
+            else f"gap {format_seconds(DEFAULT_GAP_SECONDS)}, the default: no clear break in the times"
+        )
+        groups = time_gap_groups(items, DEFAULT_GAP_SECONDS if gap is None else gap)
+        return Grouping("EXIF capture-time sessions", groups, detail)
+    sequences = frame_sequence_groups(paths)
+    if sequences is not None:
+        return Grouping("frame sequences from file names", sequences)
+    return Grouping("one group per image", {rel: rel for rel in paths}, "near-duplicates join at split")
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

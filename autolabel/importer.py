@@ -5,8 +5,8 @@ subfolder of it): they are registered exactly as ``autolabel init`` does (source
 bad-file handling), and labels are matched to them by path relative to ``--images``:
 
 - YOLO: ``LABELS/<rel>.txt`` labels the image ``IMAGES/<rel>.<ext>``; class names come from
-  ``data.yaml`` (``names`` list or mapping) or ``classes.txt`` in LABELS or up to two folders up. An image
-  without a .txt is left unlabeled; an empty .txt means "verified: no objects".
+  ``--names a,b,c``, else ``data.yaml`` (``names`` list or mapping) or ``classes.txt`` in LABELS
+  or up to two folders up. An image without a .txt is left unlabeled; an empty .txt means "verified: no objects".
 - COCO: ``LABELS`` is the JSON file (or a folder holding exactly one); ``file_name`` is relative
   to IMAGES. Every image listed in the JSON is labeled (no annotations = no objects).
 
@@ -58,7 +58,10 @@ def yolo_class_names(labels_dir: Path) -> list[str]:
 
     names = read_class_names(labels_dir, levels=3)
     if names is None:
-        raise AutolabelError(f"no class names for {labels_dir}: put a data.yaml (names) or classes.txt there")
+        raise AutolabelError(
+            f"no class names for {labels_dir}: give --names a,b,c or put a data.yaml (names) or"
+            " classes.txt there (or in its parent)"
+        )
     return names
 
 
@@ -138,7 +141,9 @@ def import_labels(
     add_classes: bool = False,
     ontology_names: list[str] | None = None,
     replace: bool = False,
+    names: list[str] | None = None,
 ) -> ImportSummary:
+    """``names``: the YOLO files' class names in index order (else data.yaml/classes.txt)."""
     from autolabel.registry import register_images
 
     if fmt not in FORMATS:
@@ -163,7 +168,7 @@ def import_labels(
     if fmt == "yolo":
         if not labels.is_dir():
             raise AutolabelError(f"--labels for YOLO must be a folder of .txt files: {labels}")
-        names = yolo_class_names(labels)
+        names = names or yolo_class_names(labels)
         found, summary.orphans = read_yolo(labels, sizes)
         stated: dict[str, tuple[int, int]] = {}
     else:

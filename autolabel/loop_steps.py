@@ -50,16 +50,21 @@ class RoundContext(LoopContext):
 
     def __post_init__(self) -> None:
         if self.studio is None:
-            object.__setattr__(self, "studio", connect_once(self.workspace))
+            object.__setattr__(self, "studio", connect_once(self.workspace, self.log))
 
 
-def connect_once(workspace: Workspace) -> Callable[[], StudioClient]:
-    """A client factory that connects to the workspace's Label Studio on its first call only."""
+def connect_once(workspace: Workspace, log: Callable[[str], None] = print) -> Callable[[], StudioClient]:
+    """A client factory that connects to the workspace's Label Studio on its first call only,
+    starting the workspace's local server when no server is configured or running."""
 
     @cache
     def studio() -> StudioClient:
+        from autolabel.studio import server
         from autolabel.studio.client import connect
 
+        started = server.ensure_local(workspace.studio_dir, workspace.image_root, workspace.config.studio)
+        if started is not None:
+            log(f"started the workspace's Label Studio at {started.url} (stop it: 'autolabel studio stop')")
         return connect(workspace)
 
     return studio
@@ -281,6 +286,12 @@ def step_prelabel(ctx: RoundContext, round_index: int) -> dict:
         from autolabel.proposers import build_proposer
 
         settings = ws.config.proposer
+        reused = _stored_prelabels(ctx, ids, settings)
+        if reused is not None:
+            ctx.log(
+                f"round {round_index}: reusing the pre-labels 'propose' stored for {len(ids)} images ({reused})"
+            )
+            return {"prelabeled": 0, "reused": len(ids), "model": reused}
         build = partial(build_proposer, settings, ctx.ontology)
         try:
             mapper = BatchMapper(build)
@@ -302,6 +313,17 @@ def step_prelabel(ctx: RoundContext, round_index: int) -> dict:
         "model": mapper.model_version,
         "errors": len(summary.model_errors),
     }
+
+
+def _stored_prelabels(ctx: RoundContext, ids: list[int], settings) -> str | None:
+    """The model version of the last ``propose`` when it already pre-labeled every batch image
+    with the workspace's proposer settings and ontology: no model needs to be loaded."""
+    from autolabel.engine import remembered_key
+
+    remembered = remembered_key(ctx.store, settings, ctx.ontology.fingerprint())
+    if remembered is None or not set(ids) <= ctx.store.predicted_ids(remembered[0]):
+        return None
+    return remembered[1]
 
 
 def step_push(ctx: RoundContext, round_index: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -12,11 +13,14 @@ from pathlib import Path
 from autolabel.config import GroupingConfig
 from autolabel.errors import AutolabelError
 from autolabel.images import (
+    Grouping,
     ImageDecodeError,
+    auto_grouping,
     decode,
     discover,
     file_sha256,
     folder_group,
+    format_seconds,
     regex_group,
     time_gap_groups,
 )
@@ -31,6 +35,7 @@ class ScanSummary:
     new: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, conversion)
+    grouping: Grouping | None = None  # the rule the source groups follow, and the groups it made
 
 
 def probe(path: Path, rel_path: str) -> dict:
@@ -59,7 +64,7 @@ def make_grouper(config: GroupingConfig) -> Callable[[str], str]:
         except re.error as exc:
             raise AutolabelError(f"grouping.regex is not a valid regular expression: {exc}") from None
         return lambda rel: regex_group(rel, pattern)
-    return folder_group  # exif_gap is regrouped over all images after registration
+    return folder_group  # auto and exif_gap are regrouped over all images after registration
 
 
 def register_images(
@@ -106,8 +111,7 @@ def register_images(
             store.add_images(rows)
             if advance:
                 advance(len(chunk))
-    if grouping.mode == "exif_gap":
-        regroup_by_time(store, grouping.gap_seconds)
+    summary.grouping = apply_grouping(store, grouping)
     return summary
 
 
@@ -133,10 +137,41 @@ def _group_for(store: Store, row: dict, grouper: Callable[[str], str]) -> str:
     return grouper(row["path"])
 
 
-def regroup_by_time(store: Store, gap_seconds: float) -> None:
-    images = store.images(include_errors=True)
-    groups = time_gap_groups(((im.path, im.captured_at) for im in images), gap_seconds)
-    with store.transaction():
-        for im in images:
-            if im.status != "validation" and groups[im.path] != im.source_group:
-                store.update_image(im.id, source_group=groups[im.path])
+GROUPING_META = "grouping_rule"
+_RULES = {"folder": "folders", "regex": "file-name regex"}
+
+
+def apply_grouping(store: Store, config: GroupingConfig) -> Grouping:
+    """Regroup every image by a rule that looks at all of them (auto, exif_gap), record the rule.
+
+    Frozen validation images keep their group; exact duplicates (same bytes) share the group of
+    the first copy, so they never straddle a split.
+    """
+    usable = store.images()
+    if config.mode == "auto":
+        grouping = auto_grouping((im.path, im.captured_at) for im in usable)
+    elif config.mode == "exif_gap":
+        groups = time_gap_groups(((im.path, im.captured_at) for im in usable), config.gap_seconds)
+        grouping = Grouping("EXIF capture-time sessions", groups, f"gap {format_seconds(config.gap_seconds)}")
+    else:
+        grouping = Grouping(_RULES[config.mode], {im.path: im.source_group for im in usable})
+    if config.mode in ("auto", "exif_gap"):
+        first_of: dict[str, str] = {}
+        with store.transaction():
+            for im in sorted(usable, key=lambda im: im.id):
+                group = first_of.setdefault(im.sha256, grouping.groups[im.path])
+                grouping.groups[im.path] = group
+                if im.status != "validation" and group != im.source_group:
+                    store.update_image(im.id, source_group=group)
+    store.set_meta(GROUPING_META, json.dumps({"rule": grouping.rule, "detail": grouping.detail}))
+    return grouping
+
+
+def recorded_grouping(store: Store) -> Grouping | None:
+    """The rule the last registration used, with the source groups the images have now."""
+    raw = store.get_meta(GROUPING_META)
+    if raw is None:
+        return None
+    rule = json.loads(raw)
+    groups = {im.path: im.source_group for im in store.images()}
+    return Grouping(rule["rule"], groups, rule.get("detail", ""))

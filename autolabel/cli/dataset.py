@@ -59,6 +59,14 @@ def import_labels(
     replace: Annotated[
         bool, typer.Option("--replace", help="Overwrite labels already pulled from Label Studio.")
     ] = False,
+    class_names: Annotated[
+        str | None,
+        typer.Option(
+            "--names",
+            help="YOLO class names in index order, 'a,b,c' (default: data.yaml or classes.txt"
+            " in the labels folder or its parent).",
+        ),
+    ] = None,
     workspace: WorkspaceOption = Path("."),
 ) -> None:
     """Import existing YOLO or COCO labels as human-verified labels."""
@@ -79,6 +87,7 @@ def import_labels(
             add_classes=add_classes,
             ontology_names=names,
             replace=replace,
+            names=_names_list(class_names),
         )
     out = console()
     out.print(
@@ -100,6 +109,17 @@ def import_labels(
         out.print(f"  skipped {path}: {reason}")
     if len(summary.skipped) > 20:
         out.print(f"  ... and {len(summary.skipped) - 20} more skipped")
+
+
+def _names_list(text: str | None) -> list[str] | None:
+    from autolabel.errors import AutolabelError
+
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise AutolabelError(f"--names must be distinct, non-empty names separated by commas: {text!r}")
+    return names
 
 
 def split(
@@ -131,10 +151,14 @@ def split(
     """Group-aware train/val split; val is frozen once created and only grows on request."""
     from autolabel import dataset
     from autolabel.progress import progress_bar
+    from autolabel.registry import recorded_grouping
 
     ws = open_workspace(workspace)
     out = console()
     with ws.open_store() as store:
+        grouping = recorded_grouping(store)
+        if grouping is not None:
+            out.print(grouping.describe())
         if groups_csv is not None:
             count = dataset.set_explicit_groups(store, dataset.load_groups_csv(groups_csv))
             out.print(f"{count} explicit groups recorded from {groups_csv}")

@@ -15,8 +15,8 @@ def init(
         Path | None, typer.Option("--ontology", help="Prompt ontology YAML (e.g. prompts/fasteners.yaml).")
     ] = None,
     group_by: Annotated[
-        str, typer.Option("--group-by", help="Source groups: folder | regex | exif_gap.")
-    ] = "folder",
+        str, typer.Option("--group-by", help="Source groups: auto | folder | regex | exif_gap.")
+    ] = "auto",
     group_regex: Annotated[
         str | None,
         typer.Option("--group-regex", help="With --group-by regex: first capture group names the group."),
@@ -39,6 +39,10 @@ def init(
         Ontology.load(ontology)  # validate before writing anything
     if (root / CONFIG_NAME).is_file():
         ws = Workspace.load(root)
+        if ontology is not None:  # a later 'init --ontology' gives the workspace its classes
+            given = _relative_or_absolute(ontology, root)
+            ws = Workspace(root=ws.root, config=ws.config.model_copy(update={"ontology": given}))
+            ws.save()
     else:
         try:
             grouping = GroupingConfig(mode=group_by, regex=group_regex, gap_seconds=gap_seconds)
@@ -54,6 +58,8 @@ def init(
     summary = register_with_progress(ws)
     out = console()
     out.print(f"workspace {ws.root}: {summary.found} images found, {summary.new} new")
+    if summary.grouping is not None:
+        out.print(summary.grouping.describe())
     print_scan_problems(summary)
 
 

@@ -53,6 +53,14 @@ def propose(
     preview: Annotated[
         int, typer.Option(help="Images in the preview grid written at the end (0: none).")
     ] = 16,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save/--no-save",
+            help="Remember these proposer options and prompts in autolabel.yaml, so that 'loop' and"
+            " 'select' pre-label with the same model (and reuse these pre-labels).",
+        ),
+    ] = True,
     engine: EngineOption = None,
     ray_address: RayAddressOption = None,
     workers: WorkersOption = None,
@@ -64,7 +72,7 @@ def propose(
     from functools import partial
 
     from autolabel.cli.init import print_scan_problems, register_with_progress
-    from autolabel.engine import count_pending, model_key, run_proposals, run_proposals_on
+    from autolabel.engine import count_pending, model_key, remember_proposer, run_proposals, run_proposals_on
     from autolabel.engines import make_engine
     from autolabel.errors import AutolabelError
     from autolabel.ontology import Ontology
@@ -137,6 +145,9 @@ def propose(
                     runner, factory, store, ws.image_root, class_ids, settings, key, mapper.model_version,
                     force, advance,
                 )  # fmt: skip
+        remember_proposer(store, settings, key, mapper.model_version, ontology.fingerprint())
+        if save:
+            out.print(save_proposer(ws, settings, ontology, prompts if not prompt else None))
         names = store.class_names()
         out.print(
             f"proposed {summary.proposed} images in {summary.seconds:.1f} s "
@@ -156,6 +167,29 @@ def propose(
         if preview and summary.proposed:
             path = write_preview(ws, store, key, preview)
             out.print(f"preview: {path}")
+
+
+def save_proposer(ws, settings, ontology, prompts_file: Path | None) -> str:
+    """Write the proposer section (and the prompts, when the workspace has other or none) to
+    autolabel.yaml; the one line that says so."""
+    import yaml
+
+    from autolabel.cli.init import _relative_or_absolute
+    from autolabel.ontology import Ontology
+    from autolabel.workspace import Workspace
+
+    update: dict = {"proposer": settings}
+    current = ws.ontology_path()
+    if current is None or not current.is_file() or Ontology.load(current) != ontology:
+        if prompts_file is not None:
+            update["ontology"] = _relative_or_absolute(prompts_file, ws.root)
+        else:
+            path = ws.root / "ontology.yaml"
+            path.write_text(yaml.safe_dump(ontology.to_dict(), sort_keys=False))
+            update["ontology"] = path.name
+    Workspace(root=ws.root, config=ws.config.model_copy(update=update)).save()
+    what = "proposer settings and prompts" if "ontology" in update else "proposer settings"
+    return f"saved the {what} to autolabel.yaml: 'loop' and 'select' pre-label with the same model (--no-save: don't)"
 
 
 def write_preview(ws, store, key: str, n: int) -> Path:

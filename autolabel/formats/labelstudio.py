@@ -23,12 +23,14 @@ if TYPE_CHECKING:
 __all__ = [
     "BOX_KEYS",
     "FROM_NAME",
+    "HOTKEYS",
     "IMAGE_KEY",
     "RESULT_TYPE",
     "TO_NAME",
     "UNSUPPORTED_REGION_TYPES",
     "Conversion",
     "from_results",
+    "label_colour",
     "label_config",
     "prediction",
     "rectangle_corners",
@@ -62,10 +64,28 @@ _COLOURS = (
 )
 
 
+# Label hotkeys by class id: the digit row, then letters Label Studio's own shortcuts leave free.
+HOTKEYS = tuple("1234567890") + tuple("qwertyiopasdfgjklzxcvbnm")
+
+
+def label_colour(class_id: int) -> str:
+    """A class's colour: the distinct palette first, then hues spread by the golden angle."""
+    if class_id < len(_COLOURS):
+        return _COLOURS[class_id]
+    import colorsys
+
+    hue = (class_id * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.5 + 0.4 * ((class_id // len(_COLOURS)) % 2))
+    return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+
+
 def label_config(class_names: list[str]) -> str:
-    """RectangleLabels config; labels in class-id order (ids never change, new classes append)."""
+    """RectangleLabels config; labels in class-id order (ids never change, new classes append),
+    each with its own colour and, for the first ``len(HOTKEYS)``, its own hotkey."""
     labels = "\n".join(
-        f"    <Label value={quoteattr(name)} background={quoteattr(_COLOURS[i % len(_COLOURS)])}/>"
+        f"    <Label value={quoteattr(name)} background={quoteattr(label_colour(i))}"
+        + (f' hotkey="{HOTKEYS[i]}"' if i < len(HOTKEYS) else "")
+        + "/>"
         for i, name in enumerate(class_names)
     )
     return (

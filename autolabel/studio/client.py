@@ -230,12 +230,7 @@ class StudioClient:
         pager = self.sdk_call(self.sdk.projects.list, title=title, page_size=100)
         for project in pager:
             if project.title == title:
-                return {
-                    "id": project.id,
-                    "title": project.title,
-                    "label_config": project.label_config,
-                    "description": project.description or "",
-                }
+                return _summary(project)
         return None
 
     def get_project(self, project_id: int) -> dict | None:
@@ -243,12 +238,7 @@ class StudioClient:
             project = self.request("GET", f"/api/projects/{project_id}/")
         except NotFound:
             return None
-        return {
-            "id": project["id"],
-            "title": project["title"],
-            "label_config": project["label_config"],
-            "description": project.get("description") or "",
-        }
+        return _summary(project)
 
     def create_project(self, title: str, label_config: str, description: str = "") -> dict:
         project = self.sdk_call(
@@ -258,15 +248,14 @@ class StudioClient:
             description=description or "Pre-labels from autolabel; pull corrections with 'autolabel pull'.",
             idempotent=False,
         )
-        return {
-            "id": project.id,
-            "title": project.title,
-            "label_config": project.label_config,
-            "description": project.description or "",
-        }
+        return _summary(project)
 
     def set_label_config(self, project_id: int, label_config: str) -> None:
-        self.sdk_call(self.sdk.projects.update, project_id, label_config=label_config)
+        self.update_project(project_id, label_config=label_config)
+
+    def update_project(self, project_id: int, **fields) -> None:
+        """Project settings by their API names: label_config, expert_instruction, show_instruction..."""
+        self.sdk_call(self.sdk.projects.update, project_id, **fields)
 
     def ensure_local_storage(self, project_id: int, path: Path) -> int:
         path_text = str(Path(path).resolve())
@@ -448,6 +437,13 @@ class StudioClient:
 
     def delete_task(self, task_id: int) -> None:
         self.request("DELETE", f"/api/tasks/{task_id}/")
+
+
+def _summary(project) -> dict:
+    """The fields of a project (an SDK object or the API's JSON) that autolabel reads."""
+    get = project.get if isinstance(project, dict) else lambda key: getattr(project, key, None)
+    summary = {key: get(key) for key in ("id", "title", "label_config", "description")}
+    return {**summary, "description": summary["description"] or ""}
 
 
 class _Transient(Exception):

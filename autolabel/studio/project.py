@@ -21,6 +21,8 @@ __all__ = [
     "owner_mark",
     "project_labels",
     "project_owner",
+    "round_instructions",
+    "set_instructions",
 ]
 
 OWNER_MARK = "autolabel workspace "
@@ -125,3 +127,39 @@ def project_labels(label_config: str) -> list[str]:
         if tag.tag == "RectangleLabels":
             labels += [lab.get("value") for lab in tag.iter("Label") if lab.get("value") is not None]
     return labels
+
+
+def round_instructions(round_index: int, remaining: int, class_names: list[str], student: bool) -> str:
+    """What annotators read before labeling (the project's instructions): the round's purpose,
+    how to correct a pre-label, the label hotkeys and how many tasks remain."""
+    from html import escape
+
+    if student:
+        purpose = (
+            "images the current student model is least sure about; the boxes shown are its pre-labels"
+            " (sort by prediction score to see the least confident first)"
+        )
+    else:
+        purpose = "a first batch chosen to cover the variety of the images; the boxes shown are pre-labels"
+    keys = ", ".join(
+        f"{lsfmt.HOTKEYS[i]} {escape(name)}" for i, name in enumerate(class_names[: len(lsfmt.HOTKEYS)])
+    )
+    return (
+        f"<p><b>Round {round_index}</b>: {escape(purpose)}.</p>"
+        "<p>Fix every box: move or resize it, change its label, delete wrong ones, draw missed ones;"
+        " submit an image without objects as it is.</p>"
+        f"<p>Label hotkeys: {keys}.</p>"
+        f"<p><b>{remaining} tasks remain</b> in this round's queue.</p>"
+    )
+
+
+def set_instructions(store, client, project: Project, round_index: int, student: bool) -> int:
+    """Show the round's instructions before labeling; the number of tasks still to annotate."""
+    annotated = state.annotated_image_ids(store, project)
+    tasks = state.tasks_by_image(store, project)
+    remaining = sum(
+        1 for image_id, task in tasks.items() if task.state == "pushed" and image_id not in annotated
+    )
+    text = round_instructions(round_index, remaining, list(project.labels), student)
+    client.update_project(project.project_id, expert_instruction=text, show_instruction=True)
+    return remaining

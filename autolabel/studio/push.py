@@ -18,7 +18,7 @@ from autolabel import detections as dets
 from autolabel.errors import AutolabelError
 from autolabel.formats import labelstudio as lsfmt
 from autolabel.studio import state
-from autolabel.studio.project import ensure_project
+from autolabel.studio.project import ensure_project, set_instructions
 from autolabel.studio.state import Project
 
 __all__ = [
@@ -46,6 +46,7 @@ class PushSummary:
     unchanged: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     labels_added: list[str] = field(default_factory=list)
+    remaining: int = 0  # the project's pushed tasks not annotated yet (the instructions say it)
 
 
 def current_round(store) -> int:
@@ -110,7 +111,10 @@ def push(
         raise AutolabelError(f"image mode must be 'local' or 'upload', not {image_mode!r}")
     class_names = store.class_names()
     if not class_names:
-        raise AutolabelError("the workspace has no classes yet: run 'autolabel propose' first")
+        raise AutolabelError(
+            "the workspace has no classes yet: give it an ontology ('autolabel init --ontology FILE')"
+            " or run 'autolabel propose' first"
+        )
     state.ensure_schema(store)
     project, added = ensure_project(
         store, client, title, class_names, image_root if image_mode == "local" else None, share=share
@@ -138,6 +142,7 @@ def push(
         advance(len(batch))
     pushed = [image.id for image, _, _ in new] + [image.id for image, _, _ in replace]
     store.set_status(pushed, "in_review", only_from=("unlabeled", "proposed"))
+    summary.remaining = set_instructions(store, client, project, round_index, student_thresholds is not None)
     return summary
 
 

@@ -269,6 +269,14 @@ def start(
     return _wait_healthy(studio_dir, started, timeout)
 
 
+def ensure_local(studio_dir: Path, image_root: Path, config, timeout: float = 180.0) -> ServerStatus | None:
+    """Start the workspace's own server when none is configured (``studio.url``, LABEL_STUDIO_URL)
+    or running; the started server's status, or None when nothing had to be started."""
+    if os.environ.get("LABEL_STUDIO_URL") or config.url or status(studio_dir).running:
+        return None
+    return start(studio_dir, image_root, config.port, timeout=timeout)
+
+
 def make_private(studio_dir: Path) -> None:
     """The server's folder readable by its owner only (0700 folders, 0600 files): Label Studio's
     SQLite database stores the API token in plain text, next to ``credentials.json``."""
