@@ -10,7 +10,7 @@ does (one pass, nothing kept). Models: ``yolo640``, a yolo11n (80 classes, rando
 px, where per-image overheads dominate. Images: generated 160x120 JPEGs.
 
 Reported per cell: wall seconds from the first row to the last result (Ray's start included),
-images/s, the driver's peak RSS and the peak of the driver plus every Ray process (sampled every
+images/s, the seconds to the first result and the steady images/s after it, the driver's peak RSS and the peak of the driver plus every Ray process (sampled every
 0.2 s). The local engine runs PyTorch with every core; Ray gives each actor ``cpus_per_worker``
 cores (its OMP/torch threads follow). Ratios are Ray / local in the same run.
 """
@@ -61,6 +61,7 @@ def make_weights(folder: Path, model: str) -> Path:
 
     configure_ultralytics()
     target = folder / "yolo11n-random.pt"
+    folder.mkdir(parents=True, exist_ok=True)
     if not target.exists():
         YOLO("yolo11n.yaml").save(str(target))
     return target
@@ -126,9 +127,12 @@ def run_cell(model: str, n: int, engine: str, work: Path) -> dict:
         torch.set_num_threads(os.cpu_count() or 1)
     pages = [rows[i : i + 512] for i in range(0, len(rows), 512)]
     done = errors = 0
+    first = None
     with RssSampler() as rss:
         start = time.perf_counter()
         for result in runner.map(partial(PoolScorer, weights, settings), pages, batch_size=8):
+            if first is None:
+                first = time.perf_counter()
             done += 1
             errors += result["error"] is not None
         seconds = time.perf_counter() - start
@@ -141,6 +145,11 @@ def run_cell(model: str, n: int, engine: str, work: Path) -> dict:
         "errors": errors,
         "seconds": round(seconds, 2),
         "images_per_second": round(done / seconds, 2),
+        # start-up (Ray's start, model loads, the first batch) vs the steady state after it
+        "first_result_seconds": round(first - start, 2) if first else None,
+        "steady_images_per_second": round((done - 1) / (start + seconds - first), 2)
+        if first and done > 1
+        else None,
         "driver_peak_rss_mb": round(rss.driver / 2**20, 1),
         "total_peak_rss_mb": round(rss.total / 2**20, 1),
     }
@@ -187,6 +196,10 @@ def main() -> None:
         local = by.get((c["model"], c["images"], "local"))
         if local and "failed" not in c:
             c["speed_vs_local"] = round(c["images_per_second"] / local["images_per_second"], 3)
+            if c.get("steady_images_per_second") and local.get("steady_images_per_second"):
+                c["steady_speed_vs_local"] = round(
+                    c["steady_images_per_second"] / local["steady_images_per_second"], 3
+                )
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()},
