@@ -16,6 +16,7 @@ from autolabel.cli import init as init_cmd
 from autolabel.cli import labels as labels_cmd
 from autolabel.cli import loop as loop_cmd
 from autolabel.cli import propose as propose_cmd
+from autolabel.cli import report as report_cmd
 from autolabel.cli import status as status_cmd
 from autolabel.cli import studio as studio_cmd
 from autolabel.cli import train as train_cmd
@@ -56,6 +57,7 @@ app.command("split")(dataset_cmd.split)
 app.add_typer(dataset_cmd.check_app, name="check")
 app.command("propose")(propose_cmd.propose)
 app.command("status")(status_cmd.status)
+app.command("report")(report_cmd.report)
 app.command("loop")(loop_cmd.loop)
 app.command("select")(loop_cmd.select_batch)
 app.add_typer(studio_cmd.app, name="studio")
