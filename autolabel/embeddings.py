@@ -96,6 +96,7 @@ def ensure_embeddings(
     An image that can no longer be decoded gets no vector (it then joins no near-duplicate group).
     """
     from autolabel.images import ImageDecodeError
+    from autolabel.progress import announce_total
 
     store.ensure_schema(SCHEMA)
     wanted = {im.id: im for im in images}
@@ -108,6 +109,7 @@ def ensure_embeddings(
         if im is not None and im.sha256 == sha:
             cached[image_id] = np.frombuffer(blob, dtype=np.float32).copy()
     missing = [im for im in images if im.id not in cached]
+    announce_total(advance, len(missing))
     fresh: list[tuple[int, str, bytes]] = []
     for im in missing:
         try:

@@ -471,6 +471,13 @@ def _human_seconds(store: Store) -> float:
         return 0.0
 
 
+def step_report(ctx: RoundContext, round_index: int) -> dict:
+    """The page people look at (``autolabel report``), current after every round's evaluation."""
+    from autolabel.report import write_report
+
+    return {"report": str(write_report(ctx.workspace, ctx.store).path)}
+
+
 def round_steps() -> list:
     return [
         ("select", step_select),
@@ -480,4 +487,5 @@ def round_steps() -> list:
         ("split", step_split),
         ("train", step_train),
         ("eval", step_eval),
+        ("report", step_report),
     ]

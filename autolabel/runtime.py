@@ -8,6 +8,7 @@ offline with auto-install off and a local font; Hugging Face weights come from t
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -54,6 +55,71 @@ def configure_environment(cache_root: Path) -> None:
         Path(env[key]).mkdir(parents=True, exist_ok=True)
 
 
+# Libraries that give their loggers their own terminal handler (and stop propagation): routed to
+# the log file like everyone else's once the CLI configured logging.
+LIBRARY_LOGGERS = ("transformers", "ultralytics")
+
+
+HANDLER_NAME = "autolabel"  # marks the handlers configure_logging installs (a second call replaces them)
+
+
+def configure_logging(log_path: Path, verbose: bool = False) -> Path:
+    """Python warnings and third-party logging go to ``log_path``; with ``verbose`` to stderr too.
+
+    Called once per command by the CLI (tests run several commands in one process, so a second call
+    replaces the handlers of the first). Library users who never call it keep Python's defaults.
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+        handler.close()
+    handlers: list[logging.Handler] = [logging.FileHandler(log_path, encoding="utf-8")]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers[1].setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for handler in handlers:
+        handler.set_name(HANDLER_NAME)
+        root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    route_library_logging()
+    return log_path
+
+
+def logging_configured() -> bool:
+    return current_log_path() is not None
+
+
+def current_log_path() -> Path | None:
+    """The log file ``configure_logging`` set up in this process, if it did."""
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == HANDLER_NAME and isinstance(handler, logging.FileHandler):
+            return Path(handler.baseFilename)
+    return None
+
+
+def route_library_logging() -> None:
+    """Once the CLI configured logging: the already imported libraries' loggers propagate to it.
+
+    transformers and ultralytics attach a terminal handler to their logger when first imported;
+    call this right after importing one (``configure_ultralytics`` and the Hugging Face proposers do).
+    """
+    if not logging_configured():
+        return
+    for name in LIBRARY_LOGGERS:
+        if name not in sys.modules:
+            continue
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]:
+            if not isinstance(handler, logging.FileHandler):
+                logger.removeHandler(handler)
+        logger.propagate = True
+
+
 def configure_ultralytics() -> None:
     """Call right before using ultralytics: local font, no settings sync, no hub calls.
 
@@ -71,6 +137,7 @@ def configure_ultralytics() -> None:
     if any(SETTINGS.get(k) != v for k, v in wanted.items()):
         SETTINGS.update(wanted)
     disable_openvino_telemetry()
+    route_library_logging()
 
 
 def disable_openvino_telemetry() -> None:

@@ -27,6 +27,11 @@ class Workspace:
         return self.state_dir / "cache"
 
     @property
+    def log_path(self) -> Path:
+        """Python warnings, library logging and unexpected tracebacks (``--verbose`` shows them)."""
+        return self.state_dir / "logs" / "autolabel.log"
+
+    @property
     def studio_dir(self) -> Path:
         return self.state_dir / "studio"
 

@@ -27,9 +27,9 @@ MAX_LINES = 500
 LAYERS: list[tuple[str, list[str]]] = [
     ("base", ["errors", "detections", "progress", "runtime"]),
     ("formats and settings", ["formats", "formats.*", "config", "recipe", "ontology", "images", "preview"]),
-    ("state", ["store", "runs", "studio.state", "workspace", "registry"]),
+    ("state", ["store", "runs", "studio.state", "studio.records", "workspace", "registry"]),
     ("stages", ["*"]),  # proposers, students, sampling, studio, train, evaluate, export, ...
-    ("orchestration", ["loop", "loop_steps", "status"]),
+    ("orchestration", ["loop", "loop_steps", "status", "report", "report_html"]),
     ("cli", ["cli", "cli.*"]),
 ]
 

@@ -21,6 +21,16 @@ if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(any(u.find_s
   touch .venv/.installed
 fi
 
+# The report's browser test (tests/test_report.py) loads the page in a headless Chromium from the
+# OS packages; only installed when missing, and only where apt-get is there and we are root.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "setup: no Chromium (install the chromium package as root for the report's browser test)"
+  fi
+fi
+
 if [ "${AUTOLABEL_SKIP_STUDIO:-0}" != "1" ]; then
   if [ ! -x .venv-studio/bin/label-studio ] || [ scripts/constraints-studio.txt -nt .venv-studio/.installed ]; then
     "$PYTHON" -m venv .venv-studio

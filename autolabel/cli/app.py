@@ -5,6 +5,9 @@ Nothing heavy is imported at module level so ``autolabel --help`` stays fast.
 
 from __future__ import annotations
 
+import os
+from typing import Annotated
+
 import typer
 
 from autolabel.cli import dataset as dataset_cmd
@@ -13,10 +16,11 @@ from autolabel.cli import init as init_cmd
 from autolabel.cli import labels as labels_cmd
 from autolabel.cli import loop as loop_cmd
 from autolabel.cli import propose as propose_cmd
+from autolabel.cli import report as report_cmd
 from autolabel.cli import status as status_cmd
 from autolabel.cli import studio as studio_cmd
 from autolabel.cli import train as train_cmd
-from autolabel.cli.common import ErrorHandlingGroup
+from autolabel.cli.common import VERBOSE_ENV, ErrorHandlingGroup
 
 app = typer.Typer(
     name="autolabel",
@@ -29,8 +33,19 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            envvar=VERBOSE_ENV,
+            help="Also show library warnings, logging and tracebacks here (always in .autolabel/logs/).",
+        ),
+    ] = False,
+) -> None:
     """From a folder of unlabeled photos to a trained, exported object detector."""
+    # one switch for this command and the processes it starts (the log is set up with the workspace)
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
 
 
 app.command("init")(init_cmd.init)
@@ -42,6 +57,7 @@ app.command("split")(dataset_cmd.split)
 app.add_typer(dataset_cmd.check_app, name="check")
 app.command("propose")(propose_cmd.propose)
 app.command("status")(status_cmd.status)
+app.command("report")(report_cmd.report)
 app.command("loop")(loop_cmd.loop)
 app.command("select")(loop_cmd.select_batch)
 app.add_typer(studio_cmd.app, name="studio")

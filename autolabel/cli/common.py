@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,40 @@ class ErrorHandlingGroup(TyperGroup):
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise fail("interrupted; rerun the same command to resume") from None
+        except (typer.Exit, typer.Abort, typer.TyperException):  # click's flow: exits, usage errors
+            raise
+        except Exception as exc:  # noqa: BLE001 - any crash: one line here, the traceback in the log
+            raise _unexpected(exc) from None
+
+
+def _unexpected(exc: Exception) -> Exception | typer.Exit:
+    """A bug or a library's failure: the traceback goes to the workspace log, one line to the user.
+
+    With ``--verbose`` (or before a workspace was opened, when there is no log yet) it is raised.
+    """
+    import logging
+
+    from autolabel.runtime import current_log_path
+
+    log_path = current_log_path()
+    if log_path is None or verbose_requested():
+        return exc
+    logging.getLogger("autolabel").error("unexpected error", exc_info=exc)
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    typer.echo(
+        f"error: unexpected {type(exc).__name__}: {first_line} (traceback in {log_path};"
+        " rerun with --verbose to see it here)",
+        err=True,
+    )
+    return typer.Exit(code=1)
+
+
+VERBOSE_ENV = "AUTOLABEL_VERBOSE"  # set from the global --verbose by the root callback
+
+
+def verbose_requested() -> bool:
+    """The global ``--verbose`` flag (or ``AUTOLABEL_VERBOSE=1``) of the running command."""
+    return os.environ.get(VERBOSE_ENV, "") == "1"
 
 
 def console():
@@ -47,12 +82,19 @@ def console():
 
 def open_workspace(path: Path):
     """Load the workspace and apply the process-wide environment hygiene once."""
-    from autolabel.runtime import configure_environment
     from autolabel.workspace import Workspace
 
     ws = Workspace.load(path)
-    configure_environment(ws.cache_dir)
+    configure_process(ws)
     return ws
+
+
+def configure_process(ws) -> None:
+    """Environment hygiene, and warnings and library logging into the workspace log (``--verbose``: also here)."""
+    from autolabel.runtime import configure_environment, configure_logging
+
+    configure_environment(ws.cache_dir)
+    configure_logging(ws.log_path, verbose=verbose_requested())
 
 
 EngineOption = Annotated[

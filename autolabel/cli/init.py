@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from autolabel.cli.common import WorkspaceOption, console
+from autolabel.cli.common import WorkspaceOption, configure_process, console
 
 
 def init(
@@ -27,7 +27,6 @@ def init(
     from autolabel.config import CONFIG_NAME, GroupingConfig, WorkspaceConfig
     from autolabel.errors import AutolabelError
     from autolabel.ontology import Ontology
-    from autolabel.runtime import configure_environment
     from autolabel.workspace import Workspace
 
     root = workspace.resolve()
@@ -54,7 +53,7 @@ def init(
             grouping=grouping,
         )
         ws = Workspace.create(root, config)
-    configure_environment(ws.cache_dir)
+    configure_process(ws)
     summary = register_with_progress(ws)
     out = console()
     out.print(f"workspace {ws.root}: {summary.found} images found, {summary.new} new")
@@ -68,7 +67,9 @@ def register_with_progress(ws):
     from autolabel.registry import register_images
 
     with ws.open_store() as store, progress_bar("registering", total=None) as advance:
-        return register_images(store, ws.image_root, ws.config.grouping, advance=advance)
+        return register_images(
+            store, ws.image_root, ws.config.grouping, advance=advance, on_total=advance.set_total
+        )
 
 
 def print_scan_problems(summary) -> None:

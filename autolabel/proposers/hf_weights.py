@@ -120,8 +120,9 @@ class ZeroShotDetector:
         import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-        from autolabel.runtime import resolve_device
+        from autolabel.runtime import resolve_device, route_library_logging
 
+        route_library_logging()
         self.device = resolve_device(settings.device)
         self.dtype = torch.float16 if (self.device.startswith("cuda") and settings.fp16) else torch.float32
 

@@ -21,6 +21,7 @@ from autolabel import detections as dets
 from autolabel.config import AnnotationCostConfig
 from autolabel.errors import AutolabelError
 from autolabel.formats import labelstudio as lsfmt
+from autolabel.progress import announce_total
 from autolabel.studio import diff, state
 from autolabel.studio.project import check_owner
 from autolabel.studio.state import Project, RawAnnotation
@@ -108,6 +109,7 @@ def pull(
     export = _start_export(client, project) if len(tasks) - len(known) >= EXPORT_THRESHOLD else None
     changes = _list_changes(client, project, tasks, known, since, pulled_until, summary)
     full = _fetch_annotations(client, project, changes.changed, export)
+    announce_total(advance, len(changes.changed))
     _store_raw_annotations(store, project, changes, full, tasks, known, summary, advance)
     summary.withdrawn = _withdraw(store, project, [(t, tasks[t]) for t in changes.withdrawn])
     _convert(store, project, costs or AnnotationCostConfig(), summary)

@@ -17,6 +17,7 @@ from urllib.parse import quote
 from autolabel import detections as dets
 from autolabel.errors import AutolabelError
 from autolabel.formats import labelstudio as lsfmt
+from autolabel.progress import announce_total
 from autolabel.studio import state
 from autolabel.studio.project import ensure_project, set_instructions
 from autolabel.studio.state import Project
@@ -128,6 +129,7 @@ def push(
     new, replace = _plan(
         store, project, image_ids, student_thresholds, summary, image_root, document_root, image_mode
     )
+    announce_total(advance, summary.unchanged + len(new) + len(replace))
     advance(summary.unchanged)
     for start in range(0, len(new), batch_size):
         batch = new[start : start + batch_size]

@@ -22,6 +22,7 @@ import numpy as np
 from autolabel.errors import AutolabelError
 from autolabel.formats import labelstudio as lsfmt
 from autolabel.formats import yolo
+from autolabel.progress import announce_total
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +193,7 @@ def replay(
     if limit is not None:
         pending = pending[:limit]
     answers = [(task, *build_answer(task, folder, class_names, noise, client)) for task in pending]
+    announce_total(advance, len(answers))
     summary = ReplaySummary()
 
     def submit(item) -> None:

@@ -26,6 +26,7 @@ from dataclasses import astuple, dataclass
 from typing import NamedTuple, TypedDict
 
 from autolabel.config import AnnotationCostConfig
+from autolabel.studio.records import CorrectionRecord, RoundSummary
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS studio_projects (
@@ -156,50 +157,11 @@ class Unconverted:
     round: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class CorrectionRecord:
-    """One row of ``studio_corrections`` (the columns after ``project``, in table order)."""
-
-    image_id: int
-    task_id: int
-    annotation_id: int
-    round: int
-    shown: int
-    human: int
-    kept: int
-    moved: int
-    relabeled: int
-    deleted: int
-    added: int
-    true_positives: int
-    clipped: int
-    rotated: int
-    seconds: float
-
-
 class Quarantined(TypedDict):
     task_id: int
     image_id: int
     path: str
     reason: str | None
-
-
-class RoundSummary(TypedDict):
-    round: int
-    images: int
-    empty: int
-    boxes_shown: int
-    boxes_human: int
-    kept: int
-    moved: int
-    relabeled: int
-    deleted: int
-    added: int
-    precision: float | None
-    recall: float | None
-    seconds: float
-    seconds_from_scratch: float
-    seconds_per_image: float | None
 
 
 # -- projects -------------------------------------------------------------------------------------
@@ -493,3 +455,15 @@ def round_summaries(store, costs: AnnotationCostConfig | None = None) -> list[Ro
             )
         )
     return out
+
+
+def correction_examples(store, limit: int = 6) -> list[tuple]:
+    """(image_id, round, shown JSON, kept, moved, relabeled, deleted, added), most human edits first."""
+    if not _has_table(store, "studio_corrections"):
+        return []
+    return store.conn.execute(
+        "SELECT c.image_id, c.round, t.shown, c.kept, c.moved, c.relabeled, c.deleted, c.added FROM"
+        " studio_corrections c JOIN studio_tasks t USING (project, image_id)"
+        " ORDER BY c.moved + c.relabeled + c.deleted + c.added DESC, c.round, c.image_id LIMIT ?",
+        (limit,),
+    ).fetchall()
