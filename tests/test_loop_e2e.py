@@ -227,3 +227,36 @@ def test_two_round_loop_on_ray_keeps_every_invariant(studio_server, tmp_path, mo
     assert result.exit_code == 0, result.output
     assert "scoring pool" in result.output  # round 1 scored the pool (on Ray)
     _invariants(ws, studio_server, rounds=2)
+
+
+def test_propose_then_loop_round_zero_reuses_the_stored_prelabels(
+    studio_server, tmp_path, monkeypatch, tiny_grounding_dino_dir
+):
+    """The README's workflow: `propose` with a model, then `loop`: round 0 shows the human what
+    `propose` stored, without building the proposer again."""
+    for key, value in _env(studio_server).items():
+        monkeypatch.setenv(key, value)
+    ws, scenes = _scenes_workspace(studio_server, tmp_path, "propose-loop")
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", "--images", str(scenes / "images"), "-w", str(ws.root)]).exit_code == 0
+    proposed = runner.invoke(
+        app,
+        ["propose", "-w", str(ws.root), "--prompts", str(REPO / "prompts" / "fasteners.yaml"),
+         "--model", "grounding-dino", "--model-path", str(tiny_grounding_dino_dir), "--box-threshold", "0.0",
+         "--text-threshold", "0.0", "--max-det", "3", "--preview", "0"],
+    )  # fmt: skip
+    assert proposed.exit_code == 0, proposed.output
+
+    def built_again(*args, **kwargs):
+        raise AssertionError("round 0 built the proposer again instead of reusing its pre-labels")
+
+    monkeypatch.setattr("autolabel.proposers.build_proposer", built_again)
+    result = runner.invoke(app, _loop_args(ws, scenes, rounds=1))
+    assert result.exit_code == 0, result.output
+    assert "reusing the pre-labels 'propose' stored for 6 images" in result.output
+    _invariants(ws, studio_server, rounds=1)
+    db = sqlite3.connect(ws.db_path)
+    step = db.execute("SELECT result FROM loop_steps WHERE round = 0 AND step = 'prelabel'").fetchone()
+    assert json.loads(step[0])["reused"] == 6
+    shown = db.execute("SELECT COUNT(*) FROM studio_tasks WHERE state = 'pushed'").fetchone()[0]
+    assert shown == 6
