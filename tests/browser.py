@@ -48,9 +48,17 @@ class _Pipe:
             "--no-default-browser-check", "--disable-extensions", "--window-size=1280,900",
             f"--user-data-dir={profile}", "about:blank",
         ]  # fmt: skip
+        # Chromium writes ~/.config/chromium (crash reports) and ~/.cache/dconf whatever
+        # --user-data-dir says: give it a home of its own inside the profile
+        home = profile / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"), "XDG_DATA_HOME": str(home / ".local" / "share"),
+        }  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ON_FDS_3_AND_4, str(to_chrome_r), str(from_chrome_w), executable, *args],
-            pass_fds=(to_chrome_r, from_chrome_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(to_chrome_r, from_chrome_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )  # fmt: skip
         os.close(to_chrome_r)
         os.close(from_chrome_w)
