@@ -66,6 +66,13 @@ def test_eval_cli_on_the_dfine_run(dfine_run):
     assert "mAP50-95" in result.output and "per class" in result.output
 
 
+def test_export_of_the_dfine_run_is_one_error_line_for_now(dfine_run):
+    result = CliRunner().invoke(app, ["export", "-w", str(dfine_run["ws"].root), "--format", "onnx"])
+    assert result.exit_code == 2, result.output
+    assert "error: export of a dfine student is not supported yet" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_the_pool_scorer_reads_class_probabilities_and_backbone_embeddings(dfine_run):
     ws = dfine_run["ws"]
     weights = ws.runs_dir / "run-1" / "weights" / "best" / "model.safetensors"
@@ -118,3 +125,16 @@ def test_student_names_pick_the_backend_and_its_default_model():
         students.for_student("rtdetr", "x")
     assert students.backend_of("runs/run-1/weights/best.pt") == "yolo"
     assert students.backend_of("runs/run-1/weights/best/model.safetensors") == "dfine"
+
+
+def test_the_loop_recipe_takes_the_student_from_the_cli():
+    from autolabel.config import TrainConfig
+    from autolabel.recipe import Recipe
+    from autolabel.train import TrainSettings
+
+    recipe = Recipe().with_overrides(student="dfine-s", model="tiny.json")
+    assert recipe.train.student == "dfine-s" and recipe.train.model == "tiny.json"
+    assert Recipe().train.student == "yolo" and TrainConfig().student == "yolo"  # YAML without it: unchanged
+    assert TrainSettings.from_section(recipe.train).student == "dfine-s"
+    with pytest.raises(AutolabelError, match="student"):
+        Recipe().with_overrides(student="rtdetr")
