@@ -93,6 +93,9 @@ class StudentConfig(_Section):
     """What the workspace's ``train:`` and a loop recipe's ``train:`` both set (the recipe's own
     defaults are a round's: ``recipe.LoopTrain``)."""
 
+    # which student (autolabel.students.STUDENTS): yolo (ultralytics, AGPL-3.0) or dfine-n / dfine-s
+    # (transformers D-FINE, Apache-2.0)
+    student: Literal["yolo", "dfine-n", "dfine-s"] = "yolo"
     model: str = "yolo11n.pt"  # weights path / name in the ultralytics weights dir, or a model yaml
     epochs: int = Field(default=80, gt=0)
     imgsz: int = Field(default=640, gt=0)  # the deployment size

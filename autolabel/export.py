@@ -35,6 +35,10 @@ def export_weights(
     from autolabel import students
 
     check_exporter(options.format)
+    if (backend := students.backend_of(weights)) != "yolo":
+        raise AutolabelError(
+            f"export of a {backend} student is not supported yet (only the yolo student exports)"
+        )
     if options.int8 and calibration is None:
         raise AutolabelError("--int8 needs calibration images: the student's training set was not found")
     out_dir.mkdir(parents=True, exist_ok=True)

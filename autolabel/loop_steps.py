@@ -98,7 +98,7 @@ def step_select(ctx: RoundContext, round_index: int) -> dict:
     if student is not None and recipe.strategy != "random":
         ids, scores, embeddings, labeled_embeddings = _score_with_student(ctx, pool, student)
     elif recipe.strategy != "random":
-        pretrained = pretrained_weights(recipe.train.model, ctx.workspace)
+        pretrained = pretrained_weights(recipe.train.model, ctx.workspace, student=recipe.train.student)
         if pretrained is not None:
             ctx.log(f"cold start: embeddings from the backbone of {pretrained.name}")
             ids, embeddings, labeled_embeddings = _embed_with_weights(ctx, pool, pretrained)
@@ -122,7 +122,7 @@ def step_select(ctx: RoundContext, round_index: int) -> dict:
     return {"n": len(picked), "strategy": strategy, "pool": len(pool), "note": note}
 
 
-def pretrained_weights(model: str, workspace) -> Path | None:
+def pretrained_weights(model: str, workspace, student: str = "yolo") -> Path | None:
     """The configured student's pretrained weights when they are on disk (no download here)."""
     from autolabel import students
     from autolabel.runtime import configure_environment
@@ -131,7 +131,8 @@ def pretrained_weights(model: str, workspace) -> Path | None:
         return None
     configure_environment(workspace.cache_dir)
     try:
-        choice = students.choose(model, download=False)
+        backend, model = students.for_student(student, model)
+        choice = students.choose(model, download=False, backend=backend)
     except AutolabelError:
         return None
     return Path(choice.source) if choice.pretrained else None

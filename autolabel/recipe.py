@@ -58,14 +58,15 @@ class Recipe(_Section):
     engine: EngineConfig | None = None  # None: the workspace's (autolabel.yaml ``engine:``)
 
     def with_overrides(self, **values) -> Recipe:
-        """CLI overrides: ``rounds``, ``budget``, ``strategy``, ``score``, ``epochs``, ``imgsz`` (None = keep)."""
+        """CLI overrides: ``rounds``, ``budget``, ``strategy``, ``score``, ``epochs``, ``imgsz``, ``student``,
+        ``model`` (None = keep)."""
         data = self.model_dump()
         if values.get("budget") is not None and values.get("initial_budget") is None:
             values = {**values, "initial_budget": values["budget"]}  # --budget alone sets every round
         for key, value in values.items():
             if value is None:
                 continue
-            if key in ("epochs", "imgsz", "offline"):
+            if key in ("epochs", "imgsz", "offline", "student", "model"):
                 data["train"][key] = value
             else:
                 data[key] = value

@@ -143,7 +143,10 @@ def train_student(
         warn(f"... and {len(snapshot.skipped) - 5} more skipped")
 
     configure_environment(workspace.cache_dir)
-    choice = students.choose(settings.model, resume_from=settings.resume_from, download=not settings.offline)
+    backend, model = students.for_student(settings.student, settings.model)
+    choice = students.choose(
+        model, resume_from=settings.resume_from, download=not settings.offline, backend=backend
+    )
     device = resolve_device(settings.device)
     if choice.warning:
         warn(choice.warning)
@@ -169,7 +172,7 @@ def train_student(
     try:
         data_yaml = write_yolo_dataset(snapshot, workspace.image_root, run_dir / "data")
         started, cpu_started = time.perf_counter(), time.process_time()
-        fit = students.start(choice).fit(data_yaml, settings, run_dir, device)
+        fit = students.start(choice, backend=backend).fit(data_yaml, settings, run_dir, device)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         weights, epochs = fit.weights, fit.epoch_seconds
         metrics = {

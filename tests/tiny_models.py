@@ -229,3 +229,28 @@ def build_tiny_owlv2(directory: str | Path, *, seed: int = 0) -> Path:
     Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
     model.save_pretrained(directory)
     return directory
+
+
+def write_tiny_dfine_config(path: str | Path, *, num_labels: int = 3) -> Path:
+    """A D-FINE config small enough to train for an epoch in seconds (random init; ~110k parameters):
+    a 4-stage HGNetV2 with 1-layer blocks, 2 feature levels, 32-d hidden size, 2 decoder layers."""
+    from transformers import DFineConfig, HGNetV2Config
+
+    backbone = HGNetV2Config(
+        stem_channels=[3, 8, 8], stage_in_channels=[8, 16, 32, 64], stage_mid_channels=[8, 8, 16, 16],
+        stage_out_channels=[16, 32, 64, 128], stage_num_blocks=[1, 1, 1, 1],
+        stage_downsample=[False, True, True, True], stage_light_block=[False, False, True, True],
+        stage_kernel_size=[3, 3, 5, 5], stage_numb_of_layers=[1, 1, 1, 1], out_indices=[3, 4],
+        hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+    )  # fmt: skip
+    config = DFineConfig(
+        backbone_config=backbone, encoder_in_channels=[64, 128], feat_strides=[16, 32], encode_proj_layers=[1],
+        encoder_hidden_dim=32, encoder_ffn_dim=64, encoder_attention_heads=2, d_model=32,
+        decoder_in_channels=[32, 32], decoder_ffn_dim=64, decoder_layers=2, decoder_attention_heads=2,
+        num_feature_levels=2, decoder_n_points=[2, 2], num_queries=16, num_denoising=10, depth_mult=0.34,
+        hidden_expansion=0.5, lqe_hidden_dim=8, num_labels=num_labels,
+    )  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config.to_json_file(str(path))
+    return path

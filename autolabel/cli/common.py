@@ -123,3 +123,12 @@ def engine_config(base, **flags):
         return EngineConfig.model_validate(values)
     except ValidationError as exc:
         raise AutolabelError(f"engine: {describe_validation_error(exc)}") from None
+
+
+StudentOption = Annotated[
+    str | None,
+    typer.Option(
+        "--student",
+        help="yolo (ultralytics, AGPL-3.0) | dfine-n | dfine-s (transformers D-FINE, Apache-2.0). Default: train.student.",
+    ),
+]

@@ -11,6 +11,7 @@ from autolabel.cli.common import (
     EngineOption,
     GpusPerWorkerOption,
     RayAddressOption,
+    StudentOption,
     WorkersOption,
     WorkspaceOption,
     console,
@@ -82,6 +83,11 @@ def loop(
     score: ScoreOption = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     imgsz: Annotated[int | None, typer.Option(min=32)] = None,
+    student: StudentOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="The student's starting weights (default: the recipe's train.model)."),
+    ] = None,
     annotator: Annotated[
         str, typer.Option(help="human (Label Studio users) | replay (answers from --labels)")
     ] = "human",
@@ -113,7 +119,7 @@ def loop(
 
     overrides = {
         "rounds": rounds, "budget": budget, "strategy": strategy, "score": score, "epochs": epochs, "imgsz": imgsz,
-        "offline": offline or None,
+        "offline": offline or None, "student": student, "model": model,
     }  # fmt: skip
     flags = {
         "kind": engine, "ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,

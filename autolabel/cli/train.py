@@ -7,16 +7,21 @@ from typing import Annotated
 
 import typer
 
-from autolabel.cli.common import WorkspaceOption, console, open_workspace
+from autolabel.cli.common import StudentOption, WorkspaceOption, console, open_workspace
 
 
 def train(
     workspace: WorkspaceOption = Path("."),
+    student: StudentOption = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Default: train.epochs.")] = None,
     imgsz: Annotated[int | None, typer.Option("--imgsz", min=32, help="Deployment image size.")] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Weights (.pt path or name in the ultralytics weights dir) or yaml."),
+        typer.Option(
+            "--model",
+            help="Weights (.pt path or name in the ultralytics weights dir) or yaml; for D-FINE a "
+            "save_pretrained folder, a hub id or a config .json.",
+        ),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N | mps.")] = None,
@@ -43,6 +48,7 @@ def train(
     out = console()
     settings = TrainSettings.from_config(
         ws.config.train,
+        student=student,
         epochs=epochs,
         imgsz=imgsz,
         model=model,

@@ -21,8 +21,38 @@ if TYPE_CHECKING:
 # name -> "module:Class"; modules are imported only when that backend is used.
 BACKENDS: dict[str, str] = {
     "yolo": "autolabel.students.yolo:YoloStudent",
+    "dfine": "autolabel.students.dfine:DFineStudent",
 }
 DEFAULT_BACKEND = "yolo"
+
+# ``train.student`` / ``--student``: name -> (backend, the model it starts from when ``train.model``
+# is left at a YOLO weights name). D-FINE code and weights are Apache-2.0; ultralytics is AGPL-3.0.
+STUDENTS: dict[str, tuple[str, str | None]] = {
+    "yolo": ("yolo", None),
+    "dfine-n": ("dfine", "ustc-community/dfine-nano-coco"),
+    "dfine-s": ("dfine", "ustc-community/dfine-small-coco"),
+}
+DEFAULT_STUDENT = "yolo"
+
+
+def for_student(student: str, model: str) -> tuple[str, str]:
+    """(backend, model) for ``train.student``: a YOLO ``.pt`` name stands for "not set" with a
+    student whose default is something else (the ``train.model`` default is ``yolo11n.pt``)."""
+    if student not in STUDENTS:
+        raise AutolabelError(f"unknown student '{student}': choose one of {', '.join(STUDENTS)}")
+    backend, default_model = STUDENTS[student]
+    if default_model is not None and model.endswith(".pt") and not Path(model).is_file():
+        model = default_model
+    return backend, model
+
+
+def backend_of(weights: str | Path) -> str:
+    """Which backend reads ``weights``: D-FINE's are a ``save_pretrained`` folder (or its
+    ``model.safetensors``) or a config ``.json``; everything else is ultralytics'."""
+    path = Path(str(weights))
+    if path.suffix in (".safetensors", ".json") or (path.is_dir() and (path / "config.json").is_file()):
+        return "dfine"
+    return "yolo"
 
 
 def backend_class(name: str = DEFAULT_BACKEND) -> type[Student]:
@@ -44,9 +74,12 @@ def start(choice: ModelChoice, *, backend: str = DEFAULT_BACKEND) -> Student:
     return backend_class(backend).start(choice)
 
 
-def load(weights: str | Path, *, backend: str = DEFAULT_BACKEND) -> Student:
-    """A trained student (weights, an exported file or folder, or a model config) for inference."""
-    return backend_class(backend).load(weights)
+def load(weights: str | Path, *, backend: str | None = None) -> Student:
+    """A trained student (weights, an exported file or folder, or a model config) for inference;
+    the backend follows from the weights unless given."""
+    return backend_class(backend or backend_of(weights)).load(weights)
 
 
-__all__: Sequence[str] = ("BACKENDS", "backend_class", "choose", "load", "start")
+__all__: Sequence[str] = (
+    "BACKENDS", "STUDENTS", "backend_class", "backend_of", "choose", "for_student", "load", "start",
+)  # fmt: skip
