@@ -102,3 +102,24 @@ def test_failed_parity_falls_back_to_torch_with_one_line(weights, export_cache, 
     assert_same_detections(p.predict(batch)[0], owl.proposer(weights).predict(batch)[0])
     again = owl.proposer(weights, runtime="onnx")  # the failure is remembered, not re-exported
     assert again.session is None and not again.runtime.built and again.runtime.reason == p.runtime.reason
+
+
+def test_a_backend_without_the_runtime_falls_back_with_one_line(tiny_grounding_dino_dir, capsys):
+    from tests import test_proposer_grounding_dino as gd
+
+    p = gd.proposer(tiny_grounding_dino_dir, runtime="onnx")
+    err = [line for line in capsys.readouterr().err.splitlines() if "runtime onnx" in line]
+    assert err == ["grounding-dino: runtime onnx is not available for it; running torch"]
+    assert p.settings.runtime == "torch"
+    assert len(p.predict(gd.images((64, 96)))[0]) > 0
+
+
+def test_an_unknown_runtime_is_one_line(tiny_owlv2_dir):
+    """As the CLI passes it: a flag override (``model_copy``) is not validated by pydantic."""
+    from autolabel.errors import AutolabelError
+    from autolabel.proposers import build_proposer
+    from autolabel.proposers.base import ProposerSettings
+
+    settings = ProposerSettings(model="owlv2", model_path=str(tiny_owlv2_dir), device="cpu")
+    with pytest.raises(AutolabelError, match="unknown runtime 'openvino': choose one of torch, onnx"):
+        build_proposer(settings.model_copy(update={"runtime": "openvino"}), owl.FASTENERS)
