@@ -46,6 +46,8 @@ class ProposerConfig(_Section):
     batch_size: int = Field(default=2, gt=0)
     fp16: bool = True
     max_side: int | None = Field(default=None, gt=0)
+    # How the image side runs (owlv2): torch eager, or an ONNX export checked against it.
+    runtime: Literal["torch", "onnx"] = "torch"
 
 
 class AnnotationCostConfig(_Section):

@@ -3,6 +3,7 @@
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -110,3 +111,38 @@ def test_missing_weights_offline_names_the_model(workspace, monkeypatch):
     assert result.exit_code == 2
     assert "google/owlv2-base-patch16-ensemble" in result.output
     assert "--model-path" in result.output
+
+
+def test_propose_owlv2_runtime_onnx_matches_torch(tmp_path, tiny_owlv2_dir, monkeypatch):
+    """`--runtime onnx` stores the detections `--runtime torch` stores (boxes within 1e-3 px, scores
+    within 1e-5), exports once and reuses the export on the next run."""
+    monkeypatch.setenv("AUTOLABEL_EXPORT_CACHE", str(tmp_path / "exports"))
+    stored = {}
+    for runtime in ("torch", "onnx", "onnx"):
+        ws = tmp_path / f"ws-{len(stored)}"
+        for i in range(3):
+            rgb(ws / "raw" / f"{i}.jpg", width=96 + 8 * i, height=64, seed=i)
+        assert runner.invoke(app, ["init", "--images", str(ws / "raw"), "-w", str(ws)]).exit_code == 0
+        args = ["propose", "-w", str(ws), "--prompt", "bolt", "--prompt", "nut", "--model", "owlv2"]
+        args += ["--model-path", str(tiny_owlv2_dir), "--box-threshold", "0.0", "--runtime", runtime]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "runtime onnx not used" not in result.output
+        rows, _ = _predictions(ws)
+        stored[len(stored)] = {path: json.loads(det) for path, _, _, _, det in rows}
+    assert len(list((tmp_path / "exports").iterdir())) == 1
+    for other in (1, 2):
+        assert stored[other].keys() == stored[0].keys()
+        for path, det in stored[0].items():
+            got = stored[other][path]
+            assert got["class_id"] == det["class_id"]
+            np.testing.assert_allclose(got["xyxy"], det["xyxy"], atol=1e-3)
+            np.testing.assert_allclose(got["confidence"], det["confidence"], atol=1e-5)
+
+
+def test_propose_unknown_runtime_is_one_line(workspace, tiny_owlv2_dir):
+    args = ["propose", "-w", str(workspace), "--prompt", "bolt", "--model", "owlv2"]
+    result = runner.invoke(app, [*args, "--model-path", str(tiny_owlv2_dir), "--runtime", "tensorrt"])
+    assert result.exit_code != 0
+    assert "unknown runtime 'tensorrt': choose one of torch, onnx" in result.output
+    assert "Traceback" not in result.output

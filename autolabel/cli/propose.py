@@ -47,6 +47,10 @@ def propose(
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="Half precision on CUDA.")] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(help="torch | onnx (owlv2: image side exported once, cached, parity-checked)."),
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="Propose again images already proposed with this model and ontology.")
     ] = False,
@@ -105,6 +109,7 @@ def propose(
         "device": device,
         "batch_size": batch_size,
         "fp16": fp16,
+        "runtime": runtime,
     }
     values = {k: v for k, v in overrides.items() if v is not None}
     values["class_agnostic_nms"] = class_agnostic_nms or cfg.class_agnostic_nms

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import TYPE_CHECKING
 
@@ -18,11 +19,21 @@ BACKENDS: dict[str, str] = {
     "yolo-world": "autolabel.proposers.yolo_world:YoloWorldProposer",
     "groundingdino-py": "autolabel.proposers.groundingdino_py:GroundingDinoPyProposer",
 }
+# runtime -> the backends that have it (every backend runs "torch")
+RUNTIMES: dict[str, tuple[str, ...]] = {"torch": tuple(BACKENDS), "onnx": ("owlv2",)}
 
 
 def build_proposer(settings: ProposerSettings, ontology: Ontology) -> Proposer:
     if settings.model not in BACKENDS:
         raise AutolabelError(f"unknown model '{settings.model}': choose one of {', '.join(BACKENDS)}")
+    if settings.runtime not in RUNTIMES:
+        raise AutolabelError(f"unknown runtime '{settings.runtime}': choose one of {', '.join(RUNTIMES)}")
+    if settings.model not in RUNTIMES[settings.runtime]:
+        print(
+            f"{settings.model}: runtime {settings.runtime} is not available for it; running torch",
+            file=sys.stderr,
+        )
+        settings = settings.model_copy(update={"runtime": "torch"})
     module_name, _, class_name = BACKENDS[settings.model].partition(":")
     cls = getattr(import_module(module_name), class_name)
     return cls(settings, ontology)

@@ -18,6 +18,8 @@ a padded image does not give the same boxes as the image alone (Swin windows see
 valid-region ratios come from a nearest-neighbour downsampled mask). So images are grouped by their
 resized shape and each group runs unpadded; ``pred_boxes`` are then normalized (cx, cy, w, h) over the
 whole resized image, which is the original image scaled, and map back with the original (w, h).
+
+The text backbone (BERT) runs once per caption, not per batch (``grounding_dino_text``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from autolabel.errors import AutolabelError
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
+from autolabel.proposers.grounding_dino_text import cache_text_backbone
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -180,6 +183,7 @@ class GroundingDinoProposer(StagedProposer):
         self.processor, self.model = processor, model = loaded.processor, loaded.model
         self.model_version = loaded.model_version
         self.finalize_options = FinalizeOptions.from_settings(settings, ontology)
+        self.text_backbone = cache_text_backbone(model)
         self.captions = build_captions(
             ontology.prompt_table(), processor.tokenizer, model.config.max_text_len
         )

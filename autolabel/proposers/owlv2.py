@@ -8,10 +8,17 @@ Every prompt of the ontology is one text query. For each predicted box::
 The processor pads each image to a square (bottom/right) before resizing it, so ``pred_boxes`` are
 normalized to that padded square: they map back to the original pixels by ``max(h, w)`` on both
 axes, not by (w, h). Every image becomes the same square input, so batches need no extra padding.
+
+The prompts are encoded once per ontology (``owlv2_sides.text_queries``); each batch runs only the
+image side, in PyTorch or (``runtime: onnx``) as an ONNX export of it. The export has a fixed input
+size, the processor's square (``max_side`` when set, else the model's ``image_size``), with dynamic
+batch and prompt count; it is cached (``onnx_cache``) and used only when it passes parity against
+PyTorch at export time (``PARITY_*`` tolerances), else the proposer prints why and runs PyTorch.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +27,7 @@ import numpy as np
 
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
+from autolabel.proposers.owlv2_sides import image_side_module, text_queries
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -28,6 +36,13 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL_ID = "google/owlv2-base-patch16-ensemble"
 NAME = "owlv2"
+
+# Export-time parity against PyTorch: raw outputs, then the detections at the configured thresholds.
+PARITY_LOGIT_ATOL = 1e-3
+PARITY_BOX_ATOL = 1e-4  # normalized coordinates
+PARITY_PIXEL_ATOL = 0.5
+PARITY_SCORE_ATOL = 1e-4
+PARITY_SHAPES = ((48, 96), (100, 60), (64, 64))  # (h, w) of the synthetic parity images
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,17 @@ def detections_from_output(
     return finalize(det, options, width=width, height=height)
 
 
+def parity_images() -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for height, width in PARITY_SHAPES]
+
+
+def torch_float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
 class Owlv2Proposer(StagedProposer):
     """OWLv2 zero-shot detector; see the module docstring for the class and box rules."""
 
@@ -93,18 +119,31 @@ class Owlv2Proposer(StagedProposer):
         self.finalize_options = FinalizeOptions.from_settings(settings, ontology)
         table = ontology.prompt_table()
         self.prompt_classes = [class_index for _, class_index in table]
-        self.text_inputs = processor.tokenizer(
+        self.text_inputs = text_inputs = processor.tokenizer(
             [prompt.lower() for prompt, _ in table],
             padding="max_length",
             truncation=True,
             max_length=model.config.text_config.max_position_embeddings,
             return_tensors="pt",
         )
+        self.queries = text_queries(
+            model, text_inputs["input_ids"].to(self.device), text_inputs["attention_mask"].to(self.device)
+        )
         self.image_kwargs: dict[str, Any] = {}
         self.interpolate = False
         if settings.max_side and settings.max_side != model.config.vision_config.image_size:
             self.image_kwargs["size"] = {"height": settings.max_side, "width": settings.max_side}
             self.interpolate = True
+        self.image_side = image_side_module(model, interpolate=self.interpolate)
+        self.runtime = None  # onnx_cache.CachedRuntime when runtime: onnx was asked for
+        self.session = None
+        if settings.runtime == "onnx":
+            self.runtime = self.onnx_runtime()
+            self.session = self.runtime.session
+            if self.runtime.reason:
+                print(
+                    f"{NAME}: runtime onnx not used ({self.runtime.reason}); running torch", file=sys.stderr
+                )
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Any:
         return self.processor.image_processor(images=list(images), return_tensors="pt", **self.image_kwargs)[
@@ -112,19 +151,92 @@ class Owlv2Proposer(StagedProposer):
         ]
 
     def forward(self, pixel_values: Any) -> list[Owlv2Output]:
+        logits, boxes = self.run_image_side(pixel_values)
+        return [Owlv2Output(logits=logits[row], boxes=boxes[row]) for row in range(len(logits))]
+
+    def run_image_side(self, pixel_values: Any, *, session: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, boxes) as float32 numpy for a batch, through ``session`` (ONNX) or PyTorch."""
         import torch
 
-        batch = pixel_values.shape[0]
-        with torch.inference_mode():
-            result = self.model(
-                pixel_values=pixel_values.to(self.device, self.dtype),
-                input_ids=self.text_inputs["input_ids"].to(self.device).repeat(batch, 1),
-                attention_mask=self.text_inputs["attention_mask"].to(self.device).repeat(batch, 1),
-                interpolate_pos_encoding=self.interpolate,
+        session = session if session is not None else self.session
+        if session is not None:
+            logits, boxes = session.run(
+                None,
+                {
+                    "pixel_values": pixel_values.float().numpy(),
+                    "query_embeds": self.queries.embeds.float().cpu().numpy(),
+                    "query_mask": self.queries.mask.cpu().numpy(),
+                },
             )
-        logits = result.logits.float().cpu().numpy()
-        boxes = result.pred_boxes.float().cpu().numpy()
-        return [Owlv2Output(logits=logits[row], boxes=boxes[row]) for row in range(batch)]
+            return np.asarray(logits, dtype=np.float32), np.asarray(boxes, dtype=np.float32)
+        with torch.inference_mode():
+            logits, boxes = self.image_side(
+                pixel_values.to(self.device, self.dtype), self.queries.embeds, self.queries.mask
+            )
+        return logits.float().cpu().numpy(), boxes.float().cpu().numpy()
+
+    def onnx_runtime(self) -> Any:
+        from autolabel.proposers import onnx_cache
+
+        if self.device != "cpu" or self.dtype != torch_float32():
+            reason = f"the ONNX export runs fp32 on the CPU, not on {self.device}"
+            return onnx_cache.CachedRuntime(None, reason, False, onnx_cache.cache_root())
+        pixels = self.preprocess(parity_images())
+        spec = onnx_cache.ExportSpec(
+            name=NAME,
+            source=str(self.settings.model_path or DEFAULT_MODEL_ID),
+            input_size=(int(pixels.shape[-2]), int(pixels.shape[-1])),
+            module=self.image_side,
+            example_inputs=(pixels, self.queries.embeds, self.queries.mask),
+            input_names=("pixel_values", "query_embeds", "query_mask"),
+            output_names=("logits", "boxes"),
+            dynamic_axes={
+                "pixel_values": {0: "batch"},
+                "query_embeds": {1: "queries"},
+                "query_mask": {1: "queries"},
+                "logits": {0: "batch", 2: "queries"},
+                "boxes": {0: "batch"},
+            },
+            settings={
+                "interpolate": self.interpolate,
+                "parity": [PARITY_LOGIT_ATOL, PARITY_BOX_ATOL, PARITY_PIXEL_ATOL, PARITY_SCORE_ATOL],
+            },
+        )
+        return onnx_cache.cached_onnx(spec, lambda session: self.parity(session, pixels))
+
+    def parity(self, session: Any, pixels: Any) -> tuple[str | None, dict]:
+        """ONNX vs PyTorch on the parity images: raw outputs, then detections after postprocess."""
+        torch_logits, torch_boxes = self.run_image_side(pixels, session=None)
+        onnx_logits, onnx_boxes = self.run_image_side(pixels, session=session)
+        figures = {
+            "images": len(pixels),
+            "max_logit_diff": float(np.abs(torch_logits - onnx_logits).max()),
+            "max_box_diff": float(np.abs(torch_boxes - onnx_boxes).max()),
+            "detections": 0,
+        }
+        if figures["max_logit_diff"] > PARITY_LOGIT_ATOL or figures["max_box_diff"] > PARITY_BOX_ATOL:
+            reason = (
+                f"parity failed: logits differ by {figures['max_logit_diff']:.2g} (limit {PARITY_LOGIT_ATOL:g}),"
+                f" boxes by {figures['max_box_diff']:.2g} (limit {PARITY_BOX_ATOL:g})"
+            )
+            return reason, figures
+        for row, (height, width) in enumerate(PARITY_SHAPES):
+            expected, got = (
+                self.postprocess_one(
+                    Owlv2Output(logits=logits[row], boxes=boxes[row]), width=width, height=height
+                )
+                for logits, boxes in ((torch_logits, torch_boxes), (onnx_logits, onnx_boxes))
+            )
+            figures["detections"] += len(expected)
+            same = len(expected) == len(got) and (expected.class_id == got.class_id).all()
+            same = same and np.allclose(expected.xyxy, got.xyxy, atol=PARITY_PIXEL_ATOL)
+            same = same and np.allclose(expected.confidence, got.confidence, atol=PARITY_SCORE_ATOL)
+            if not same:
+                return (
+                    f"parity failed: image {row} gives {len(got)} detections, PyTorch {len(expected)}",
+                    figures,
+                )
+        return None, figures
 
     def postprocess_one(self, output: Owlv2Output, *, width: int, height: int) -> sv.Detections:
         return detections_from_output(
