@@ -322,6 +322,36 @@ def test_engine_ray_without_the_extra_is_one_line(tmp_path, monkeypatch):
     ]
 
 
+def test_propose_on_ray_in_its_own_process_is_quiet_and_leaves_home_alone(tiny_grounding_dino_dir, tmp_path):
+    """The CLI as a user runs it: no Ray log line reaches the terminal, nothing lands in $HOME."""
+    import os
+    import subprocess
+    import sys
+
+    _, _, args = _cli_workspace(tmp_path / "ws", tiny_grounding_dino_dir)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "XDG_", "HF_HOME", "YOLO_CONFIG"))
+    }
+    env.update(HOME=str(home), HF_HUB_OFFLINE="1", YOLO_OFFLINE="1")
+    cli = [sys.executable, "-c", "from autolabel.cli.app import main; main()"]
+    done = subprocess.run(
+        [*cli, *args, "--engine", "ray", "--workers", "2:2"], env=env, capture_output=True, text=True,
+        timeout=600, check=False, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "proposed 6 images" in done.stdout
+    printed = (done.stdout + done.stderr).splitlines()
+    noisy = [
+        line
+        for line in printed
+        if any(m in line for m in ("INFO", "WARNING", "core_worker", "(raylet)", "ray::"))
+    ]
+    assert noisy == []
+    assert sorted(p.name for p in home.iterdir()) == []  # no ~/.ray, ~/.cache, ~/.config
+
+
 # last in the file: 'ray stop' ends every Ray process on the machine
 TWO_NODE_DRIVER = """
 import sys
