@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,30 @@ def run_proposals_on(
         reader.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def propose_on(
+    engine: Engine,
+    build: Callable[[], object],
+    mapper: BatchMapper,
+    store: Store,
+    image_root: Path,
+    class_ids: list[int],
+    settings: ProposerSettings,
+    key: str,
+    force: bool = False,
+    advance: Callable[[int], None] | None = None,
+    image_ids: Iterable[int] | None = None,
+) -> ProposeSummary:
+    """Propose on ``engine``: locally with ``mapper`` (already loaded, decoding in a background
+    thread); elsewhere each worker builds its own proposer with ``build`` (``mapper`` then only
+    fingerprinted the model)."""
+    if engine.name == "local":
+        return run_proposals(
+            store, image_root, mapper, class_ids, settings, key, force, advance, image_ids=image_ids
+        )
+    factory = partial(BatchMapper, build)
+    return run_proposals_on(
+        engine, factory, store, image_root, class_ids, settings, key, mapper.model_version, force, advance,
+        image_ids,
+    )  # fmt: skip

@@ -237,7 +237,7 @@ def _score_with_student(ctx: RoundContext, pool, student):
 def step_prelabel(ctx: RoundContext, round_index: int) -> dict:
     from functools import partial
 
-    from autolabel.engine import model_key, run_proposals, run_proposals_on
+    from autolabel.engine import model_key, propose_on
     from autolabel.proposers.base import BatchMapper, ProposerSettings
 
     store, recipe = ctx.store, ctx.recipe
@@ -302,13 +302,9 @@ def step_prelabel(ctx: RoundContext, round_index: int) -> dict:
         ids_by_name = store.ensure_classes(ctx.ontology.names)
         class_ids = [ids_by_name[n] for n in ctx.ontology.names]
         key = model_key(settings, mapper.model_version, ctx.ontology.fingerprint())
-    if ctx.engine.name == "local":
-        summary = run_proposals(store, ws.image_root, mapper, class_ids, settings, key, image_ids=ids)
-    else:
-        summary = run_proposals_on(
-            ctx.engine, partial(BatchMapper, build), store, ws.image_root, class_ids, settings, key,
-            mapper.model_version, image_ids=ids,
-        )  # fmt: skip
+    summary = propose_on(
+        ctx.engine, build, mapper, store, ws.image_root, class_ids, settings, key, image_ids=ids
+    )
     return {
         "prelabeled": summary.proposed,
         "model": mapper.model_version,

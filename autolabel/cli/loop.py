@@ -121,10 +121,7 @@ def loop(
         "rounds": rounds, "budget": budget, "strategy": strategy, "score": score, "epochs": epochs, "imgsz": imgsz,
         "offline": offline or None, "student": student, "model": model,
     }  # fmt: skip
-    flags = {
-        "kind": engine, "ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
-        "cpus_per_worker": cpus_per_worker, "batch_size": batch_size,
-    }  # fmt: skip
+    flags = _engine_flags(engine, ray_address, workers, gpus_per_worker, cpus_per_worker, batch_size)
     ctx, out = _context(workspace, recipe, overrides, annotator, labels, miss_rate, jitter, prompts, flags)
     with ctx.store, closing(ctx.engine):
         outcome = run_loop(ctx, round_steps())
@@ -157,10 +154,7 @@ def select_batch(
     from autolabel.loop_steps import step_prelabel, step_push, step_select
 
     overrides = {"budget": budget, "strategy": strategy, "score": score}
-    flags = {
-        "kind": engine, "ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
-        "cpus_per_worker": cpus_per_worker, "batch_size": batch_size,
-    }  # fmt: skip
+    flags = _engine_flags(engine, ray_address, workers, gpus_per_worker, cpus_per_worker, batch_size)
     ctx, out = _context(workspace, recipe, overrides, "human", None, 0.0, 0.0, None, flags)
     with ctx.store as store, closing(ctx.engine):
         ensure_loop_schema(store)
@@ -175,6 +169,14 @@ def select_batch(
             out.print(f"  {images[image_id]}")
         if len(ids) > 20:
             out.print(f"  ... and {len(ids) - 20} more")
+
+
+def _engine_flags(engine, ray_address, workers, gpus_per_worker, cpus_per_worker, batch_size) -> dict:
+    """The engine flags by their ``EngineConfig`` names (None: the recipe's or workspace's value)."""
+    return {
+        "kind": engine, "ray_address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+        "cpus_per_worker": cpus_per_worker, "batch_size": batch_size,
+    }  # fmt: skip
 
 
 def _fmt(value) -> str:

@@ -76,7 +76,7 @@ def propose(
     from functools import partial
 
     from autolabel.cli.init import print_scan_problems, register_with_progress
-    from autolabel.engine import count_pending, model_key, remember_proposer, run_proposals, run_proposals_on
+    from autolabel.engine import count_pending, model_key, propose_on, remember_proposer
     from autolabel.engines import make_engine
     from autolabel.errors import AutolabelError
     from autolabel.ontology import Ontology
@@ -136,20 +136,14 @@ def propose(
         ids = store.ensure_classes(ontology.names)
         class_ids = [ids[name] for name in ontology.names]
         out.print(f"loading {settings.model} ({settings.model_path or 'default weights'}) ...")
-        mapper = BatchMapper(lambda: build_proposer(settings, ontology))
+        build = partial(build_proposer, settings, ontology)
+        mapper = BatchMapper(build)
         key = model_key(settings, mapper.model_version, ontology.fingerprint())
         todo, _ = count_pending(store, key, force)
         with progress_bar("proposing", total=todo) as advance:
-            if runner.name == "local":
-                summary = run_proposals(
-                    store, ws.image_root, mapper, class_ids, settings, key, force, advance
-                )
-            else:  # the workers load their own copy; the one above only fingerprinted the model
-                factory = partial(BatchMapper, partial(build_proposer, settings, ontology))
-                summary = run_proposals_on(
-                    runner, factory, store, ws.image_root, class_ids, settings, key, mapper.model_version,
-                    force, advance,
-                )  # fmt: skip
+            summary = propose_on(
+                runner, build, mapper, store, ws.image_root, class_ids, settings, key, force, advance
+            )
         remember_proposer(store, settings, key, mapper.model_version, ontology.fingerprint())
         if save:
             out.print(save_proposer(ws, settings, ontology, prompts if not prompt else None))

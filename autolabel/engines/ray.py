@@ -9,11 +9,13 @@ commits them. Ray Data restarts a killed actor and retries its batch (``max_rest
 ``max_task_retries`` default to -1 for actor pools); results are keyed by id, so a retried
 batch can never store an image twice.
 
-Every result travels in one fixed Arrow schema (``RESULT_SCHEMA``): detections and scores as
-JSON text (empty detections included), embeddings as float32 bytes, an error string or null.
+Every result travels in one fixed Arrow schema (``_schema``): detections and scores as JSON
+text (empty detections included), embeddings as float32 bytes, an error string or null, and
+whether the file could not be read.
 
 Hygiene: a local cluster started here has no dashboard, no usage stats, Ray's token
-authentication on with a token of its own (0600, in its temp dir), its temp dir (sockets, logs)
+authentication on with a token of its own (one per user, 0600, in the system temp dir), its
+temp dir (sockets, logs)
 owner-only under the system temp dir and never ``$HOME``, and Ray's own log lines go to that
 folder, not the terminal. Ray 2.60's core servers listen on every interface and rewrite a
 loopback node address to the machine's (``services.resolve_ip_for_localhost``), so binding to
@@ -98,10 +100,7 @@ def _ray():
         import ray
         import ray.data
     except ImportError:
-        raise missing_dependency(
-            "ray[data]",
-            "--engine ray needs Ray Data: pip install 'autolabel-loop[ray]' (or pip install 'ray[data]')",
-        ) from None
+        raise _missing() from None
     return ray
 
 
@@ -133,9 +132,10 @@ def connect(config: EngineConfig, workspace_root: Path) -> Connection:
     """Join the cluster at ``config.ray_address``, or start a private local one."""
     # Ray reads these when it is imported
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    temp = None if config.ray_address else local_temp_dir(workspace_root)
-    log = local_temp_dir(workspace_root) / "driver.log"
-    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = local_temp_dir(workspace_root)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp = None if config.ray_address else folder
+    log = folder / "driver.log"
     if temp is not None:
         _private_token()
     ray = _ray()
@@ -152,7 +152,8 @@ def connect(config: EngineConfig, workspace_root: Path) -> Connection:
         kwargs["runtime_env"] = {"env_vars": env} if env else None
     else:
         kwargs["_temp_dir"] = str(temp)
-    with _quiet_ray_logs(), _stderr_to(log):
+    _quiet_ray_loggers()
+    with _stderr_to(log):
         try:
             ray.init(**kwargs)
         except ConnectionError as exc:
@@ -196,12 +197,10 @@ def _stderr_to(path: Path) -> Iterator[None]:
         os.close(fd)
 
 
-@contextmanager
-def _quiet_ray_logs() -> Iterator[None]:
+def _quiet_ray_loggers() -> None:
     """Ray and Ray Data log INFO lines to stderr; keep the terminal for autolabel's own output."""
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    yield
 
 
 def _schema():
@@ -279,19 +278,22 @@ def _actor_class(factory: Callable[[], RowMapper]):
 
 
 def _chunks(pages: Iterable[Sequence[dict]], ray, rows_per_block: int) -> Iterator[Any]:
+    """Object refs of ``{id, path}`` tables of ``rows_per_block`` rows (the last one shorter)."""
     import pyarrow as pa
 
-    ids: list[int] = []
-    paths: list[str] = []
+    def put(block: list[dict]):
+        ids = pa.array([int(row["id"]) for row in block], pa.int64())
+        return ray.put(pa.table({"id": ids, "path": pa.array([str(row["path"]) for row in block])}))
+
+    block: list[dict] = []
     for page in pages:
         for row in page:
-            ids.append(int(row["id"]))
-            paths.append(str(row["path"]))
-            if len(ids) == rows_per_block:
-                yield ray.put(pa.table({"id": pa.array(ids, pa.int64()), "path": pa.array(paths)}))
-                ids, paths = [], []
-    if ids:
-        yield ray.put(pa.table({"id": pa.array(ids, pa.int64()), "path": pa.array(paths)}))
+            block.append(row)
+            if len(block) == rows_per_block:
+                yield put(block)
+                block = []
+    if block:
+        yield put(block)
 
 
 def map_rows(
@@ -316,6 +318,7 @@ def map_rows(
     context.enable_progress_bars = False  # autolabel shows its own bar
     context.enable_operator_progress_bars = False
     context.print_on_execution_start = False
+    _quiet_ray_loggers()  # Ray Data sets its own logging up when it is first used
     lo, hi = pool_size(config, ray.cluster_resources().get("CPU", 1))
     dataset = ray.data.from_arrow_refs(refs).map_batches(
         _actor_class(factory),
@@ -327,7 +330,7 @@ def map_rows(
     )
     batches = iter(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
     while True:
-        with _quiet_ray_logs(), _stderr_to(log):  # never while the caller runs (its errors must show)
+        with _stderr_to(log):  # never while the caller runs (its errors must show)
             batch = next(batches, None)
         if batch is None:
             return
