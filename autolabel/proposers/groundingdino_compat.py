@@ -7,8 +7,8 @@ transformers 4 signature (``head_mask``, ``output_attentions``, ``output_hidden_
 ``return_dict``), which the transformers 5 encoder no longer takes.
 
 ``patch_bert_warper`` gives ``BertModelWarper`` an ``__init__`` and a ``forward`` that do the same
-with the transformers 4.x formulas below (copied semantics, 4.48's ``modeling_utils``) and the
-transformers 5 encoder call. It patches only that class (never transformers), only when
+with the transformers 4.x ``ModuleUtilsMixin`` formulas below (same semantics, rewritten) and the
+transformers 5 encoder call; the class keeps the methods it replaced under its marker attribute. It patches only that class (never transformers), only when
 ``BertModel`` lacks the helpers, and only once; the proposer calls it just before the package
 builds its model.
 
