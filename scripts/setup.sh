@@ -12,12 +12,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # find_spec, not import: importing ultralytics would write its settings into ~/.config
 if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in
-    ('autolabel', 'torch', 'ultralytics', 'transformers', 'pytest', 'openvino', 'ray', 'ruff')))" 2>/dev/null \
+    ('autolabel', 'torch', 'ultralytics', 'transformers', 'pytest', 'openvino', 'ray', 'ruff',
+     'groundingdino')))" 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
   .venv/bin/pip install -q --upgrade pip
   # torch first, pinned: these wheels are the ones the pip constraint on this machine allows.
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-  .venv/bin/pip install -q -c scripts/constraints.txt -e '.[test]'
+  .venv/bin/pip install -q -c scripts/constraints.txt -e '.[test,groundingdino]'
+  # --model groundingdino-py: the original package, pure Python (~5 s). --no-deps because its
+  # declared pins (supervision==0.6.0, ...) do not fit; its real needs come with the extra above.
+  .venv/bin/pip install -q -c scripts/constraints.txt --no-deps groundingdino-py==0.4.0
   touch .venv/.installed
 fi
 

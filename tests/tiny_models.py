@@ -254,3 +254,64 @@ def write_tiny_dfine_config(path: str | Path, *, num_labels: int = 3) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     config.to_json_file(str(path))
     return path
+
+
+# groundingdino-py's config keys for a small model. The package cannot go smaller than Swin-T: its
+# backbones are Swin-T/B/L at fixed widths or ResNet-50/101 with ImageNet weights downloaded at
+# build time, and its text enhancer hard-codes 256-d position embeddings (hidden_dim 256).
+TINY_GROUNDINGDINO_PY = {
+    "enc_layers": 1,
+    "dec_layers": 1,
+    "dim_feedforward": 32,
+    "num_queries": 20,
+    "enc_n_points": 1,
+    "dec_n_points": 1,
+    "text_encoder_type": "bert",  # the folder beside the config
+}
+
+
+def build_tiny_groundingdino_py(directory: str | Path, *, seed: int = 0) -> Path:
+    """A folder ``--model groundingdino-py --model-path`` loads: ``tiny_groundingdino.py`` (the
+    package's Swin-T config with one encoder and one decoder layer, 20 queries), ``bert/`` (a 1-layer
+    BERT of width 32 and the tiny vocabulary) and ``tiny_groundingdino.pth`` ({"model": state_dict},
+    random weights, built by the package's own ``build_model``; ~125 MB, nearly all of it Swin-T)."""
+    import re
+
+    import groundingdino
+    import torch
+    from groundingdino.models import build_model
+    from groundingdino.util.slconfig import SLConfig
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from autolabel.proposers.groundingdino_compat import patch_bert_warper
+
+    directory = Path(directory)
+    bert = directory / "bert"
+    bert.mkdir(parents=True, exist_ok=True)
+    vocab = bert_vocab()
+    (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab=str(bert / "vocab.txt"), do_lower_case=True).save_pretrained(bert)
+    torch.manual_seed(seed)
+    text = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    BertModel(text).save_pretrained(bert)
+
+    config_text = (Path(groundingdino.__file__).parent / "config" / "GroundingDINO_SwinT_OGC.py").read_text()
+    for key, value in TINY_GROUNDINGDINO_PY.items():
+        config_text, count = re.subn(rf"^{key} = .*$", f"{key} = {value!r}", config_text, flags=re.MULTILINE)
+        assert count == 1, key
+    config = directory / "tiny_groundingdino.py"
+    config.write_text(config_text)
+
+    patch_bert_warper()
+    args = SLConfig.fromfile(str(config))
+    args.device = "cpu"
+    args.text_encoder_type = str(bert)
+    model = build_model(args)
+    torch.save({"model": model.state_dict()}, directory / "tiny_groundingdino.pth")
+    return directory

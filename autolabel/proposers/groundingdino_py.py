@@ -1,22 +1,35 @@
-"""``groundingdino-py``: the original Grounding DINO package (``pip install groundingdino-py``).
+"""``groundingdino-py``: the original Grounding DINO package (groundingdino-py 0.4.0).
 
-Optional, and not installable next to transformers 5: groundingdino-py 0.4.0 builds its text
-encoder with ``BertModel.get_extended_attention_mask``, which transformers 5 removed, so it needs
-transformers 4.x in its own environment. The ``grounding-dino`` backend runs the same model
-through transformers and is the default.
+Installed by ``scripts/setup.sh`` with ``pip install --no-deps groundingdino-py==0.4.0`` plus its
+real runtime needs (``timm``, ``addict``, ``yapf``; the ``groundingdino`` extra): its declared
+pins (``supervision==0.6.0``, ...) do not fit this environment, and it has no C++/CUDA extension
+to build (its deformable attention is the pure-PyTorch one). It runs next to transformers 5
+through ``groundingdino_compat``, which gives the package's BERT wrapper the mask helpers and
+the encoder call transformers 5 changed, just before the model is built. The ``grounding-dino``
+backend runs the same model through transformers and is the default.
 
 The package's ``predict`` returns normalized cxcywh boxes, one max logit per box and the phrase
 its tokens spelled; ``phrase_to_class`` maps that phrase back to an ontology class through the
-ontology's prompts.
+ontology's prompts. Boxes are normalized over the resized image, which is the original scaled,
+so they map back to original pixels with the original (width, height).
 
-Weights: ``--model-path`` is a ``.pth`` checkpoint or a folder holding one; the model config is a
-``*.py`` next to it, else the package's ``GroundingDINO_SwinT_OGC.py``. Without ``--model-path``
-the checkpoint comes from the Hugging Face hub (``ShilongLiu/GroundingDINO``) or its local cache.
+Image size: the shorter side is resized to 800 px unless the longer would pass 1333 px (the
+package's own policy); ``proposer.max_side`` caps the longer side (shorter side at most 800).
+
+Weights: ``--model-path`` is a ``.pth`` checkpoint (``{"model": state_dict}``, the package's
+format) or a folder holding one; the model config is a ``*.py`` next to it, else the package's
+``GroundingDINO_SwinT_OGC.py``. The config's ``text_encoder_type`` is ``bert-base-uncased`` (from
+the Hugging Face cache or hub) or a BERT ``save_pretrained`` folder, absolute or relative to the
+config. Without ``--model-path`` the checkpoint comes from the hub (``ShilongLiu/GroundingDINO``)
+or its local cache. A checkpoint that leaves model weights unset is an error, not random weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +52,11 @@ HUB_CHECKPOINT = "groundingdino_swint_ogc.pth"
 PACKAGE_CONFIG = "GroundingDINO_SwinT_OGC.py"
 INPUT_SIZE, INPUT_MAX_SIZE = 800, 1333
 INSTALL_HINT = (
-    "the original Grounding DINO package is optional: install it in its own environment with "
-    "transformers 4.x (pip install groundingdino-py 'transformers<5'); groundingdino-py 0.4.0 fails "
-    "with transformers 5 (BertModel has no get_extended_attention_mask). Or use --model grounding-dino"
+    "the original Grounding DINO package is optional: bash scripts/setup.sh installs it, or "
+    "pip install timm addict yapf && pip install --no-deps groundingdino-py==0.4.0 "
+    "(--no-deps: its declared pins such as supervision==0.6.0 do not fit); or use --model grounding-dino"
 )
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,12 +74,6 @@ def import_groundingdino():
         from groundingdino.util import inference
     except ImportError as exc:
         raise AutolabelError(f"groundingdino-py is not importable ({exc}): {INSTALL_HINT}") from None
-    import transformers
-
-    if int(transformers.__version__.split(".")[0]) >= 5:
-        raise AutolabelError(
-            f"groundingdino-py found, but transformers is {transformers.__version__}: {INSTALL_HINT}"
-        )
     return inference
 
 
@@ -149,6 +157,52 @@ def resolve_weights(model_path: str | None, package_dir: Path) -> tuple[Path, Pa
     return (configs[0] if configs else packaged_config), checkpoints[0]
 
 
+def load_model(config: Path, checkpoint: Path, device: str):
+    """The package's ``load_model`` (SLConfig -> ``build_model`` -> the checkpoint's ``model``), on
+    transformers 5, with the text encoder found beside the config and every weight checked."""
+    import argparse
+
+    import torch
+    from groundingdino.models import build_model
+    from groundingdino.util.misc import clean_state_dict
+    from groundingdino.util.slconfig import SLConfig
+
+    from autolabel.proposers.groundingdino_compat import patch_bert_warper
+
+    args = SLConfig.fromfile(str(config))
+    args.device = device
+    text_encoder = config.parent / str(args.text_encoder_type)
+    if text_encoder.is_dir():
+        args.text_encoder_type = str(text_encoder)
+    patch_bert_warper()
+    printed = io.StringIO()  # the package prints its text encoder's name to stdout
+    try:
+        with contextlib.redirect_stdout(printed):
+            model = build_model(args)
+    except OSError as exc:  # from_pretrained: not cached offline, no network, no such folder
+        raise AutolabelError(
+            f"groundingdino-py text encoder '{args.text_encoder_type}' is not available "
+            f"({type(exc).__name__}): download it once online, or set text_encoder_type in "
+            f"{config.name} to a local BERT folder"
+        ) from None
+    log.debug("groundingdino build_model: %s", printed.getvalue().strip())
+    try:  # DETR-style training scripts save their argparse settings ("args") beside the weights
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, other pickled objects: one line  # noqa: BLE001
+        raise AutolabelError(f"{checkpoint}: not a loadable groundingdino checkpoint ({exc})") from None
+    weights = state.get("model", state) if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise AutolabelError(f"{checkpoint}: no state dict under 'model'")
+    missing = model.load_state_dict(clean_state_dict(weights), strict=False).missing_keys
+    if missing:
+        raise AutolabelError(
+            f"{checkpoint} does not fit {config.name}: {len(missing)} model weights missing "
+            f"(e.g. {', '.join(missing[:3])})"
+        )
+    return model.eval()
+
+
 class GroundingDinoPyProposer(StagedProposer):
     def __init__(self, settings: ProposerSettings, ontology: Ontology):
         inference = import_groundingdino()
@@ -163,17 +217,18 @@ class GroundingDinoPyProposer(StagedProposer):
         self.finalize_options = FinalizeOptions.from_settings(settings, ontology)
         self.device = resolve_device(settings.device)
         config, checkpoint = resolve_weights(settings.model_path, Path(groundingdino.__file__).parent)
-        self.model = _call_with_device(inference.load_model, self.device, str(config), str(checkpoint))
-        self.model.to(self.device)
+        self.model = load_model(config, checkpoint, self.device).to(self.device)
         self.model_version = f"groundingdino-py:{checkpoint.name}"
 
     def preprocess(self, images: Sequence[np.ndarray]):
         import groundingdino.datasets.transforms as T
         from PIL import Image
 
+        max_side = self.settings.max_side
+        shorter, longer = (min(INPUT_SIZE, max_side), max_side) if max_side else (INPUT_SIZE, INPUT_MAX_SIZE)
         transform = T.Compose(
             [
-                T.RandomResize([self.settings.max_side or INPUT_SIZE], max_size=INPUT_MAX_SIZE),
+                T.RandomResize([shorter], max_size=longer),
                 T.ToTensor(),
                 T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
             ]
