@@ -217,3 +217,26 @@ def test_ema_weights_are_the_ones_saved_and_a_run_resumes_after_its_last_epoch(d
 
     with pytest.raises(Error, match="cannot resume from it .*without EMA"):
         _fit(dfine_run, plain, epochs=2, ema=True)
+
+
+def test_a_random_init_fit_follows_the_seed(dfine_run, tmp_path):
+    import torch
+
+    from autolabel.students.base import ModelChoice
+    from autolabel.students.dfine import DFineStudent
+    from autolabel.train import TrainSettings
+
+    data_yaml = dfine_run["ws"].runs_dir / "run-1" / "data" / "data.yaml"
+    choice = ModelChoice(str(dfine_run["config"]), pretrained=False)
+    weights = []
+    for k, seed in enumerate((0, 0, 1)):
+        torch.manual_seed(100 + k)  # whatever ran before in the process
+        settings = TrainSettings(
+            student="dfine-n", epochs=1, imgsz=IMGSZ, batch=4, seed=seed, val_each_epoch=False
+        )
+        DFineStudent.start(choice).fit(data_yaml, settings, tmp_path / f"run-{k}", "cpu")
+        weights.append(_saved(tmp_path / f"run-{k}"))
+    same = all(
+        torch.allclose(weights[0][key].float(), weights[1][key].float(), atol=1e-6) for key in weights[0]
+    )
+    assert same and not all(torch.equal(weights[0][key], weights[2][key]) for key in weights[0])
