@@ -105,6 +105,7 @@ class StudentConfig(_Section):
     seed: int = 0
     device: str = "auto"
     val_each_epoch: bool = True  # false: validate only after the last epoch; best.pt is then the last epoch
+    ema: bool = True  # D-FINE: validate and save an EMA of the weights (the YOLO student always does)
 
 
 class FitConfig(StudentConfig):

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from autolabel.workspace import Workspace
 
 RUN_STATUSES = ("started", "finished", "failed")
+# Where a run's metrics keep the student backend's own validation numbers (``{"backend": ..., ...}``);
+# runs recorded before there was a second backend keep ultralytics' under "ultralytics".
+TRAINER_KEY = "trainer"
+_OLD_TRAINER_KEY = "ultralytics"
 
 # Byte for byte the table every workspace already has (SQLite keeps this text in sqlite_master).
 SCHEMA = """
@@ -62,7 +66,9 @@ class Run:
     n_train: int | None = None
     n_val: int | None = None
     weights_path: str | None = None
-    metrics: dict = field(default_factory=dict)  # ours (evaluate), "ultralytics", "train" timing
+    metrics: dict = field(
+        default_factory=dict
+    )  # ours (evaluate), "trainer" (the backend's own), "train" timing
     started_at: str | None = None
     finished_at: str | None = None
 
@@ -266,6 +272,16 @@ def images_hash(sha256s: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(sha256s)).encode()).hexdigest()
 
 
+def trainer_metrics(metrics: dict) -> dict:
+    """The backend's own validation numbers of a run's ``metrics`` (with its ``backend``), also for
+    YOLO runs recorded under the old "ultralytics" key; ``{}`` when there are none."""
+    if TRAINER_KEY in metrics:
+        return dict(metrics[TRAINER_KEY] or {})
+    if metrics.get(_OLD_TRAINER_KEY):
+        return {"backend": "yolo", **metrics[_OLD_TRAINER_KEY]}
+    return {}
+
+
 def run_directory(workspace: Workspace, run_id: int) -> Path:
     """Where a run's dataset, ultralytics output, weights and evaluation live."""
     return workspace.runs_dir / f"run-{run_id}"
@@ -287,4 +303,5 @@ __all__: Sequence[str] = (
     "run_directory",
     "select",
     "start",
+    "trainer_metrics",
 )

@@ -125,8 +125,8 @@ def train_student(
     """Train one student on the store's current split; return the recorded run id.
 
     The run row holds the round (meta 'round'), the data fingerprints, the hyperparameters, the
-    weights path (``runs/run-<id>/weights/best.pt``) and the metrics: ultralytics' own val numbers
-    under ``"ultralytics"`` and the timing under ``"train"``; ``autolabel.evaluate.evaluate_run``
+    weights path (``runs/run-<id>/weights/best.pt``) and the metrics: the backend's own validation
+    numbers under ``"trainer"`` (``runs.trainer_metrics``) and the timing under ``"train"``; ``autolabel.evaluate.evaluate_run``
     adds ours (``map50_95``, ``f1``, ...).
     """
     from autolabel import students
@@ -176,7 +176,7 @@ def train_student(
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         weights, epochs = fit.weights, fit.epoch_seconds
         metrics = {
-            "ultralytics": fit.metrics,  # the key predates other backends: recorded runs keep it
+            runs.TRAINER_KEY: {"backend": backend, **fit.metrics},
             "train": {
                 "seconds": round(elapsed, 2),
                 "cpu_seconds": round(cpu, 2),  # this process's CPU time: comparable on a shared machine

@@ -119,7 +119,8 @@ def record_stopped_run(ws, run_id: int, planned_epochs: int) -> None:
             "seconds_per_epoch": round(sum(per_epoch) / len(per_epoch), 1),
             "epoch_seconds": [round(x, 1) for x in per_epoch],
         },
-        "ultralytics": {
+        runs.TRAINER_KEY: {
+            "backend": "yolo",
             "map50": float(last["metrics/mAP50(B)"]),
             "map50_95": float(last["metrics/mAP50-95(B)"]),
             "precision": float(last["metrics/precision(B)"]),
@@ -209,7 +210,7 @@ def main() -> int:
                 "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
                 "params": params,
                 "train": metrics.get("train"),
-                "ultralytics_during_training": metrics.get("ultralytics"),
+                "ultralytics_during_training": runs.trainer_metrics(metrics),
                 "ours": ours,
                 "per_class_ap": report.metrics["per_class_ap"],
                 "ultralytics_val": theirs,  # multi_label NMS, its default in val

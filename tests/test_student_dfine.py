@@ -33,13 +33,14 @@ def dfine_run(tmp_path_factory):
             ["train", "-w", str(ws.root), "--student", "dfine-n", "--model", str(config),
              "--epochs", "1", "--imgsz", str(IMGSZ), "--batch", "4", "--device", "cpu"],
         )  # fmt: skip
-    yield {"ws": ws, "result": result, "network": network, "truth": truth}
+    yield {"ws": ws, "result": result, "network": network, "truth": truth, "config": config}
 
 
 def test_one_epoch_through_the_cli_records_a_run_with_pretrained_style_weights(dfine_run):
     result, ws = dfine_run["result"], dfine_run["ws"]
     assert result.exit_code == 0, result.output
     assert "run 1 finished" in result.output and "mAP50-95" in result.output
+    assert "dfine's own val during training: loss" in result.output
     assert dfine_run["network"].attempts == []
     with ws.open_store() as store:
         run = runs.get(store, 1)
@@ -50,6 +51,8 @@ def test_one_epoch_through_the_cli_records_a_run_with_pretrained_style_weights(d
     assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == store_names(ws)
     assert run.params["student"] == "dfine-n" and run.params["pretrained"] is False
     assert run.metrics["train"]["epochs_run"] == 1 and run.metrics["train"]["seconds_per_epoch"] > 0
+    assert run.metrics["trainer"]["backend"] == "dfine" and run.metrics["trainer"]["best_epoch"] == 1
+    assert run.metrics["trainer"]["val_loss"] > 0 and "ultralytics" not in run.metrics
     assert "map50_95" in run.metrics and "ap_small" in run.metrics and "f1" in run.metrics
     assert (ws.runs_dir / "run-1" / "weights" / "last" / "model.safetensors").is_file()  # resumable per epoch
 
@@ -138,3 +141,102 @@ def test_the_loop_recipe_takes_the_student_from_the_cli():
     assert TrainSettings.from_section(recipe.train).student == "dfine-s"
     with pytest.raises(AutolabelError, match="student"):
         Recipe().with_overrides(student="rtdetr")
+
+
+def test_old_yolo_runs_keep_their_numbers_under_the_ultralytics_key(capsys):
+    from autolabel.cli.train import print_metrics
+
+    old = {"ultralytics": {"map50": 0.5, "map50_95": 0.25}, "map50_95": 0.2}
+    assert runs.trainer_metrics(old) == {"backend": "yolo", "map50": 0.5, "map50_95": 0.25}
+    assert runs.trainer_metrics({"trainer": {"backend": "dfine", "val_loss": 3.0}})["backend"] == "dfine"
+    assert runs.trainer_metrics({"map50_95": 0.2}) == {}
+    print_metrics(old, title="old run")
+    assert "yolo's own val during training: mAP50 0.500, mAP50-95 0.250" in capsys.readouterr().out
+
+
+def test_the_ema_decay_ramps_up_from_zero_as_dfine_trains_it():
+    from autolabel.students.ema import EMA_DECAY, ema_decay
+
+    assert ema_decay(0) == 0.0
+    assert ema_decay(1000) == pytest.approx(EMA_DECAY * (1 - np.exp(-1)))
+    assert ema_decay(10**6) == pytest.approx(EMA_DECAY)
+    assert ema_decay(50) < ema_decay(500) < ema_decay(5000)
+
+
+def _fit(dfine_run, run_dir, *, epochs: int, ema: bool):
+    import torch
+
+    from autolabel.students.dfine import build_model
+    from autolabel.students.dfine_fit import dataset_split, fit_model
+    from autolabel.train import TrainSettings
+
+    data_yaml = dfine_run["ws"].runs_dir / "run-1" / "data" / "data.yaml"
+    names, _ = dataset_split(data_yaml, "train")
+    torch.manual_seed(0)
+    model = build_model(dfine_run["config"], class_names=names)
+    settings = TrainSettings(student="dfine-n", epochs=epochs, imgsz=IMGSZ, batch=4, ema=ema, warmup_epochs=1)
+    fit_model(model, data_yaml, settings, run_dir, "cpu")
+    return model
+
+
+def _saved(run_dir, which: str = "last") -> dict:
+    """The weights a student loads from the run's ``weights/<which>`` (as the model names them)."""
+    from autolabel.students.dfine import build_model
+
+    return build_model(run_dir / "weights" / which / "model.safetensors").state_dict()
+
+
+def test_ema_weights_are_the_ones_saved_and_a_run_resumes_after_its_last_epoch(dfine_run, tmp_path):
+    import torch
+
+    straight = tmp_path / "straight"
+    model = _fit(dfine_run, straight, epochs=2, ema=True)
+    state = torch.load(straight / "weights" / "last" / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["ema"]["n_averaged"].item() > 0
+    saved = _saved(straight)
+    trained = state["model"]  # the optimizer's weights: the EMA lags behind them
+    moved = [k for k in saved if saved[k].is_floating_point() and not torch.equal(saved[k], trained[k])]
+    assert moved, "the saved weights are the raw training weights, not their EMA"
+    in_memory = model.state_dict()
+    assert all(torch.equal(in_memory[k], saved[k]) for k in saved)  # the fit leaves the EMA in the model
+
+    resumed = tmp_path / "resumed"
+    _fit(dfine_run, resumed, epochs=1, ema=True)
+    _fit(dfine_run, resumed, epochs=2, ema=True)  # picks up after epoch 1
+    again = _saved(resumed)
+    assert all(torch.allclose(again[k].float(), saved[k].float(), atol=1e-6) for k in saved)
+    rows = (resumed / "results.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+
+    plain = tmp_path / "no-ema"
+    _fit(dfine_run, plain, epochs=1, ema=False)
+    state = torch.load(plain / "weights" / "last" / "train_state.pt", weights_only=True)
+    saved = _saved(plain)
+    assert state["ema"] is None and all(torch.equal(saved[k], state["model"][k]) for k in saved)
+    from autolabel.errors import AutolabelError as Error
+
+    with pytest.raises(Error, match="cannot resume from it .*without EMA"):
+        _fit(dfine_run, plain, epochs=2, ema=True)
+
+
+def test_a_random_init_fit_follows_the_seed(dfine_run, tmp_path):
+    import torch
+
+    from autolabel.students.base import ModelChoice
+    from autolabel.students.dfine import DFineStudent
+    from autolabel.train import TrainSettings
+
+    data_yaml = dfine_run["ws"].runs_dir / "run-1" / "data" / "data.yaml"
+    choice = ModelChoice(str(dfine_run["config"]), pretrained=False)
+    weights = []
+    for k, seed in enumerate((0, 0, 1)):
+        torch.manual_seed(100 + k)  # whatever ran before in the process
+        settings = TrainSettings(
+            student="dfine-n", epochs=1, imgsz=IMGSZ, batch=4, seed=seed, val_each_epoch=False
+        )
+        DFineStudent.start(choice).fit(data_yaml, settings, tmp_path / f"run-{k}", "cpu")
+        weights.append(_saved(tmp_path / f"run-{k}"))
+    same = all(
+        torch.allclose(weights[0][key].float(), weights[1][key].float(), atol=1e-6) for key in weights[0]
+    )
+    assert same and not all(torch.equal(weights[0][key], weights[2][key]) for key in weights[0])

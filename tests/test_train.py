@@ -139,7 +139,10 @@ def test_training_records_a_run_with_weights_lineage_and_metrics(trained):
     assert metrics["n_images"] == N_VAL
     assert metrics["train"]["epochs_run"] == 1 and metrics["train"]["seconds_per_epoch"] > 0
     assert metrics["train"]["cpu_seconds"] > 0
-    assert set(metrics["ultralytics"]) >= {"map50", "map50_95"}
+    assert (
+        set(metrics["trainer"]) >= {"backend", "map50", "map50_95"}
+        and metrics["trainer"]["backend"] == "yolo"
+    )
     assert Path(metrics["preview"]).is_file()
     assert (trained["ws"].runs_dir / f"run-{run_id}" / "results.png").is_file()  # plots work offline
 
@@ -304,9 +307,7 @@ def test_eval_cli_end_to_end(trained):
     saved = json.loads((ws.runs_dir / f"run-{run_id}" / "eval" / "metrics.json").read_text())
     assert saved["conf"] == 0.01 and saved["iou"] == 0.4 and saved["n_images"] == N_VAL
     recorded = runs.get(trained["store"], run_id).metrics
-    assert (
-        recorded["conf"] == 0.01 and "ultralytics" in recorded and "train" in recorded
-    )  # merged, not replaced
+    assert recorded["conf"] == 0.01 and "trainer" in recorded and "train" in recorded  # merged, not replaced
 
     missing = CliRunner().invoke(app, ["eval", "--workspace", str(ws.root), "--run", "999"])
     assert missing.exit_code == 2 and "error: no run 999" in missing.output

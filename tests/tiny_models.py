@@ -315,3 +315,30 @@ def build_tiny_groundingdino_py(directory: str | Path, *, seed: int = 0) -> Path
     model = build_model(args)
     torch.save({"model": model.state_dict()}, directory / "tiny_groundingdino.pth")
     return directory
+
+
+def write_dfine_nano_config(path: str | Path, *, num_labels: int = 80) -> Path:
+    """D-FINE-N's architecture (``ustc-community/dfine-nano-coco``: HGNetV2-B0, 2 feature levels at
+    strides 16 and 32, 128-d, 3 decoder layers, 300 queries; ~3.8M parameters with 80 classes) as a
+    config, for random-init benchmarks: the values of transformers' D-FINE conversion script
+    (``convert_d_fine_original_pytorch_checkpoint_to_hf.py``, ``dfine_n_coco``)."""
+    from transformers import DFineConfig, HGNetV2Config
+
+    backbone = HGNetV2Config(
+        layer_type="basic", embedding_size=32, hidden_sizes=[128, 256, 512, 1024], stem_channels=[3, 16, 16],
+        stage_in_channels=[16, 64, 256, 512], stage_mid_channels=[16, 32, 64, 128],
+        stage_out_channels=[64, 256, 512, 1024], stage_num_blocks=[1, 1, 2, 1],
+        stage_downsample=[False, True, True, True], stage_light_block=[False, False, True, True],
+        stage_kernel_size=[3, 3, 5, 5], stage_numb_of_layers=[3, 3, 3, 3], out_indices=[3, 4],
+        use_learnable_affine_block=True,
+    )  # fmt: skip
+    config = DFineConfig(
+        backbone_config=backbone, num_feature_levels=2, encoder_ffn_dim=512, encode_proj_layers=[1],
+        d_model=128, encoder_hidden_dim=128, decoder_ffn_dim=512, encoder_in_channels=[512, 1024],
+        decoder_n_points=[6, 6], decoder_in_channels=[128, 128], feat_strides=[16, 32], depth_mult=0.5,
+        decoder_layers=3, hidden_expansion=0.34, num_labels=num_labels,
+    )  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    config.to_json_file(str(path))
+    return path

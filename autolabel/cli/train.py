@@ -153,9 +153,16 @@ def print_metrics(metrics: dict, title: str) -> None:
         for label, row in zip(labels, matrix):
             table.add_row(label, *(str(v) for v in row))
         out.print(table)
-    ultra = metrics.get("ultralytics")
-    if ultra:
+    from autolabel.runs import trainer_metrics
+
+    own = trainer_metrics(metrics)
+    if own.get("map50") is not None or own.get("map50_95") is not None:
         out.print(
-            f"ultralytics' own val during training: mAP50 {fmt(ultra.get('map50'))}, "
-            f"mAP50-95 {fmt(ultra.get('map50_95'))}"
+            f"{own['backend']}'s own val during training: mAP50 {fmt(own.get('map50'))}, "
+            f"mAP50-95 {fmt(own.get('map50_95'))}"
+        )
+    elif own.get("val_loss") is not None:
+        out.print(
+            f"{own['backend']}'s own val during training: loss {own['val_loss']:.4f} "
+            f"(best epoch {own.get('best_epoch')})"
         )

@@ -80,6 +80,7 @@ class FitSettings(Protocol):
     plots: bool
     val_each_epoch: bool
     warmup_epochs: float
+    ema: bool  # an EMA of the weights is validated and saved (ultralytics always keeps one)
 
 
 class Student(Protocol):

@@ -80,9 +80,12 @@ class DFineStudent:
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, data_yaml: Path, settings: FitSettings, run_dir: Path, device: str) -> FitResult:
+        import torch
+
         from autolabel.students.dfine_fit import dataset_split, fit_model
 
         names, _ = dataset_split(data_yaml, "train")
+        torch.manual_seed(settings.seed)  # a random init (config json) or a new class head follows the seed
         self.model = build_model(self.source, class_names=names)
         check_size(self.model.config, settings.imgsz)
         weights, metrics, seconds = fit_model(self.model, data_yaml, settings, run_dir, device)

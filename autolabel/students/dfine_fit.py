@@ -7,8 +7,11 @@ learning rate on the backbone (D-FINE's recipe: 2.5e-4, backbone x0.05 for the s
 scaled to a short run), a linear warm-up over the first ``warmup_epochs``, and augmentation
 comparable to the YOLO student's: horizontal flip, scale jitter (a random crop-and-resize) and
 colour jitter. Inputs are resized to ``imgsz`` x ``imgsz`` and scaled to [0, 1], as D-FINE's image
-processor does. Weights are saved with ``save_pretrained`` (``best`` on validation loss when
-validating each epoch, else the last epoch).
+processor does. With ``train.ema`` (the default) an exponential moving average of the weights
+(``autolabel.students.ema``: D-FINE's decay 0.9999 and warm-up ramp) is what is validated and
+saved. Weights are saved with ``save_pretrained`` (``best`` on validation loss, in eval mode, when
+validating each epoch, else the last epoch); ``weights/last/train_state.pt`` makes a run resumable
+after every epoch.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ BASE_LR = 2.5e-4
 BACKBONE_LR_MULT = 0.05
 WEIGHT_DECAY = 1.25e-4
 CLIP_NORM = 0.1
+STATE_FILE = "train_state.pt"  # in weights/last: what resuming after that epoch needs
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,10 @@ def to_tensor(images: Sequence[np.ndarray], imgsz: int) -> torch.Tensor:
 
     batch = []
     for image in images:
-        t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        pixels = np.ascontiguousarray(image)
+        if not pixels.flags.writeable:  # decoded images can be read-only views; torch wants to own them
+            pixels = pixels.copy()
+        t = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0
         batch.append(F.interpolate(t, size=(imgsz, imgsz), mode="bilinear", align_corners=False)[0])
     return torch.stack(batch)
 
@@ -159,10 +166,16 @@ def optimizer(model, epochs_steps: int, warmup_steps: int):
 def fit_model(
     model, data_yaml: Path, settings: FitSettings, run_dir: Path, device: str
 ) -> tuple[Path, dict, list[float]]:
-    """Train ``model`` in place; returns (weights file, metrics, seconds per epoch)."""
+    """Train ``model`` in place; returns (weights file, metrics, seconds per epoch).
+
+    With ``settings.ema`` the EMA of the weights (``autolabel.students.ema``) is what is validated,
+    saved and left in ``model`` at the end. Each epoch ends with ``weights/last`` (the weights a
+    student loads) and its ``train_state.pt`` (model, optimizer, schedule, EMA, random states): a
+    ``fit_model`` into the same ``run_dir`` continues after the last finished epoch."""
     import torch
 
     from autolabel.progress import progress_bar
+    from autolabel.students.ema import model_ema
 
     _, train = dataset_split(data_yaml, "train")
     _, val = dataset_split(data_yaml, "val")
@@ -178,10 +191,16 @@ def fit_model(
     )
     use_amp = device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    ema = model_ema(model) if settings.ema else None
     weights_dir = run_dir / "weights"
-    best_loss, best_epoch, epoch_seconds, history = None, None, [], []
+    done = {"epoch": 0, "best_loss": None, "best_epoch": None, "epoch_seconds": [], "history": []}
+    state_file = weights_dir / "last" / STATE_FILE
+    if state_file.is_file():
+        done = _restore(state_file, model, opt, scheduler, scaler, ema, rng)
+    best_loss, best_epoch = done["best_loss"], done["best_epoch"]
+    epoch_seconds, history = done["epoch_seconds"], done["history"]
     cache = {s.image: read_sample(s) for s in train}
-    for epoch in range(settings.epochs):
+    for epoch in range(done["epoch"], settings.epochs):
         started = time.perf_counter()
         model.train()
         order = rng.permutation(len(train))
@@ -205,29 +224,80 @@ def fit_model(
                 scaler.step(opt)
                 scaler.update()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 losses.append(float(loss.detach()))
                 advance(len(chosen))
+        kept = ema.module if ema is not None else model  # what is validated and saved
         val_loss = None
         if val and (settings.val_each_epoch or epoch == settings.epochs - 1):
-            val_loss = validation_loss(model, val, settings.imgsz, batch, device)
+            val_loss = validation_loss(kept, val, settings.imgsz, batch, device)
         epoch_seconds.append(time.perf_counter() - started)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss})
         if not settings.val_each_epoch or val_loss is None or best_loss is None or val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch + 1
-            model.save_pretrained(weights_dir / "best")
-        model.save_pretrained(weights_dir / "last")  # resumable per epoch
+            kept.save_pretrained(weights_dir / "best")
+        kept.save_pretrained(weights_dir / "last")
+        done = {"epoch": epoch + 1, "best_loss": best_loss, "best_epoch": best_epoch,
+                "epoch_seconds": epoch_seconds, "history": history}  # fmt: skip
+        _save_state(state_file, done, model, opt, scheduler, scaler, ema, rng)
         if settings.patience and best_epoch is not None and epoch + 1 - best_epoch >= settings.patience:
             break
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     _write_history(run_dir / "results.csv", history, epoch_seconds)
     metrics = {"val_loss": None if best_loss is None else round(best_loss, 5), "best_epoch": best_epoch}
     return weights_dir / "best" / "model.safetensors", metrics, epoch_seconds
 
 
-def validation_loss(model, val: list[Sample], imgsz: int, batch: int, device: str) -> float:
-    """The model's loss on the validation images (no augmentation), in train mode with no grad: the
-    matching loss is only defined there."""
+def _save_state(path: Path, done: dict, model, opt, scheduler, scaler, ema, rng) -> None:
+    """What resuming after this epoch needs, written atomically next to ``weights/last``."""
     import torch
 
+    state = {
+        **done,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "ema": None if ema is None else ema.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": rng.bit_generator.state,
+    }
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def _restore(path: Path, model, opt, scheduler, scaler, ema, rng) -> dict:
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            if state["ema"] is None:
+                raise AutolabelError("it was trained without EMA")
+            ema.load_state_dict(state["ema"])
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        raise AutolabelError(f"{path}: cannot resume from it ({str(exc).splitlines()[0]})") from None
+    except AutolabelError as exc:
+        raise AutolabelError(f"{path}: cannot resume from it ({exc})") from None
+    torch.set_rng_state(state["torch_rng"])
+    rng.bit_generator.state = state["numpy_rng"]
+    return {k: state[k] for k in ("epoch", "best_loss", "best_epoch", "epoch_seconds", "history")}
+
+
+def validation_loss(model, val: list[Sample], imgsz: int, batch: int, device: str) -> float:
+    """The model's loss on the validation images (no augmentation, no denoising queries) in eval
+    mode: in train mode the encoder's batch norms would learn the validation images' statistics."""
+    import torch
+
+    was_training = model.training
+    model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for first in range(0, len(val), batch):
@@ -239,6 +309,7 @@ def validation_loss(model, val: list[Sample], imgsz: int, batch: int, device: st
             out = model(pixel_values=to_tensor(images, imgsz).to(device), labels=labels)
             total += float(out.loss) * len(images)
             count += len(images)
+    model.train(was_training)
     return total / max(count, 1)
 
 
