@@ -146,9 +146,9 @@ def calibration_yaml(root: Path) -> Path:
 
 def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, imgsz: int) -> dict:
     from autolabel import students
-    from autolabel.exported.parity import raw_output_diff
     from autolabel.exported.runtimes import letterbox, onnx_raw, onnx_session, torch_raw
     from autolabel.images import decode
+    from autolabel.students.yolo_export import raw_output_diff
 
     paths = sorted(images.glob("*.jpg"))[:n_images]
     if not paths:
