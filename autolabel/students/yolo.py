@@ -1,4 +1,4 @@
-"""The ultralytics YOLO student: the one module that builds ultralytics' ``YOLO`` model.
+"""The ultralytics YOLO student; with ``yolo_export``, the one place that builds ultralytics' ``YOLO``.
 
 Nothing here downloads anything unasked: ``configure_ultralytics`` puts a local font in place and
 turns sync off, ``YOLO_OFFLINE=1`` is set for training, and missing pretrained weights fall back
