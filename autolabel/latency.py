@@ -163,7 +163,8 @@ def machine_info() -> dict:
 
 # -- runners ------------------------------------------------------------------------------------
 def pytorch_backend(weights: Path, imgsz: int, device: str = "cpu") -> Backend:
-    """The fused eval-mode model in eager mode (what ``YOLO.predict`` runs), fp32."""
+    """The student's eval-mode network in eager mode (``Student.torch_module``: YOLO's fused
+    DetectionModel as ``YOLO.predict`` runs it, D-FINE's raw-output module), fp32."""
 
     def make(batch: int) -> Runner:
         import torch
@@ -310,17 +311,19 @@ def bench_exports(
     cuda: bool | None = None,
     threads: int | None = None,
 ) -> dict:
-    """Time ``model.pt`` against every exported file in ``out_dir``; writes and returns ``latency.json``.
+    """Time the PyTorch reference (``model.pt``, or D-FINE's ``model/``) against every exported file in
+    ``out_dir``; writes and returns ``latency.json``.
 
     PyTorch and ONNX Runtime get the same CPU threads: ``threads``, or PyTorch's current setting
     (ultralytics sets OMP_NUM_THREADS=1 on import when it is unset, which makes that 1).
     """
     import json
 
-    from autolabel.exported.manifest import LATENCY_JSON, REFERENCE_WEIGHTS, read_manifest
+    from autolabel.exported.manifest import LATENCY_JSON, read_manifest, reference_weights
 
-    reference = out_dir / REFERENCE_WEIGHTS
-    exports = list(read_manifest(out_dir)["exports"].values())
+    manifest = read_manifest(out_dir)
+    reference = reference_weights(out_dir, manifest)
+    exports = list(manifest["exports"].values())
     if not reference.is_file() or not exports:
         raise AutolabelError(f"nothing exported in {out_dir}: run 'autolabel export --format onnx' first")
     imgsz = imgsz or exports[-1]["options"]["imgsz"]

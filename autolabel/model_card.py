@@ -18,11 +18,6 @@ if TYPE_CHECKING:
 
 CARD_MD = "MODEL_CARD.md"
 CARD_JSON = "model_card.json"
-LICENSE_NOTE = (
-    "The student is an Ultralytics YOLO model: the Ultralytics code and its pretrained weights are"
-    " licensed AGPL-3.0 (https://ultralytics.com/license), and so are models derived from them unless"
-    " you hold an Ultralytics Enterprise license. Check this before deploying in a closed product."
-)
 # Run parameters safe and useful to publish; anything else (paths, URLs, keys) stays out.
 PUBLIC_PARAMS = (
     "model",
@@ -99,7 +94,12 @@ def build_card(
     labels: dict,
     human_time: dict | None,
 ) -> dict:
+    """The card's values; the student's backend (from the run's weights) gives the license and the
+    preprocessing line."""
+    from autolabel import students
+
     metrics, params = run.metrics, run.params
+    student = students.backend_class(students.backend_of(run.weights_path or ""))
     return {
         "run_id": run.id,
         "round": run.round,
@@ -122,7 +122,9 @@ def build_card(
         },
         "exports": list(exports.values()),
         "latency": latency,
-        "license": LICENSE_NOTE,
+        "student": student.backend,
+        "preprocessing": student.preprocessing,
+        "license": student.license_note(model=params.get("model"), pretrained=run.origin[1]),
     }
 
 
@@ -130,11 +132,13 @@ def render_markdown(card: dict) -> str:
     lines = [f"# Model card: autolabel student, run {card['run_id']}", ""]
     lines += [
         f"- Round: {card['round']}",
-        f"- Input size: {card['imgsz']} x {card['imgsz']} (letterboxed)",
+        f"- Input size: {card['imgsz']} x {card['imgsz']} ({card.get('preprocessing', 'letterboxed')})",
         f"- Classes ({len(card['classes'])}, in output order): "
         + ", ".join(f"{i}: {name}" for i, name in enumerate(card["classes"])),
         f"- Written: {card['created_at']}",
     ]
+    if card.get("student"):
+        lines.append(f"- Student: {card['student']}")
     if card.get("started_from"):
         lines.append(f"- Started from: {card['started_from']}")
     if card["training"]:

@@ -1,6 +1,8 @@
-"""Benchmark the export: ONNX Runtime vs PyTorch eager latency and raw-output parity for yolo11n.
+"""Benchmark the export: ONNX Runtime vs PyTorch eager latency and raw-output parity for yolo11n
+(or, with ``--student dfine-n``, the D-FINE-N architecture).
 
     .venv/bin/python scripts/bench_export.py --out /tmp/bench-export --repeats 5 [--int8] [--openvino] [--threads 2]
+    .venv/bin/python scripts/bench_export.py --student dfine-n --out /tmp/bench-export-dfine --threads 2
 
 yolo11n is built from ``yolo11n.yaml`` with random weights (no weights can be downloaded here);
 latency and export parity do not depend on what the weights learned. The model is exported to
@@ -12,6 +14,17 @@ ONNX through ``autolabel.export.export_weights`` (the path ``autolabel export`` 
   in interleaved blocks (``autolabel.latency``), repeated --repeats times; each repeat's median
   and p90 are reported, and the ratio of the medians' median. Both get the same CPU threads
   (--threads, default PyTorch's own count, which is 1 once ultralytics has set OMP_NUM_THREADS).
+
+``--student dfine-n``: D-FINE-N as ``transformers``' conversion script builds it for
+``dfine_n_coco`` (``dfine_nano_config``: HGNetV2 with 4 stages of 3 layers, 2 feature levels at
+strides 16/32, d_model 128, 3 decoder layers, 300 queries, 80 classes), random weights: its
+own init plus N(0, 0.02) noise on every parameter. transformers' init alone (normal, std 0.01 for
+convs and linears) makes activations vanish within the backbone, so the encoder scores that pick
+the 300 queries are tied to ~1e-7 and which queries cross the top-k boundary is decided by float
+rounding: PyTorch-vs-ONNX raw outputs then differ by whole boxes although the graph is the same.
+Parity is the raw ``logits`` / ``pred_boxes`` difference with queries paired
+(``students/dfine_onnx.raw_diff``) on the same resized images; --int8/--openvino/--engine are
+YOLO-only.
 
 ``--openvino`` adds OpenVINO on the CPU (the same threads, ultralytics' LATENCY hint, OpenVINO's
 default inference precision: bf16 on CPUs that have it). On a machine with CUDA and TensorRT,
@@ -35,6 +48,7 @@ DEFAULT_IMAGES = REPO.parent / "shared" / "datasets" / "bccd" / "images" / "val"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench-export"))
+    parser.add_argument("--student", choices=("yolo", "dfine-n"), default="yolo")
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
@@ -62,21 +76,31 @@ def main() -> None:
     from autolabel.runtime import configure_ultralytics
 
     configure_ultralytics()
-    from ultralytics import YOLO
+    if args.student == "dfine-n":
+        if args.int8 or args.openvino or args.engine:
+            raise SystemExit("--int8, --openvino and --engine are for the yolo student")
+        weights = random_dfine_nano(out / "dfine-n-random")
+        model_note = "D-FINE-N (dfine_n_coco architecture) from DFineConfig, random weights (80 classes)"
+    else:
+        from ultralytics import YOLO
 
-    weights = out / "yolo11n-random.pt"
-    YOLO("yolo11n.yaml").save(str(weights))
+        weights = out / "yolo11n-random.pt"
+        YOLO("yolo11n.yaml").save(str(weights))
+        model_note = "yolo11n from yolo11n.yaml, random weights (80 classes)"
+    from autolabel.export import reference_of
+
+    reference = reference_of(weights, out / "exports")
 
     t0 = time.perf_counter()
     onnx_path = export_weights(weights, out / "exports", ExportOptions(format="onnx", imgsz=args.imgsz))
     export_s = time.perf_counter() - t0
-    parity = raw_parity(out / "exports" / "model.pt", onnx_path, args.images, args.n_images, args.imgsz)
+    parity = raw_parity(reference, onnx_path, args.images, args.n_images, args.imgsz)
 
     from autolabel import latency
 
     threads = latency.same_threads(args.threads)
     backends = [
-        latency.pytorch_backend(out / "exports" / "model.pt", args.imgsz, "cpu"),
+        latency.pytorch_backend(reference, args.imgsz, "cpu"),
         latency.onnxruntime_backend(onnx_path, args.imgsz, threads),
     ]
     int8_path = None
@@ -100,7 +124,7 @@ def main() -> None:
             weights, out / "exports", ExportOptions(format="engine", imgsz=args.imgsz, half=True)
         )
         backends += [
-            latency.pytorch_backend(out / "exports" / "model.pt", args.imgsz, "cuda"),
+            latency.pytorch_backend(reference, args.imgsz, "cuda"),
             latency.autobackend_backend("tensorrt", engine, args.imgsz, "cuda", True),
         ]
     repeats = []
@@ -108,7 +132,7 @@ def main() -> None:
         rows, _notes = latency.benchmark(backends, imgsz=args.imgsz, runs=args.runs, warmup=args.warmup)
         repeats.append([r.to_dict() for r in rows])
     result = {
-        "model": "yolo11n from yolo11n.yaml, random weights (80 classes)",
+        "model": model_note,
         "imgsz": args.imgsz,
         "batch": 1,
         "runs_per_repeat": args.runs,
@@ -145,26 +169,70 @@ def calibration_yaml(root: Path) -> Path:
 
 
 def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, imgsz: int) -> dict:
+    """Max |PyTorch - ONNX Runtime| of the raw outputs on the student's own input tensors
+    (``Student.raw_input``: YOLO's letterbox, D-FINE's resize), compared by ``Student.raw_diff``."""
     from autolabel import students
-    from autolabel.exported.parity import raw_output_diff
-    from autolabel.exported.runtimes import letterbox, onnx_raw, onnx_session, torch_raw
+    from autolabel.exported.runtimes import onnx_outputs, onnx_session, torch_outputs
     from autolabel.images import decode
 
     paths = sorted(images.glob("*.jpg"))[:n_images]
     if not paths:
         raise SystemExit(f"no .jpg images in {images}")
-    tensors = [letterbox(decode(p).pixels, imgsz) for p in paths]
-    model = students.load(reference).torch_module()
+    student = students.load(reference)
+    tensors = [student.raw_input(decode(p).pixels, imgsz) for p in paths]
+    model = student.torch_module()
     session = onnx_session(onnx_path)
-    overall, scores = raw_output_diff(
-        [torch_raw(model, t) for t in tensors], [onnx_raw(session, t) for t in tensors]
-    )
-    return {
+    diffs = [student.raw_diff(torch_outputs(model, t), onnx_outputs(session, t)) for t in tensors]
+    result = {
         "images": len(paths),
         "source": str(images),
-        "max_abs_diff": overall,
-        "max_abs_diff_scores": scores,
+        "max_abs_diff": max(d.overall for d in diffs),
+        "max_abs_diff_scores": max(d.scores for d in diffs),
     }
+    if any(d.by_output for d in diffs):
+        result["by_output"] = {k: max(d.by_output[k] for d in diffs) for k in diffs[0].by_output}
+        result["images_with_queries_reordered"] = sum(d.reordered for d in diffs)
+    return result
+
+
+def dfine_nano_config(num_labels: int = 80):
+    """D-FINE-N as transformers' conversion script configures ``dfine_n_coco`` (its differences
+    from the ``DFineConfig`` defaults, which describe D-FINE-L)."""
+    from transformers import DFineConfig
+
+    config = DFineConfig(
+        num_labels=num_labels, num_feature_levels=2, encoder_in_channels=[512, 1024], feat_strides=[16, 32],
+        encode_proj_layers=[1], encoder_hidden_dim=128, encoder_ffn_dim=512, d_model=128, decoder_ffn_dim=512,
+        decoder_in_channels=[128, 128], decoder_n_points=[6, 6], decoder_layers=3, depth_mult=0.5,
+        hidden_expansion=0.34,
+    )  # fmt: skip
+    backbone = config.backbone_config
+    for key, value in {
+        "hidden_sizes": [128, 256, 512, 1024], "layer_type": "basic", "embedding_size": 32,
+        "stem_channels": [3, 16, 16], "stage_in_channels": [16, 64, 256, 512],
+        "stage_mid_channels": [16, 32, 64, 128], "stage_out_channels": [64, 256, 512, 1024],
+        "stage_num_blocks": [1, 1, 2, 1], "stage_downsample": [False, True, True, True],
+        "stage_light_block": [False, False, True, True], "stage_kernel_size": [3, 3, 5, 5],
+        "stage_numb_of_layers": [3, 3, 3, 3], "out_indices": [3, 4], "use_learnable_affine_block": True,
+    }.items():  # fmt: skip
+        setattr(backbone, key, value)
+    if hasattr(backbone, "out_features"):  # keep out_features in step with out_indices
+        backbone.out_features = [backbone.stage_names[i] for i in backbone.out_indices]
+    return config
+
+
+def random_dfine_nano(folder: Path) -> Path:
+    """A random D-FINE-N saved with save_pretrained; returns its ``model.safetensors``."""
+    import torch
+    from transformers import DFineForObjectDetection
+
+    torch.manual_seed(0)
+    model = DFineForObjectDetection(dfine_nano_config()).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.02 * torch.randn_like(param))  # activations that do not vanish (see above)
+    model.save_pretrained(folder)
+    return folder / "model.safetensors"
 
 
 def summarize(repeats: list[list[dict]]) -> dict:

@@ -1,6 +1,6 @@
 """The D-FINE student (transformers, Apache-2.0): a tiny random-init D-FINE built from a config trains
-for one epoch through the CLI on generated scenes, is evaluated, scores a pool; offline without
-weights the error is one line."""
+for one epoch through the CLI on generated scenes, is evaluated, scores a pool, exports to ONNX with
+parity, names and a latency row; offline without weights the error is one line."""
 
 from __future__ import annotations
 
@@ -69,11 +69,147 @@ def test_eval_cli_on_the_dfine_run(dfine_run):
     assert "mAP50-95" in result.output and "per class" in result.output
 
 
-def test_export_of_the_dfine_run_is_one_error_line_for_now(dfine_run):
-    result = CliRunner().invoke(app, ["export", "-w", str(dfine_run["ws"].root), "--format", "onnx"])
+@pytest.fixture(scope="module")
+def dfine_export(dfine_run):
+    """The tiny run exported to fp32 ONNX through the CLI (parity boxes at conf 0.05: the 1-epoch
+    model's scores are low, and a box-level match of two empty lists would prove nothing)."""
+    ws = dfine_run["ws"]
+    assert dfine_run["result"].exit_code == 0, dfine_run["result"].output
+    result = CliRunner().invoke(app, ["export", "-w", str(ws.root), "--format", "onnx", "--conf", "0.05"])
+    out_dir = ws.exports_dir / "1"
+    return {**dfine_run, "export": result, "out_dir": out_dir, "onnx": out_dir / "onnx-fp32.onnx"}
+
+
+RAW_TOLERANCE = 1e-4  # fp32 ONNX Runtime vs PyTorch; measured ~5e-7 on this model
+
+
+def test_export_to_onnx_through_the_cli_passes_parity_and_records_it(dfine_export):
+    result, out_dir = dfine_export["export"], dfine_export["out_dir"]
+    assert result.exit_code == 0, result.output
+    assert "max abs diff, logits" in result.output and "max abs diff, pred_boxes" in result.output
+    assert (out_dir / "model" / "config.json").is_file() and (
+        out_dir / "model" / "model.safetensors"
+    ).is_file()
+    assert not list(out_dir.glob("*.pt"))
+    manifest = json.loads((out_dir / "exports.json").read_text())
+    assert manifest["reference"] == "model/model.safetensors"
+    parity = manifest["exports"]["onnx-fp32.onnx"]["parity"]
+    assert parity["image_source"] == "validation" and parity["images"] == 4
+    assert parity["max_abs_diff"] < RAW_TOLERANCE and parity["max_abs_diff_scores"] < RAW_TOLERANCE
+    assert set(parity["raw_diffs"]) == {"logits", "pred_boxes"}
+    assert max(parity["raw_diffs"].values()) == parity["max_abs_diff"]
+    assert parity["conf"] == 0.05 and parity["boxes_reference"] >= 4 and parity["match_rate"] >= 0.95
+    assert parity["map_diff_points"] <= 0.3 and parity["map_tolerance_points"] == 0.3
+    assert parity["names_exported"] == store_names(dfine_export["ws"]) and parity["names_match"]
+    assert parity["passed"]
+
+
+def test_the_onnx_file_says_what_it_is_and_loads_as_a_dfine_student(dfine_export):
+    import onnx
+
+    from autolabel.exported.parity import detect, match_boxes
+    from autolabel.images import decode
+    from autolabel.students.yolo import names_list
+
+    path = dfine_export["onnx"]
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    names = store_names(dfine_export["ws"])
+    assert names_list(meta["names"]) == names
+    assert meta["autolabel_student"] == "dfine" and meta["imgsz"] == f"[{IMGSZ}, {IMGSZ}]"
+    assert "no letterbox" in meta["preprocess"] and "/255" in meta["preprocess"]
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, IMGSZ, IMGSZ]
+    assert students.backend_of(path) == "dfine"
+
+    exported = students.load(path)
+    reference = students.load(dfine_export["out_dir"] / "model" / "model.safetensors")
+    assert exported.class_names == names and not exported.can_embed
+    images = [decode(p).pixels for p in sorted((dfine_export["ws"].image_root).rglob("*.png"))[:3]]
+    raw = exported.predict(images, conf=0.0, imgsz=IMGSZ, max_det=8)  # 3 images through a batch-1 file
+    assert [len(r.xyxy) for r in raw] == [8, 8, 8]
+    for image in images:
+        ours, theirs = (detect(s, image, IMGSZ, 0.0, "cpu") for s in (exported, reference))
+        assert len(ours) == len(theirs) > 0 and match_boxes(ours, theirs) == len(ours)
+    with pytest.raises(AutolabelError, match=f"takes {IMGSZ}x{IMGSZ} input"):
+        exported.predict(images, conf=0.0, imgsz=2 * IMGSZ)
+
+
+def test_bench_times_pytorch_and_onnxruntime_for_the_dfine_export(dfine_export):
+    out_dir = dfine_export["out_dir"]
+    args = ["bench", "-w", str(dfine_export["ws"].root), "--runs", "3", "--warmup", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = {r["backend"]: r for r in json.loads((out_dir / "latency.json").read_text())["rows"]}
+    assert set(rows) == {"pytorch", "onnxruntime"}
+    assert rows["pytorch"]["file"] == "model.safetensors" and rows["onnxruntime"]["file"] == "onnx-fp32.onnx"
+    assert all(r["runs"] == 3 and 0 < r["median_ms"] <= r["p90_ms"] for r in rows.values())
+    card = (out_dir / "MODEL_CARD.md").read_text()
+    assert "| onnxruntime | cpu | onnx-fp32.onnx | 1 |" in card
+
+
+def test_the_model_card_states_the_apache_license_and_the_preprocessing(dfine_export):
+    card = (dfine_export["out_dir"] / "MODEL_CARD.md").read_text()
+    assert "Apache-2.0" in card and "AGPL" not in card
+    assert "random initialization: no third-party weights" in card
+    assert f"Input size: {IMGSZ} x {IMGSZ} (resized, no letterbox, /255)" in card
+    assert "| onnx-fp32.onnx | onnx | fp32 |" in card
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--half"], "--half"),
+        (["--int8"], "--int8"),
+        (["--nms"], "--nms"),
+        (["--format", "openvino"], "openvino"),
+    ],
+)
+def test_unsupported_dfine_variants_are_one_error_line(dfine_export, flags, named):
+    result = CliRunner().invoke(
+        app, ["export", "-w", str(dfine_export["ws"].root), "--format", "onnx", *flags]
+    )
     assert result.exit_code == 2, result.output
-    assert "error: export of a dfine student is not supported yet" in result.output
-    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0]
+    assert "not supported for the dfine student" in lines[0]
+
+
+def test_raw_diff_pairs_reordered_queries_and_still_sees_real_differences():
+    from autolabel.students.dfine_onnx import raw_diff
+
+    rng = np.random.default_rng(0)
+    logits, boxes = rng.normal(size=(2, 6, 3)), rng.uniform(size=(2, 6, 4))
+    same = raw_diff([logits, boxes], [logits, boxes])
+    assert same.overall == 0.0 and not same.reordered
+    order = np.array([1, 0, 2, 3, 5, 4])  # near-tied encoder scores: same queries, another order
+    swapped = raw_diff([logits, boxes], [logits[:, order], boxes[:, order]])
+    assert swapped.overall == 0.0 and swapped.reordered
+    moved = boxes.copy()
+    moved[1, 2, 0] += 0.01
+    off = raw_diff([logits, boxes], [logits[:, order], moved[:, order]])
+    assert off.by_output["pred_boxes"] == pytest.approx(0.01) and off.by_output["logits"] == 0.0
+    assert off.scores == 0.0 and off.overall == pytest.approx(0.01)
+    with pytest.raises(AutolabelError, match="shape"):
+        raw_diff([logits, boxes], [logits[:, :5], boxes[:, :5]])
+
+
+@pytest.mark.parametrize(
+    ("model", "pretrained", "says"),
+    [
+        ("tiny.json", False, "no third-party weights"),
+        (
+            "ustc-community/dfine-nano-coco",
+            True,
+            "fine-tuned from ustc-community/dfine-nano-coco, whose weights",
+        ),
+        ("someone/dfine-custom", True, "check the license of any other checkpoint"),
+    ],
+)
+def test_the_license_note_names_code_and_weights(model, pretrained, says):
+    note = students.backend_class("dfine").license_note(model=model, pretrained=pretrained)
+    assert "Apache-2.0" in note and says in note
+    assert "AGPL-3.0" in students.backend_class("yolo").license_note(model="yolo11n.pt", pretrained=True)
 
 
 def test_the_pool_scorer_reads_class_probabilities_and_backbone_embeddings(dfine_run):

@@ -77,6 +77,8 @@ def print_export(result) -> None:
         table.add_column("result")
         diff = "n/a (NMS in graph)" if parity.max_abs_diff is None else f"{parity.max_abs_diff:.3g}"
         table.add_row("max abs diff, raw outputs", diff)
+        for name, value in parity.raw_diffs.items():
+            table.add_row(f"max abs diff, {name}", f"{value:.3g}")
         larger = max(parity.boxes_reference, parity.boxes_exported)
         table.add_row(
             f"boxes matched at IoU {parity.match_iou} (conf {parity.conf:g})",

@@ -1,4 +1,5 @@
-"""The files next to an export: ``exports.json`` (one entry per exported file) and ``latency.json``."""
+"""The files next to an export: ``exports.json`` (one entry per exported file, and which file is the
+PyTorch reference they were checked against) and ``latency.json``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
     from autolabel.exported.options import ExportOptions
     from autolabel.exported.parity import ParityReport
 
-REFERENCE_WEIGHTS = "model.pt"
+REFERENCE_WEIGHTS = "model.pt"  # the reference of a manifest that names none (YOLO, written before D-FINE)
 MANIFEST = "exports.json"
 LATENCY_JSON = "latency.json"
 
@@ -22,9 +23,19 @@ def read_manifest(out_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"exports": {}}
 
 
-def record_export(out_dir: Path, exported: Path, options: ExportOptions, parity: ParityReport | None) -> dict:
-    """Add (or replace) this exported file's entry in ``exports.json``; returns the manifest."""
+def record_export(
+    out_dir: Path,
+    exported: Path,
+    options: ExportOptions,
+    parity: ParityReport | None,
+    *,
+    reference: Path | None = None,
+) -> dict:
+    """Add (or replace) this exported file's entry in ``exports.json``; returns the manifest.
+    ``reference``: the PyTorch weights in ``out_dir`` the export came from."""
     manifest = read_manifest(out_dir)
+    if reference is not None:
+        manifest["reference"] = reference.relative_to(out_dir).as_posix()
     manifest["exports"][exported.name] = {
         "file": exported.name,
         "format": options.format,
@@ -35,6 +46,12 @@ def record_export(out_dir: Path, exported: Path, options: ExportOptions, parity:
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def reference_weights(out_dir: Path, manifest: dict | None = None) -> Path:
+    """The PyTorch weights the exports in ``out_dir`` were checked against."""
+    manifest = manifest if manifest is not None else read_manifest(out_dir)
+    return out_dir / manifest.get("reference", REFERENCE_WEIGHTS)
 
 
 def read_latency(out_dir: Path) -> dict | None:

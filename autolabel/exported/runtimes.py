@@ -1,8 +1,9 @@
 """The runtimes an exported student runs in, and its raw head outputs next to PyTorch's.
 
-Raw outputs are compared on the same square letterboxed tensor a static export sees: PyTorch
-through the student's network (``Student.torch_module``), ONNX through onnxruntime directly,
-TensorRT and OpenVINO through ultralytics' AutoBackend.
+Raw outputs are compared on the same tensor the exported graph sees (``Student.raw_input``: the
+square letterbox for YOLO, the plain resize for D-FINE): PyTorch through the student's network
+(``Student.torch_module``), ONNX through onnxruntime directly, TensorRT and OpenVINO through
+ultralytics' AutoBackend. ``*_outputs`` return every tensor output, in order; ``*_raw`` the first.
 """
 
 from __future__ import annotations
@@ -17,21 +18,26 @@ from autolabel.students.yolo import names_list
 
 
 def letterbox(rgb: np.ndarray, imgsz: int) -> np.ndarray:
-    """The square letterboxed 1x3xHxW float32 tensor ultralytics feeds a static export."""
-    from ultralytics.data.augment import LetterBox
+    """The square letterboxed 1x3xHxW float32 tensor ultralytics feeds a static export (the YOLO
+    student's ``raw_input``)."""
+    from autolabel.students.yolo_export import letterbox as yolo_letterbox
 
-    padded = LetterBox(new_shape=(imgsz, imgsz), auto=False)(image=rgb)
-    return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    return yolo_letterbox(rgb, imgsz)
 
 
-def torch_raw(model, batch: np.ndarray) -> np.ndarray:
+def torch_outputs(model, batch: np.ndarray) -> list[np.ndarray]:
+    """The tensor outputs of ``model`` on ``batch`` (a YOLO DetectionModel's feature list is skipped)."""
     import torch
 
     device = next(model.parameters()).device
     with torch.inference_mode():
         out = model(torch.from_numpy(batch).to(device))
-    out = out[0] if isinstance(out, (list, tuple)) else out
-    return out.float().cpu().numpy()
+    out = out if isinstance(out, (list, tuple)) else [out]
+    return [o.float().cpu().numpy() for o in out if isinstance(o, torch.Tensor)]
+
+
+def torch_raw(model, batch: np.ndarray) -> np.ndarray:
+    return torch_outputs(model, batch)[0]
 
 
 def onnx_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None):
@@ -46,10 +52,14 @@ def onnx_session(path: Path, providers: Sequence[str] | None = None, threads: in
     return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
-def onnx_raw(session, batch: np.ndarray) -> np.ndarray:
+def onnx_outputs(session, batch: np.ndarray) -> list[np.ndarray]:
     spec = session.get_inputs()[0]
     dtype = np.float16 if spec.type == "tensor(float16)" else np.float32
-    return np.asarray(session.run(None, {spec.name: batch.astype(dtype)})[0], dtype=np.float32)
+    return [np.asarray(o, dtype=np.float32) for o in session.run(None, {spec.name: batch.astype(dtype)})]
+
+
+def onnx_raw(session, batch: np.ndarray) -> np.ndarray:
+    return onnx_outputs(session, batch)[0]
 
 
 def onnx_names(session) -> list[str]:
@@ -76,6 +86,10 @@ def backend_raw(backend, batch: np.ndarray) -> np.ndarray:
     out = backend(x)
     out = out[0] if isinstance(out, (list, tuple)) else out
     return out.float().cpu().numpy()
+
+
+def backend_outputs(backend, batch: np.ndarray) -> list[np.ndarray]:
+    return [backend_raw(backend, batch)]
 
 
 def openvino_cpu_precision() -> str:

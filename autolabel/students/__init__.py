@@ -48,10 +48,18 @@ def for_student(student: str, model: str) -> tuple[str, str]:
 
 def backend_of(weights: str | Path) -> str:
     """Which backend reads ``weights``: D-FINE's are a ``save_pretrained`` folder (or its
-    ``model.safetensors``) or a config ``.json``; everything else is ultralytics'."""
+    ``model.safetensors``), a config ``.json``, or an ``.onnx`` whose metadata names the dfine
+    student (read without a runtime session); everything else is ultralytics'."""
     path = Path(str(weights))
     if path.suffix in (".safetensors", ".json") or (path.is_dir() and (path / "config.json").is_file()):
         return "dfine"
+    if path.suffix == ".onnx" and path.is_file():
+        from autolabel.students.dfine_onnx import is_dfine_onnx
+
+        try:
+            return "dfine" if is_dfine_onnx(path) else "yolo"
+        except AutolabelError:
+            return "yolo"  # unreadable: ultralytics says why when it loads it
     return "yolo"
 
 

@@ -10,7 +10,7 @@ backend's own result types leaves it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +28,7 @@ __all__ = [
     "FitSettings",
     "ModelChoice",
     "RawBoxes",
+    "RawDiff",
     "ScoredImage",
     "Student",
 ]
@@ -49,6 +50,16 @@ class RawBoxes:
     xyxy: np.ndarray  # (N, 4) float
     confidence: np.ndarray  # (N,)
     class_id: np.ndarray  # (N,) int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RawDiff:
+    """Max |PyTorch - exported| of the raw outputs of the exported graph on one input."""
+
+    overall: float  # over every output value
+    scores: float  # over the class-score values only (boxes may be in other units)
+    by_output: dict[str, float] = field(default_factory=dict)  # per named output, where outputs are named
+    reordered: bool = False  # set-valued outputs (DETR queries) were paired out of order before the diff
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,8 @@ class Student(Protocol):
     """A student backend: the class methods load one, the instance methods are the loop's steps."""
 
     backend: str  # the name in ``autolabel.students.BACKENDS``
+    reference_name: str  # where an export folder keeps the PyTorch weights its exports are checked against
+    preprocessing: str  # how an image becomes the exported graph's input, in words (for the model card)
 
     @classmethod
     def choose(cls, model: str, *, resume_from: str | None = None, download: bool = True) -> ModelChoice:
@@ -102,6 +115,21 @@ class Student(Protocol):
     @classmethod
     def load(cls, weights: str | Path) -> Student:
         """Trained weights, an exported file or folder, or a model config, for inference."""
+        ...
+
+    @classmethod
+    def copy_reference(cls, weights: Path, out_dir: Path) -> Path:
+        """Copy ``weights`` into the export folder ``out_dir`` as ``reference_name``; returns that path."""
+        ...
+
+    @classmethod
+    def check_export(cls, options: ExportOptions) -> None:
+        """Raise a one-line ``AutolabelError``, before any work, for a variant this backend cannot export."""
+        ...
+
+    @classmethod
+    def license_note(cls, *, model: str | None, pretrained: bool) -> str:
+        """The license of the student's code and of the weights it started from (``model``)."""
         ...
 
     @property
@@ -149,11 +177,20 @@ class Student(Protocol):
         """Pooled, L2-normalized backbone features, one row per image; None when ``not can_embed``."""
         ...
 
-    def export(self, options: ExportOptions, *, calibration: Path | None = None) -> Path:
-        """Export the weights this student was loaded from; the file lands next to them, named after
-        them. ``calibration``: a YOLO data.yaml whose train split calibrates an int8 export."""
+    def export(self, options: ExportOptions, out: Path, *, calibration: Path | None = None) -> Path:
+        """Export the weights this student was loaded from to ``out`` (a path without suffix: the
+        backend adds its own); returns the exported file or folder. ``calibration``: a YOLO
+        data.yaml whose train split calibrates an int8 export."""
         ...
 
     def torch_module(self, device: str = "cpu") -> torch.nn.Module:
         """The eval-mode network as the exporter traces it (raw head outputs, no NMS)."""
+        ...
+
+    def raw_input(self, rgb: np.ndarray, imgsz: int) -> np.ndarray:
+        """One RGB image as the 1x3ximgszximgsz float32 tensor the exported graph takes."""
+        ...
+
+    def raw_diff(self, reference: Sequence[np.ndarray], exported: Sequence[np.ndarray]) -> RawDiff:
+        """Compare the raw outputs of ``torch_module`` with the exported graph's on the same input."""
         ...

@@ -14,6 +14,10 @@ resized to imgsz x imgsz and scaled to [0, 1] (D-FINE's processor: no mean/std n
 outputs are decoded as D-FINE does (sigmoid scores, top-k over queries x classes, no NMS), keeping
 each box's per-class sigmoid scores for the uncertainty scores. Embeddings: each encoder output
 level global-average-pooled, concatenated and L2-normalized.
+
+Export (``dfine_onnx``): fp32 ONNX with the raw outputs; ``load`` of that ``.onnx`` gives a student
+that predicts and scores through ONNX Runtime with the same preprocessing and decode (no
+embeddings). An export folder keeps the PyTorch reference as a ``model/`` save_pretrained folder.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autolabel.errors import AutolabelError
-from autolabel.students.base import FitResult, ModelChoice, RawBoxes, ScoredImage
+from autolabel.students.base import FitResult, ModelChoice, RawBoxes, RawDiff, ScoredImage
 
 if TYPE_CHECKING:
     import torch
@@ -35,17 +39,21 @@ if TYPE_CHECKING:
 
 WEIGHTS_FILE = "model.safetensors"
 CODE_LICENSE = "Apache-2.0"
+APACHE_CHECKPOINTS = ("ustc-community/",)  # the D-FINE checkpoints on the hub, Apache-2.0
 
 
 class DFineStudent:
     """A ``DFineForObjectDetection`` (built lazily for training, when the classes are known)."""
 
     backend = "dfine"
+    reference_name = f"model/{WEIGHTS_FILE}"
+    preprocessing = "resized, no letterbox, /255"
 
-    def __init__(self, model, source: str | Path, *, pretrained: bool = True):
-        self.model = model  # DFineForObjectDetection, or None until fit builds it
+    def __init__(self, model, source: str | Path, *, pretrained: bool = True, runner=None):
+        self.model = model  # DFineForObjectDetection, or None until fit builds it (or when exported)
         self.source = Path(str(source))
         self.pretrained = pretrained
+        self.runner = runner  # dfine_onnx.OnnxRunner for an exported file, else None
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -65,18 +73,74 @@ class DFineStudent:
     def load(cls, weights: str | Path) -> DFineStudent:
         path = Path(str(weights))
         if path.suffix == ".onnx":
-            raise AutolabelError(f"{path}: ONNX inference for the D-FINE student is not supported yet")
+            from autolabel.students.dfine_onnx import OnnxRunner
+
+            if not path.is_file():
+                raise AutolabelError(f"D-FINE ONNX file not found: {path}")
+            return cls(None, path, runner=OnnxRunner(path))
         return cls(build_model(path).eval(), path)
+
+    @classmethod
+    def copy_reference(cls, weights: Path, out_dir: Path) -> Path:
+        """The weights' save_pretrained folder (its config and safetensors) as ``out_dir/model/``."""
+        import shutil
+
+        weights = Path(weights)
+        if not weights.is_file() or not (weights.parent / "config.json").is_file():
+            raise AutolabelError(f"{weights}: not a D-FINE save_pretrained folder's weights")
+        reference = out_dir / cls.reference_name
+        reference.parent.mkdir(parents=True, exist_ok=True)
+        for file in weights.parent.iterdir():
+            target = reference.parent / file.name
+            wanted = file.suffix in (".json", ".safetensors") and file.is_file()
+            if wanted and not (target.exists() and file.samefile(target)):
+                shutil.copyfile(file, target)
+        return reference
+
+    @classmethod
+    def check_export(cls, options: ExportOptions) -> None:
+        asked = [
+            flag
+            for flag, on in (
+                (f"--format {options.format}", options.format != "onnx"),
+                ("--half", options.half),
+                ("--int8", options.int8),
+                ("--nms", options.nms),
+            )
+            if on
+        ]
+        if asked:
+            raise AutolabelError(
+                f"{', '.join(asked)}: not supported for the dfine student (it exports fp32 ONNX:"
+                " --format onnx, optionally --dynamic for a dynamic batch)"
+            )
+
+    @classmethod
+    def license_note(cls, *, model: str | None, pretrained: bool) -> str:
+        code = (
+            "The student is a D-FINE detector run by Hugging Face transformers (DFineForObjectDetection):"
+            " the code is licensed Apache-2.0."
+        )
+        if not pretrained:
+            return f"{code} It was trained from a config with random initialization: no third-party weights."
+        if model and model.startswith(APACHE_CHECKPOINTS):
+            return f"{code} It was fine-tuned from {model}, whose weights are licensed Apache-2.0."
+        return (
+            f"{code} It was fine-tuned from {model or 'pretrained weights'}: the ustc-community D-FINE"
+            " checkpoints are Apache-2.0; check the license of any other checkpoint."
+        )
 
     @property
     def class_names(self) -> list[str]:
+        if self.runner is not None:
+            return list(self.runner.class_names)
         config = self.model.config if self.model is not None else read_config(self.source)
         labels = config.id2label
         return [str(labels[k]) for k in sorted(labels, key=int)]
 
     @property
     def can_embed(self) -> bool:
-        return True
+        return self.runner is None
 
     # -- training --------------------------------------------------------------------------------
     def fit(self, data_yaml: Path, settings: FitSettings, run_dir: Path, device: str) -> FitResult:
@@ -148,6 +212,9 @@ class DFineStudent:
 
         from autolabel.students.dfine_fit import to_tensor
 
+        if self.runner is not None:  # an exported file: no backbone features to pool
+            logits, boxes = self.runner(to_tensor(images, imgsz).numpy())
+            return logits.astype(np.float32), boxes.astype(np.float32), None
         check_size(self.model.config, imgsz)
         model = self.model.to(device).eval()
         with torch.no_grad():
@@ -165,6 +232,11 @@ class DFineStudent:
         """The eval-mode network returning (logits, pred_boxes): what the ONNX export traces."""
         import torch
 
+        if self.model is None:
+            raise AutolabelError(
+                f"{self.source.name}: no PyTorch network (an exported file or an unfitted student)"
+            )
+
         class Raw(torch.nn.Module):
             def __init__(self, model):
                 super().__init__()
@@ -176,8 +248,22 @@ class DFineStudent:
 
         return Raw(self.model).eval().to(device)
 
-    def export(self, options: ExportOptions, *, calibration: Path | None = None) -> Path:
-        raise AutolabelError("export of the D-FINE student is not supported yet")
+    def export(self, options: ExportOptions, out: Path, *, calibration: Path | None = None) -> Path:
+        from autolabel.students.dfine_onnx import export_onnx
+
+        self.check_export(options)
+        check_size(self.model.config, options.imgsz)
+        return export_onnx(self.torch_module("cpu"), self.class_names, options, out)
+
+    def raw_input(self, rgb: np.ndarray, imgsz: int) -> np.ndarray:
+        from autolabel.students.dfine_fit import to_tensor
+
+        return to_tensor([rgb], imgsz).numpy().astype(np.float32)
+
+    def raw_diff(self, reference: Sequence[np.ndarray], exported: Sequence[np.ndarray]) -> RawDiff:
+        from autolabel.students.dfine_onnx import raw_diff
+
+        return raw_diff(reference, exported)
 
 
 # -- decoding -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ultralytics YOLO student: the one module that builds ultralytics' ``YOLO`` model.
+"""The ultralytics YOLO student; with ``yolo_export``, the one place that builds ultralytics' ``YOLO``.
 
 Nothing here downloads anything unasked: ``configure_ultralytics`` puts a local font in place and
 turns sync off, ``YOLO_OFFLINE=1`` is set for training, and missing pretrained weights fall back
@@ -24,7 +24,7 @@ import numpy as np
 
 from autolabel.errors import AutolabelError
 from autolabel.runtime import configure_ultralytics
-from autolabel.students.base import FitResult, ModelChoice, RawBoxes, ScoredImage
+from autolabel.students.base import FitResult, ModelChoice, RawBoxes, RawDiff, ScoredImage
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +37,8 @@ class YoloStudent:
     """An ultralytics ``YOLO`` model and the weights (or config) it was loaded from."""
 
     backend = "yolo"
+    reference_name = "model.pt"
+    preprocessing = "letterboxed"
 
     def __init__(self, model, source: str | Path, *, pretrained: bool = True):
         self.model = model  # ultralytics.YOLO
@@ -70,6 +72,25 @@ class YoloStudent:
         from ultralytics import YOLO
 
         return cls(YOLO(str(weights), task="detect"), weights)
+
+    @classmethod
+    def copy_reference(cls, weights: Path, out_dir: Path) -> Path:
+        import shutil
+
+        reference = out_dir / cls.reference_name
+        if not reference.exists() or not reference.samefile(weights):
+            shutil.copyfile(weights, reference)
+        return reference
+
+    @classmethod
+    def check_export(cls, options: ExportOptions) -> None:
+        return None  # every variant ``ExportOptions`` allows
+
+    @classmethod
+    def license_note(cls, *, model: str | None, pretrained: bool) -> str:
+        from autolabel.students.yolo_export import LICENSE_NOTE
+
+        return LICENSE_NOTE
 
     @property
     def class_names(self) -> list[str]:
@@ -236,28 +257,21 @@ class YoloStudent:
         """The fused eval-mode DetectionModel, as ultralytics runs it (and as the exporter traced it)."""
         return copy.deepcopy(self.model.model).fuse().float().eval().to(device)
 
-    def export(self, options: ExportOptions, *, calibration: Path | None = None) -> Path:
-        exported = self.model.export(
-            format=options.format,
-            imgsz=options.imgsz,
-            dynamic=options.dynamic,
-            quantize=8 if options.int8 else 16 if options.half else None,
-            nms=options.nms,
-            **({"data": str(calibration), "split": "train"} if options.int8 else {}),
-            device=export_device(options.format),
-            verbose=False,
-        )
-        if not exported or not Path(exported).exists():
-            raise AutolabelError(f"{options.format} export produced no file (see the ultralytics log above)")
-        exported = Path(exported)
-        if options.int8 and exported.is_file() and exported.stem.endswith("_int8"):  # ultralytics' own suffix
-            exported = exported.replace(exported.with_name(f"{self.source.stem}{exported.suffix}"))
-        return exported
+    def export(self, options: ExportOptions, out: Path, *, calibration: Path | None = None) -> Path:
+        from autolabel.students.yolo_export import export_variant
 
+        return export_variant(self.source, options, out, calibration=calibration)
 
-def export_device(fmt: str) -> str:
-    # ONNX and OpenVINO export on the CPU: on a GPU ultralytics would ask for onnxruntime-gpu.
-    return "0" if fmt == "engine" else "cpu"
+    def raw_input(self, rgb: np.ndarray, imgsz: int) -> np.ndarray:
+        from autolabel.students.yolo_export import letterbox
+
+        return letterbox(rgb, imgsz)
+
+    def raw_diff(self, reference: Sequence[np.ndarray], exported: Sequence[np.ndarray]) -> RawDiff:
+        from autolabel.students.yolo_export import raw_output_diff
+
+        overall, scores = raw_output_diff(reference[:1], exported[:1])
+        return RawDiff(overall=overall, scores=scores)
 
 
 def names_list(names) -> list[str]:
@@ -454,4 +468,4 @@ def _scoring_predictor():
     return ScoringPredictor
 
 
-__all__: Sequence[str] = ("YoloStudent", "export_device", "names_list", "resolve_model", "weights_dir")
+__all__: Sequence[str] = ("YoloStudent", "names_list", "resolve_model", "weights_dir")
