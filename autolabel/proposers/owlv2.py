@@ -10,10 +10,11 @@ normalized to that padded square: they map back to the original pixels by ``max(
 axes, not by (w, h). Every image becomes the same square input, so batches need no extra padding.
 
 The prompts are encoded once per ontology (``owlv2_sides.text_queries``); each batch runs only the
-image side, in PyTorch or (``runtime: onnx``) as an ONNX export of it. The export has a fixed input
-size, the processor's square (``max_side`` when set, else the model's ``image_size``), with dynamic
-batch and prompt count; it is cached (``onnx_cache``) and used only when it passes parity against
-PyTorch at export time (``PARITY_*`` tolerances), else the proposer prints why and runs PyTorch.
+image side, in PyTorch or (``runtime: onnx | openvino | auto``, ``runtime_select``) as an export of
+it. The export has a fixed input size, the processor's square (``max_side`` when set, else the
+model's ``image_size``), with dynamic batch and prompt count; it is cached (``runtime_cache``) and
+used only when it passes parity against PyTorch at export time (``PARITY_*`` tolerances), else the
+proposer prints why and runs PyTorch.
 """
 
 from __future__ import annotations
