@@ -137,6 +137,21 @@ def cached_export(
         fingerprint = runtime_fingerprint(base or base_fingerprint(spec), runtime)
     except runtime_graphs.RuntimeUnavailable as exc:
         return CachedRuntime(None, str(exc), False, folder)
+    with locked(folder):  # several workers (Ray actors) may build the same proposer at once
+        return cached_or_exported(spec, runtime, parity, folder, fingerprint, base)
+
+
+def locked(folder: Path) -> Any:
+    """An inter-process lock beside ``folder`` (filelock, which huggingface_hub already uses)."""
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(folder) + ".lock")
+
+
+def cached_or_exported(
+    spec: ExportSpec, runtime: str, parity: ParityCheck, folder: Path, fingerprint: str, base: str | None
+) -> CachedRuntime:
     meta = read_meta(folder)
     if meta.get("fingerprint") == fingerprint:
         if meta.get("reason"):

@@ -108,6 +108,11 @@ def choice_key(base: str, device: str) -> str:
 def choose(name, spec, base, device, parity, run_torch, run_graph) -> RuntimeSelection:
     """auto on the CPU: the recorded choice when it still holds, else export, check, time, record."""
     path = runtime_cache.cache_dir(spec, "auto") / CHOICE
+    with runtime_cache.locked(path.parent):  # one worker chooses, the others read its record
+        return recorded_or_chosen(name, spec, base, device, parity, run_torch, run_graph, path)
+
+
+def recorded_or_chosen(name, spec, base, device, parity, run_torch, run_graph, path) -> RuntimeSelection:
     key = choice_key(base, device)
     record = runtime_cache.read_json(path)
     if record.get("fingerprint") == key and record.get("chosen") in RUNTIMES:
