@@ -46,8 +46,11 @@ class ProposerConfig(_Section):
     batch_size: int = Field(default=2, gt=0)
     fp16: bool = True
     max_side: int | None = Field(default=None, gt=0)
-    # How the image side runs (owlv2): torch eager, or an ONNX export checked against it.
-    runtime: Literal["torch", "onnx"] = "torch"
+    # How the image side runs (owlv2, grounding-dino; proposers/runtime_select.py): auto (the fastest
+    # that passes parity here, chosen once and recorded), torch eager, or a cached, parity-checked
+    # ONNX Runtime / OpenVINO export.
+    runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"
+    torch_compile: bool = False  # CUDA only (proposers/torch_speed.py)
 
 
 class AnnotationCostConfig(_Section):

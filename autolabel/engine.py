@@ -73,15 +73,22 @@ LAST_PROPOSER_META = "last_proposer"
 
 
 def remember_proposer(
-    store: Store, settings: ProposerSettings, key: str, model_version: str, ontology_fingerprint: str
+    store: Store,
+    settings: ProposerSettings,
+    key: str,
+    model_version: str,
+    ontology_fingerprint: str,
+    runtime: dict | None = None,
 ) -> None:
     """Record the model key of a finished ``propose``, so the loop can reuse its pre-labels
-    without loading the model again (``remembered_key``)."""
+    without loading the model again (``remembered_key``); ``runtime``: the runtime it ran in
+    (``runtime``, and ``runtime_reason``: what ``runtime: auto`` chose and why)."""
     record = {
         "key": key,
         "model_version": model_version,
         "model_path": settings.model_path,
         "ontology": ontology_fingerprint,
+        **(runtime or {}),
     }
     store.set_meta(LAST_PROPOSER_META, json.dumps(record))
 

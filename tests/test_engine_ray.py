@@ -64,6 +64,7 @@ def _grounding_dino_factory(model_dir: Path):
         max_det=7,
         batch_size=3,
         device="cpu",
+        runtime="torch",
     )
     ontology = Ontology.load(REPO / "prompts" / "fasteners.yaml")
     return partial(BatchMapper, partial(build_proposer, settings, ontology))
@@ -253,7 +254,7 @@ def _cli_workspace(root: Path, model_dir: Path):
     args = [
         "propose", "-w", str(root), "--prompts", str(REPO / "prompts" / "fasteners.yaml"),
         "--model", "grounding-dino", "--model-path", str(model_dir), "--box-threshold", "0.0",
-        "--text-threshold", "0.0", "--max-det", "7", "--batch-size", "3", "--preview", "0",
+        "--text-threshold", "0.0", "--max-det", "7", "--batch-size", "3", "--preview", "0", "--runtime", "torch",
     ]  # fmt: skip
     return runner, app, args
 

@@ -243,7 +243,7 @@ def test_propose_then_loop_round_zero_reuses_the_stored_prelabels(
         app,
         ["propose", "-w", str(ws.root), "--prompts", str(REPO / "prompts" / "fasteners.yaml"),
          "--model", "grounding-dino", "--model-path", str(tiny_grounding_dino_dir), "--box-threshold", "0.0",
-         "--text-threshold", "0.0", "--max-det", "3", "--preview", "0"],
+         "--text-threshold", "0.0", "--max-det", "3", "--preview", "0", "--runtime", "torch"],
     )  # fmt: skip
     assert proposed.exit_code == 0, proposed.output
 

@@ -57,6 +57,8 @@ def test_propose_end_to_end_and_resume(workspace, backend, fixture, request):
         "7",
         "--batch-size",
         "3",
+        "--runtime",
+        "torch",  # runtime auto has its own tests
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -130,7 +132,7 @@ def test_propose_owlv2_runtime_onnx_matches_torch(tmp_path, tiny_owlv2_dir, monk
         assert "runtime onnx not used" not in result.output
         rows, _ = _predictions(ws)
         stored[len(stored)] = {path: json.loads(det) for path, _, _, _, det in rows}
-    assert len(list((tmp_path / "exports").iterdir())) == 1
+    assert len([p for p in (tmp_path / "exports").iterdir() if p.is_dir()]) == 1  # one export
     for other in (1, 2):
         assert stored[other].keys() == stored[0].keys()
         for path, det in stored[0].items():
@@ -144,5 +146,31 @@ def test_propose_unknown_runtime_is_one_line(workspace, tiny_owlv2_dir):
     args = ["propose", "-w", str(workspace), "--prompt", "bolt", "--model", "owlv2"]
     result = runner.invoke(app, [*args, "--model-path", str(tiny_owlv2_dir), "--runtime", "tensorrt"])
     assert result.exit_code != 0
-    assert "unknown runtime 'tensorrt': choose one of torch, onnx" in result.output
+    assert "unknown runtime 'tensorrt': choose one of auto, torch, onnx, openvino" in result.output
     assert "Traceback" not in result.output
+
+
+def test_propose_runtime_auto_is_the_default_and_is_recorded_with_the_run(
+    tmp_path, tiny_owlv2_dir, monkeypatch
+):
+    """No --runtime: auto chooses once (one line), the choice is saved with the run's proposer record,
+    and a second workspace reuses the recorded choice."""
+    monkeypatch.setenv("AUTOLABEL_EXPORT_CACHE", str(tmp_path / "exports"))
+    records = []
+    for run in range(2):
+        ws = tmp_path / f"ws-{run}"
+        rgb(ws / "raw" / "0.jpg", width=96, height=64, seed=0)
+        assert runner.invoke(app, ["init", "--images", str(ws / "raw"), "-w", str(ws)]).exit_code == 0
+        args = ["propose", "-w", str(ws), "--prompt", "bolt", "--model", "owlv2", "--preview", "0"]
+        result = runner.invoke(app, [*args, "--model-path", str(tiny_owlv2_dir), "--box-threshold", "0.0"])
+        assert result.exit_code == 0, result.output
+        [line] = [line for line in result.output.splitlines() if "runtime auto ->" in line]
+        conn = sqlite3.connect(ws / ".autolabel" / "state.db")
+        [(raw,)] = conn.execute("SELECT value FROM meta WHERE key = 'last_proposer'").fetchall()
+        records.append(json.loads(raw))
+        assert records[-1]["runtime_reason"] == line and line.startswith(
+            f"owlv2: runtime auto -> {records[-1]['runtime']} ("
+        )
+    assert records[0]["runtime"] == records[1]["runtime"] in ("torch", "onnx", "openvino")
+    assert "fastest passing parity here" in records[0]["runtime_reason"]
+    assert "(recorded in " in records[1]["runtime_reason"]

@@ -126,6 +126,7 @@ def proposer(model_dir, onto=FASTENERS, **overrides):
         "device": "cpu",
         "box_threshold": 0.0,
         "max_det": 100,
+        "runtime": "torch",  # the accelerated runtimes have their own tests
     }
     return build_proposer(ProposerSettings(**{**settings, **overrides}), onto)
 

@@ -29,6 +29,7 @@ def test_propose_prints_no_warning_and_logs_it(tmp_path, tiny_grounding_dino_dir
     propose = [
         "propose", "-w", str(tmp_path), "--prompts", "prompts/fasteners.yaml", "--model", "grounding-dino",
         "--model-path", str(tiny_grounding_dino_dir), "--box-threshold", "0.0", "--text-threshold", "0.0",
+        "--runtime", "torch",
     ]  # fmt: skip
     quiet = _cli(*propose)
     assert quiet.returncode == 0, quiet.stderr

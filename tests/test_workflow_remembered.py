@@ -26,7 +26,7 @@ def workspace(tmp_path):
 def _propose(ws, model_dir, *extra):
     args = ["propose", "-w", str(ws), "--prompts", str(REPO / "prompts" / "fasteners.yaml")]
     args += ["--model", "grounding-dino", "--model-path", str(model_dir), "--box-threshold", "0.0"]
-    args += ["--text-threshold", "0.0", "--max-det", "3", "--preview", "0", *extra]
+    args += ["--text-threshold", "0.0", "--max-det", "3", "--preview", "0", "--runtime", "torch", *extra]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return result
@@ -90,7 +90,7 @@ def test_inline_prompts_are_saved_as_the_workspace_ontology(workspace, tiny_grou
         "--model-path",
         str(tiny_grounding_dino_dir),
     ]
-    result = runner.invoke(app, [*args, "--preview", "0"])
+    result = runner.invoke(app, [*args, "--preview", "0", "--runtime", "torch"])
     assert result.exit_code == 0, result.output
     config = yaml.safe_load((workspace / "autolabel.yaml").read_text())
     assert config["ontology"] == "ontology.yaml"

@@ -49,7 +49,14 @@ def propose(
     fp16: Annotated[bool | None, typer.Option("--fp16/--no-fp16", help="Half precision on CUDA.")] = None,
     runtime: Annotated[
         str | None,
-        typer.Option(help="torch | onnx (owlv2: image side exported once, cached, parity-checked)."),
+        typer.Option(
+            help="auto | torch | onnx | openvino (owlv2, grounding-dino): auto (default) uses the fastest"
+            " runtime that passes parity on this machine, chosen once and recorded; onnx/openvino export"
+            " once, cache and parity-check."
+        ),
+    ] = None,
+    torch_compile: Annotated[
+        bool | None, typer.Option("--torch-compile/--no-torch-compile", help="torch.compile on CUDA.")
     ] = None,
     force: Annotated[
         bool, typer.Option(help="Propose again images already proposed with this model and ontology.")
@@ -110,6 +117,7 @@ def propose(
         "batch_size": batch_size,
         "fp16": fp16,
         "runtime": runtime,
+        "torch_compile": torch_compile,
     }
     values = {k: v for k, v in overrides.items() if v is not None}
     values["class_agnostic_nms"] = class_agnostic_nms or cfg.class_agnostic_nms
@@ -144,7 +152,9 @@ def propose(
             summary = propose_on(
                 runner, build, mapper, store, ws.image_root, class_ids, settings, key, force, advance
             )
-        remember_proposer(store, settings, key, mapper.model_version, ontology.fingerprint())
+        remember_proposer(
+            store, settings, key, mapper.model_version, ontology.fingerprint(), runtime_of(mapper.proposer)
+        )
         if save:
             out.print(save_proposer(ws, settings, ontology, prompts if not prompt else None))
         names = store.class_names()
@@ -166,6 +176,18 @@ def propose(
         if preview and summary.proposed:
             path = write_preview(ws, store, key, preview)
             out.print(f"preview: {path}")
+
+
+def runtime_of(proposer) -> dict:
+    """The runtime the proposer runs in and the line that said why (``proposers.runtime_select``)."""
+    selections = getattr(proposer, "selections", None) or [getattr(proposer, "selection", None)]
+    selections = [s for s in selections if s is not None]
+    if not selections:
+        return {"runtime": "torch"}
+    return {
+        "runtime": "+".join(sorted({s.used for s in selections})),
+        "runtime_reason": "; ".join(s.note for s in selections if s.note) or None,
+    }
 
 
 def save_proposer(ws, settings, ontology, prompts_file: Path | None) -> str:

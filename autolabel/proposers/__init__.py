@@ -19,8 +19,13 @@ BACKENDS: dict[str, str] = {
     "yolo-world": "autolabel.proposers.yolo_world:YoloWorldProposer",
     "groundingdino-py": "autolabel.proposers.groundingdino_py:GroundingDinoPyProposer",
 }
-# runtime -> the backends that have it (every backend runs "torch")
-RUNTIMES: dict[str, tuple[str, ...]] = {"torch": tuple(BACKENDS), "onnx": ("owlv2",)}
+# runtime -> the backends that have it (every backend runs "torch"; "auto" means torch for the others)
+RUNTIMES: dict[str, tuple[str, ...]] = {
+    "auto": tuple(BACKENDS),
+    "torch": tuple(BACKENDS),
+    "onnx": ("owlv2", "grounding-dino"),
+    "openvino": ("owlv2", "grounding-dino"),
+}
 
 
 def build_proposer(settings: ProposerSettings, ontology: Ontology) -> Proposer:

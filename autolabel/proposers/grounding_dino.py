@@ -20,10 +20,15 @@ resized shape and each group runs unpadded; ``pred_boxes`` are then normalized (
 whole resized image, which is the original image scaled, and map back with the original (w, h).
 
 The text backbone (BERT) runs once per caption, not per batch (``grounding_dino_text``).
+
+``runtime: onnx | openvino | auto`` (``runtime_select``): one fixed-shape export per caption, and
+a fixed image-size rule (longer side resized to S, padded bottom/right to S x S, a pixel mask over
+the real image, boxes back in original pixels): see ``grounding_dino_export``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,9 +36,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autolabel.errors import AutolabelError
+from autolabel.proposers import grounding_dino_export as export
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
 from autolabel.proposers.grounding_dino_text import cache_text_backbone
+from autolabel.proposers.runtime_select import detections_differ, parity_figures, select_runtime
+from autolabel.proposers.torch_speed import maybe_compile
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -166,7 +174,7 @@ def cxcywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
 class GroundingDinoInputs:
     """Preprocessed batch: images grouped by resized shape, each group a stacked pixel tensor."""
 
-    groups: list[tuple[list[int], Any]]  # (indices into the batch, pixel_values)
+    groups: list[tuple[list[int], Any, Any]]  # (indices into the batch, pixel_values, pixel_mask or None)
     count: int
 
 
@@ -199,9 +207,94 @@ class GroundingDinoProposer(StagedProposer):
                 "longest_edge": settings.max_side,
             }
 
+        import torch
+
+        cpu_fp32 = self.device == "cpu" and self.dtype == torch.float32
+        self.square: int | None = None  # S of the fixed S x S input rule, None: the processor's resize
+        if settings.runtime != "torch" and cpu_fp32:
+            self.square = export.square_side(settings.max_side, processor)
+            self.model_version += f"@square{self.square}"
+        self.selections = self.select_runtimes(cpu_fp32)
+        self.graphs = [selection.graph for selection in self.selections] or [None] * len(self.captions)
+        self.forward_model = maybe_compile(self.model, settings, self.device)
+
+    def select_runtimes(self, cpu_fp32: bool) -> list[Any]:
+        """One runtime selection per caption (auto chooses on the first; the others follow it)."""
+        if self.settings.runtime == "torch":
+            return []
+        selections: list[Any] = []
+        for index, (caption, text) in enumerate(zip(self.captions, self.text_inputs)):
+            asked = self.settings.runtime
+            if index and (asked == "auto" or not cpu_fp32):
+                asked = selections[0].used
+            module = export.caption_module(self.model, text, len(caption.token_classes))
+            selections.append(
+                select_runtime(
+                    name=NAME,
+                    asked=asked,
+                    device=self.device,
+                    cpu_fp32=cpu_fp32,
+                    make_spec=lambda module=module, text=text: export.export_spec(
+                        name=NAME,
+                        source=str(self.settings.model_path or DEFAULT_MODEL_ID),
+                        module=module,
+                        pixels=self.parity_inputs,
+                        text_inputs=text,
+                        side=self.square,
+                    ),
+                    parity=lambda graph, module=module, index=index: self.parity(index, module, graph),
+                    run_torch=lambda module=module: export.run_torch(module, *self.parity_inputs),
+                    run_graph=lambda graph: export.run_graph(graph, *self.parity_inputs),
+                )
+            )
+        return selections
+
+    @functools.cached_property
+    def parity_inputs(self) -> tuple[Any, Any]:
+        return export.square_inputs(self.processor, export.parity_images(), self.square)
+
+    @property
+    def runtime_used(self) -> str:
+        used = sorted({selection.used for selection in self.selections}) or ["torch"]
+        return "+".join(used)
+
+    def parity(self, index: int, module: Any, graph: Any) -> tuple[str | None, dict]:
+        """Caption ``index``'s export vs PyTorch on the parity images: raw outputs, then detections."""
+        expected = export.run_torch(module, *self.parity_inputs)
+        got = export.run_graph(graph, *self.parity_inputs)
+        limits = {"logits": export.PARITY_LOGIT_ATOL, "boxes": export.PARITY_BOX_ATOL}
+        reason, figures = parity_figures(expected, got, limits)
+        figures = {"images": len(export.PARITY_SHAPES), **figures, "detections": 0}
+        if reason:
+            return reason, figures
+        detections = [
+            [
+                detections_from_outputs(
+                    [ChunkOutput(logits=logits[row], boxes=boxes[row])],
+                    [self.captions[index]],
+                    self.finalize_options,
+                    size=(height, width),
+                    num_classes=len(self.ontology.classes),
+                    text_threshold=self.settings.text_threshold,
+                )
+                for row, (height, width) in enumerate(export.PARITY_SHAPES)
+            ]
+            for logits, boxes in (expected, got)
+        ]
+        figures["detections"] = sum(len(det) for det in detections[0])
+        reason = detections_differ(
+            *detections, pixel_atol=export.PARITY_PIXEL_ATOL, score_atol=export.PARITY_SCORE_ATOL
+        )
+        return reason, figures
+
     def preprocess(self, images: Sequence[np.ndarray]) -> GroundingDinoInputs:
         import torch
 
+        if self.square:
+            pixel_values, pixel_mask = export.square_inputs(self.processor, images, self.square)
+            return GroundingDinoInputs(
+                groups=[(list(range(len(images))), pixel_values, pixel_mask)], count=len(images)
+            )
         by_shape: dict[tuple[int, ...], list[tuple[int, Any]]] = {}
         for index, image in enumerate(images):
             pixels = self.processor.image_processor(
@@ -209,34 +302,40 @@ class GroundingDinoProposer(StagedProposer):
             )["pixel_values"]
             by_shape.setdefault(tuple(pixels.shape), []).append((index, pixels))
         groups = [
-            ([index for index, _ in members], torch.cat([pixels for _, pixels in members]))
+            ([index for index, _ in members], torch.cat([pixels for _, pixels in members]), None)
             for members in by_shape.values()
         ]
         return GroundingDinoInputs(groups=groups, count=len(images))
 
     def forward(self, inputs: GroundingDinoInputs) -> list[list[ChunkOutput]]:
+        outputs: list[list[ChunkOutput]] = [[] for _ in range(inputs.count)]
+        for indices, pixel_values, pixel_mask in inputs.groups:
+            for caption, text, graph in zip(self.captions, self.text_inputs, self.graphs):
+                if graph is not None:
+                    logits, boxes = export.run_graph(graph, pixel_values, pixel_mask)
+                else:
+                    logits, boxes = self.run_torch(pixel_values, pixel_mask, text, len(caption.token_classes))
+                for row, index in enumerate(indices):
+                    outputs[index].append(ChunkOutput(logits=logits[row], boxes=boxes[row]))
+        return outputs
+
+    def run_torch(
+        self, pixel_values: Any, pixel_mask: Any, text: Any, tokens: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        outputs: list[list[ChunkOutput]] = [[] for _ in range(inputs.count)]
+        batch = len(pixel_values)
         with torch.inference_mode():
-            for indices, pixel_values in inputs.groups:
-                batch = len(indices)
-                pixel_values = pixel_values.to(self.device, self.dtype)
-                pixel_mask = torch.ones(
-                    (batch, *pixel_values.shape[-2:]), dtype=torch.long, device=self.device
-                )
-                for caption, text in zip(self.captions, self.text_inputs):
-                    result = self.model(
-                        pixel_values=pixel_values,
-                        pixel_mask=pixel_mask,
-                        **{key: value.to(self.device).expand(batch, -1) for key, value in text.items()},
-                    )
-                    tokens = len(caption.token_classes)
-                    logits = result.logits[:, :, :tokens].float().cpu().numpy()
-                    boxes = result.pred_boxes.float().cpu().numpy()
-                    for row, index in enumerate(indices):
-                        outputs[index].append(ChunkOutput(logits=logits[row], boxes=boxes[row]))
-        return outputs
+            pixel_values = pixel_values.to(self.device, self.dtype)
+            if pixel_mask is None:
+                pixel_mask = torch.ones((batch, *pixel_values.shape[-2:]), dtype=torch.long)
+            result = self.forward_model(
+                pixel_values=pixel_values,
+                pixel_mask=pixel_mask.to(self.device),
+                **{key: value.to(self.device).expand(batch, -1) for key, value in text.items()},
+            )
+        logits = result.logits[:, :, :tokens].float().cpu().numpy()
+        return logits, result.pred_boxes.float().cpu().numpy()
 
     def postprocess_one(self, output: list[ChunkOutput], *, width: int, height: int) -> sv.Detections:
         return detections_from_outputs(

@@ -10,15 +10,16 @@ normalized to that padded square: they map back to the original pixels by ``max(
 axes, not by (w, h). Every image becomes the same square input, so batches need no extra padding.
 
 The prompts are encoded once per ontology (``owlv2_sides.text_queries``); each batch runs only the
-image side, in PyTorch or (``runtime: onnx``) as an ONNX export of it. The export has a fixed input
-size, the processor's square (``max_side`` when set, else the model's ``image_size``), with dynamic
-batch and prompt count; it is cached (``onnx_cache``) and used only when it passes parity against
-PyTorch at export time (``PARITY_*`` tolerances), else the proposer prints why and runs PyTorch.
+image side, in PyTorch or (``runtime: onnx | openvino | auto``, ``runtime_select``) as an export of
+it. The export has a fixed input size, the processor's square (``max_side`` when set, else the
+model's ``image_size``), with dynamic batch and prompt count; it is cached (``runtime_cache``) and
+used only when it passes parity against PyTorch at export time (``PARITY_*`` tolerances), else the
+proposer prints why and runs PyTorch.
 """
 
 from __future__ import annotations
 
-import sys
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ import numpy as np
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
 from autolabel.proposers.owlv2_sides import image_side_module, text_queries
+from autolabel.proposers.runtime_select import detections_differ, parity_figures, select_runtime
+from autolabel.proposers.torch_speed import maybe_compile
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -135,15 +138,21 @@ class Owlv2Proposer(StagedProposer):
             self.image_kwargs["size"] = {"height": settings.max_side, "width": settings.max_side}
             self.interpolate = True
         self.image_side = image_side_module(model, interpolate=self.interpolate)
-        self.runtime = None  # onnx_cache.CachedRuntime when runtime: onnx was asked for
-        self.session = None
-        if settings.runtime == "onnx":
-            self.runtime = self.onnx_runtime()
-            self.session = self.runtime.session
-            if self.runtime.reason:
-                print(
-                    f"{NAME}: runtime onnx not used ({self.runtime.reason}); running torch", file=sys.stderr
-                )
+        self.session = None  # the exported graph the image side runs in (None: PyTorch)
+        self.selection = select_runtime(
+            name=NAME,
+            asked=settings.runtime,
+            device=self.device,
+            cpu_fp32=self.device == "cpu" and self.dtype == torch_float32(),
+            make_spec=self.export_spec,
+            parity=lambda graph: self.parity(graph, self.parity_pixels),
+            run_torch=lambda: self.run_image_side(self.parity_pixels, session=None),
+            run_graph=lambda graph: self.run_image_side(self.parity_pixels, session=graph),
+        )
+        self.runtime = self.selection.cached  # runtime_cache.CachedRuntime of the export used or tried
+        self.session = self.selection.graph
+        if self.session is None:
+            self.image_side = maybe_compile(self.image_side, settings, self.device)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Any:
         return self.processor.image_processor(images=list(images), return_tensors="pt", **self.image_kwargs)[
@@ -161,12 +170,11 @@ class Owlv2Proposer(StagedProposer):
         session = session if session is not None else self.session
         if session is not None:
             logits, boxes = session.run(
-                None,
                 {
                     "pixel_values": pixel_values.float().numpy(),
                     "query_embeds": self.queries.embeds.float().cpu().numpy(),
                     "query_mask": self.queries.mask.cpu().numpy(),
-                },
+                }
             )
             return np.asarray(logits, dtype=np.float32), np.asarray(boxes, dtype=np.float32)
         with torch.inference_mode():
@@ -175,14 +183,15 @@ class Owlv2Proposer(StagedProposer):
             )
         return logits.float().cpu().numpy(), boxes.float().cpu().numpy()
 
-    def onnx_runtime(self) -> Any:
-        from autolabel.proposers import onnx_cache
+    @functools.cached_property
+    def parity_pixels(self) -> Any:
+        return self.preprocess(parity_images())
 
-        if self.device != "cpu" or self.dtype != torch_float32():
-            reason = f"the ONNX export runs fp32 on the CPU, not on {self.device}"
-            return onnx_cache.CachedRuntime(None, reason, False, onnx_cache.cache_root())
-        pixels = self.preprocess(parity_images())
-        spec = onnx_cache.ExportSpec(
+    def export_spec(self) -> Any:
+        from autolabel.proposers.runtime_cache import ExportSpec
+
+        pixels = self.parity_pixels
+        return ExportSpec(
             name=NAME,
             source=str(self.settings.model_path or DEFAULT_MODEL_ID),
             input_size=(int(pixels.shape[-2]), int(pixels.shape[-1])),
@@ -202,41 +211,29 @@ class Owlv2Proposer(StagedProposer):
                 "parity": [PARITY_LOGIT_ATOL, PARITY_BOX_ATOL, PARITY_PIXEL_ATOL, PARITY_SCORE_ATOL],
             },
         )
-        return onnx_cache.cached_onnx(spec, lambda session: self.parity(session, pixels))
 
     def parity(self, session: Any, pixels: Any) -> tuple[str | None, dict]:
-        """ONNX vs PyTorch on the parity images: raw outputs, then detections after postprocess."""
-        torch_logits, torch_boxes = self.run_image_side(pixels, session=None)
-        onnx_logits, onnx_boxes = self.run_image_side(pixels, session=session)
-        figures = {
-            "images": len(pixels),
-            "max_logit_diff": float(np.abs(torch_logits - onnx_logits).max()),
-            "max_box_diff": float(np.abs(torch_boxes - onnx_boxes).max()),
-            "detections": 0,
-        }
-        if figures["max_logit_diff"] > PARITY_LOGIT_ATOL or figures["max_box_diff"] > PARITY_BOX_ATOL:
-            reason = (
-                f"parity failed: logits differ by {figures['max_logit_diff']:.2g} (limit {PARITY_LOGIT_ATOL:g}),"
-                f" boxes by {figures['max_box_diff']:.2g} (limit {PARITY_BOX_ATOL:g})"
-            )
+        """The export vs PyTorch on the parity images: raw outputs, then detections after postprocess."""
+        expected = self.run_image_side(pixels, session=None)
+        got = self.run_image_side(pixels, session=session)
+        reason, figures = parity_figures(
+            expected, got, {"logits": PARITY_LOGIT_ATOL, "boxes": PARITY_BOX_ATOL}
+        )
+        figures = {"images": len(pixels), **figures, "detections": 0}
+        if reason:
             return reason, figures
-        for row, (height, width) in enumerate(PARITY_SHAPES):
-            expected, got = (
+        detections = [
+            [
                 self.postprocess_one(
                     Owlv2Output(logits=logits[row], boxes=boxes[row]), width=width, height=height
                 )
-                for logits, boxes in ((torch_logits, torch_boxes), (onnx_logits, onnx_boxes))
-            )
-            figures["detections"] += len(expected)
-            same = len(expected) == len(got) and (expected.class_id == got.class_id).all()
-            same = same and np.allclose(expected.xyxy, got.xyxy, atol=PARITY_PIXEL_ATOL)
-            same = same and np.allclose(expected.confidence, got.confidence, atol=PARITY_SCORE_ATOL)
-            if not same:
-                return (
-                    f"parity failed: image {row} gives {len(got)} detections, PyTorch {len(expected)}",
-                    figures,
-                )
-        return None, figures
+                for row, (height, width) in enumerate(PARITY_SHAPES)
+            ]
+            for logits, boxes in (expected, got)
+        ]
+        figures["detections"] = sum(len(det) for det in detections[0])
+        reason = detections_differ(*detections, pixel_atol=PARITY_PIXEL_ATOL, score_atol=PARITY_SCORE_ATOL)
+        return reason, figures
 
     def postprocess_one(self, output: Owlv2Output, *, width: int, height: int) -> sv.Detections:
         return detections_from_output(
