@@ -16,7 +16,7 @@ ONNX through ``autolabel.export.export_weights`` (the path ``autolabel export`` 
   (--threads, default PyTorch's own count, which is 1 once ultralytics has set OMP_NUM_THREADS).
 
 ``--student dfine-n``: D-FINE-N as ``transformers``' conversion script builds it for
-``dfine_n_coco`` (``dfine_nano_config``: HGNetV2 with 4 stages of 3 layers, 2 feature levels at
+``dfine_n_coco`` (``tests.tiny_models.write_dfine_nano_config``: HGNetV2 with 4 stages of 3 layers, 2 feature levels at
 strides 16/32, d_model 128, 3 decoder layers, 300 queries, 80 classes), random weights: its
 own init plus N(0, 0.02) noise on every parameter. transformers' init alone (normal, std 0.01 for
 convs and linears) makes activations vanish within the backbone, so the encoder scores that pick
@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the tests' model builders (tests/tiny_models.py)
 DEFAULT_IMAGES = REPO.parent / "shared" / "datasets" / "bccd" / "images" / "val"
 
 
@@ -195,39 +196,16 @@ def raw_parity(reference: Path, onnx_path: Path, images: Path, n_images: int, im
     return result
 
 
-def dfine_nano_config(num_labels: int = 80):
-    """D-FINE-N as transformers' conversion script configures ``dfine_n_coco`` (its differences
-    from the ``DFineConfig`` defaults, which describe D-FINE-L)."""
-    from transformers import DFineConfig
-
-    config = DFineConfig(
-        num_labels=num_labels, num_feature_levels=2, encoder_in_channels=[512, 1024], feat_strides=[16, 32],
-        encode_proj_layers=[1], encoder_hidden_dim=128, encoder_ffn_dim=512, d_model=128, decoder_ffn_dim=512,
-        decoder_in_channels=[128, 128], decoder_n_points=[6, 6], decoder_layers=3, depth_mult=0.5,
-        hidden_expansion=0.34,
-    )  # fmt: skip
-    backbone = config.backbone_config
-    for key, value in {
-        "hidden_sizes": [128, 256, 512, 1024], "layer_type": "basic", "embedding_size": 32,
-        "stem_channels": [3, 16, 16], "stage_in_channels": [16, 64, 256, 512],
-        "stage_mid_channels": [16, 32, 64, 128], "stage_out_channels": [64, 256, 512, 1024],
-        "stage_num_blocks": [1, 1, 2, 1], "stage_downsample": [False, True, True, True],
-        "stage_light_block": [False, False, True, True], "stage_kernel_size": [3, 3, 5, 5],
-        "stage_numb_of_layers": [3, 3, 3, 3], "out_indices": [3, 4], "use_learnable_affine_block": True,
-    }.items():  # fmt: skip
-        setattr(backbone, key, value)
-    if hasattr(backbone, "out_features"):  # keep out_features in step with out_indices
-        backbone.out_features = [backbone.stage_names[i] for i in backbone.out_indices]
-    return config
-
-
 def random_dfine_nano(folder: Path) -> Path:
     """A random D-FINE-N saved with save_pretrained; returns its ``model.safetensors``."""
     import torch
-    from transformers import DFineForObjectDetection
+    from transformers import DFineConfig, DFineForObjectDetection
 
+    from tests.tiny_models import write_dfine_nano_config
+
+    config = DFineConfig.from_json_file(str(write_dfine_nano_config(folder / "dfine-nano.json")))
     torch.manual_seed(0)
-    model = DFineForObjectDetection(dfine_nano_config()).eval()
+    model = DFineForObjectDetection(config).eval()
     with torch.no_grad():
         for param in model.parameters():
             param.add_(0.02 * torch.randn_like(param))  # activations that do not vanish (see above)

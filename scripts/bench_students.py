@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the tests' model builders (tests/tiny_models.py)
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "bccd"
 DEFAULT_YOLO = REPO.parent / "shared" / "weights" / "yolo11n-coco.pt"
 STUDENTS = ("yolo", "dfine-n")
