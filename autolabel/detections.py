@@ -25,6 +25,9 @@ __all__ = [
     "from_dict",
     "from_json",
     "make",
+    "match_boxes",
+    "match_pairs",
+    "match_rate",
     "to_dict",
     "to_json",
 ]
@@ -101,3 +104,33 @@ def clip_to_image(det: sv.Detections, width: int, height: int) -> sv.Detections:
     det.xyxy = xyxy
     keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
     return det[keep]
+
+
+def match_pairs(reference: sv.Detections, other: sv.Detections, iou: float = 0.9) -> list[tuple[int, int]]:
+    """The (reference, other) index pairs that match one-to-one with the same class at IoU >= ``iou``
+    (greedy, best overlap first)."""
+    if len(reference) == 0 or len(other) == 0:
+        return []
+    import supervision as sv
+
+    overlaps = sv.box_iou_batch(reference.xyxy, other.xyxy)
+    overlaps[reference.class_id[:, None] != other.class_id[None, :]] = 0.0
+    pairs = []
+    while True:
+        i, j = np.unravel_index(np.argmax(overlaps), overlaps.shape)
+        if overlaps[i, j] < iou:
+            return pairs
+        pairs.append((int(i), int(j)))
+        overlaps[i, :] = 0.0
+        overlaps[:, j] = 0.0
+
+
+def match_boxes(reference: sv.Detections, other: sv.Detections, iou: float = 0.9) -> int:
+    """How many boxes pair up one-to-one with the same class at IoU >= ``iou`` (``match_pairs``)."""
+    return len(match_pairs(reference, other, iou))
+
+
+def match_rate(matched: int, n_reference: int, n_other: int) -> float:
+    """Matched pairs over the larger box count; two empty outputs agree perfectly."""
+    larger = max(n_reference, n_other)
+    return 1.0 if larger == 0 else matched / larger

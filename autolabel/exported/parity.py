@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from autolabel.detections import match_boxes, match_rate
 from autolabel.exported import runtimes
 from autolabel.students.yolo import names_list
 
@@ -112,30 +113,6 @@ def detect(student: Student, rgb: np.ndarray, imgsz: int, conf: float, device: s
 
     (raw,) = student.predict([rgb], conf=conf, imgsz=imgsz, device=device, square=True)
     return dets.make(raw.xyxy, raw.class_id, raw.confidence)
-
-
-def match_boxes(reference: sv.Detections, exported: sv.Detections, iou: float = MATCH_IOU) -> int:
-    """How many boxes pair up one-to-one with the same class at IoU >= ``iou`` (greedy, best first)."""
-    if len(reference) == 0 or len(exported) == 0:
-        return 0
-    import supervision as sv
-
-    overlaps = sv.box_iou_batch(reference.xyxy, exported.xyxy)
-    overlaps[reference.class_id[:, None] != exported.class_id[None, :]] = 0.0
-    matched = 0
-    while True:
-        i, j = np.unravel_index(np.argmax(overlaps), overlaps.shape)
-        if overlaps[i, j] < iou:
-            return matched
-        matched += 1
-        overlaps[i, :] = 0.0
-        overlaps[:, j] = 0.0
-
-
-def match_rate(matched: int, n_reference: int, n_exported: int) -> float:
-    """Matched pairs over the larger box count; two empty outputs agree perfectly."""
-    larger = max(n_reference, n_exported)
-    return 1.0 if larger == 0 else matched / larger
 
 
 def map50_95(names: list[str], images: Sequence[ParityImage], predictions: Sequence[sv.Detections]) -> float:

@@ -40,7 +40,8 @@ from autolabel.proposers import grounding_dino_export as export
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
 from autolabel.proposers.grounding_dino_text import cache_text_backbone
-from autolabel.proposers.runtime_select import detections_differ, parity_figures, select_runtime
+from autolabel.proposers.runtime_parity import Tolerance, detections_parity, raw_parity
+from autolabel.proposers.runtime_select import select_runtime
 from autolabel.proposers.torch_speed import maybe_compile
 
 if TYPE_CHECKING:
@@ -262,8 +263,11 @@ class GroundingDinoProposer(StagedProposer):
         """Caption ``index``'s export vs PyTorch on the parity images: raw outputs, then detections."""
         expected = export.run_torch(module, *self.parity_inputs)
         got = export.run_graph(graph, *self.parity_inputs)
-        limits = {"logits": export.PARITY_LOGIT_ATOL, "boxes": export.PARITY_BOX_ATOL}
-        reason, figures = parity_figures(expected, got, limits)
+        tolerances = {
+            "logits": Tolerance(export.PARITY_LOGIT_ATOL, export.PARITY_LOGIT_RTOL),
+            "boxes": Tolerance(export.PARITY_BOX_ATOL),
+        }
+        reason, figures = raw_parity(expected, got, tolerances, pair_queries=True)
         figures = {"images": len(export.PARITY_SHAPES), **figures, "detections": 0}
         if reason:
             return reason, figures
@@ -281,11 +285,8 @@ class GroundingDinoProposer(StagedProposer):
             ]
             for logits, boxes in (expected, got)
         ]
-        figures["detections"] = sum(len(det) for det in detections[0])
-        reason = detections_differ(
-            *detections, pixel_atol=export.PARITY_PIXEL_ATOL, score_atol=export.PARITY_SCORE_ATOL
-        )
-        return reason, figures
+        reason, matched = detections_parity(*detections, score_atol=export.PARITY_SCORE_ATOL)
+        return reason, {**figures, **matched}
 
     def preprocess(self, images: Sequence[np.ndarray]) -> GroundingDinoInputs:
         import torch

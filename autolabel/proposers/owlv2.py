@@ -29,7 +29,8 @@ import numpy as np
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
 from autolabel.proposers.owlv2_sides import image_side_module, text_queries
-from autolabel.proposers.runtime_select import detections_differ, parity_figures, select_runtime
+from autolabel.proposers.runtime_parity import Tolerance, detections_parity, raw_parity
+from autolabel.proposers.runtime_select import select_runtime
 from autolabel.proposers.torch_speed import maybe_compile
 
 if TYPE_CHECKING:
@@ -41,10 +42,11 @@ DEFAULT_MODEL_ID = "google/owlv2-base-patch16-ensemble"
 NAME = "owlv2"
 
 # Export-time parity against PyTorch: raw outputs, then the detections at the configured thresholds.
+# (runtime_parity: per query, atol + rtol * max |PyTorch output|; then detections at IoU 0.9)
 PARITY_LOGIT_ATOL = 1e-3
-PARITY_BOX_ATOL = 1e-4  # normalized coordinates
-PARITY_PIXEL_ATOL = 0.5
-PARITY_SCORE_ATOL = 1e-4
+PARITY_LOGIT_RTOL = 1e-4
+PARITY_BOX_ATOL = 1e-3  # normalized coordinates
+PARITY_SCORE_ATOL = 1e-3
 PARITY_SHAPES = ((48, 96), (100, 60), (64, 64))  # (h, w) of the synthetic parity images
 
 
@@ -208,7 +210,7 @@ class Owlv2Proposer(StagedProposer):
             },
             settings={
                 "interpolate": self.interpolate,
-                "parity": [PARITY_LOGIT_ATOL, PARITY_BOX_ATOL, PARITY_PIXEL_ATOL, PARITY_SCORE_ATOL],
+                "parity": [PARITY_LOGIT_ATOL, PARITY_LOGIT_RTOL, PARITY_BOX_ATOL, PARITY_SCORE_ATOL],
             },
         )
 
@@ -216,9 +218,11 @@ class Owlv2Proposer(StagedProposer):
         """The export vs PyTorch on the parity images: raw outputs, then detections after postprocess."""
         expected = self.run_image_side(pixels, session=None)
         got = self.run_image_side(pixels, session=session)
-        reason, figures = parity_figures(
-            expected, got, {"logits": PARITY_LOGIT_ATOL, "boxes": PARITY_BOX_ATOL}
-        )
+        tolerances = {
+            "logits": Tolerance(PARITY_LOGIT_ATOL, PARITY_LOGIT_RTOL),
+            "boxes": Tolerance(PARITY_BOX_ATOL),
+        }
+        reason, figures = raw_parity(expected, got, tolerances)
         figures = {"images": len(pixels), **figures, "detections": 0}
         if reason:
             return reason, figures
@@ -231,9 +235,8 @@ class Owlv2Proposer(StagedProposer):
             ]
             for logits, boxes in (expected, got)
         ]
-        figures["detections"] = sum(len(det) for det in detections[0])
-        reason = detections_differ(*detections, pixel_atol=PARITY_PIXEL_ATOL, score_atol=PARITY_SCORE_ATOL)
-        return reason, figures
+        reason, matched = detections_parity(*detections, score_atol=PARITY_SCORE_ATOL)
+        return reason, {**figures, **matched}
 
     def postprocess_one(self, output: Owlv2Output, *, width: int, height: int) -> sv.Detections:
         return detections_from_output(

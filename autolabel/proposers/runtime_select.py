@@ -12,8 +12,7 @@
   means torch: the ONNX and OpenVINO exports here are CPU fp32 graphs. One line on stderr always
   says what auto chose and why.
 
-``parity_figures`` and ``detections_differ`` are the two halves of every export-time parity check
-(raw outputs, then the detections at the configured thresholds).
+The export-time parity checks themselves are ``runtime_parity``.
 """
 
 from __future__ import annotations
@@ -21,16 +20,11 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from typing import Any
 
 from autolabel.proposers import runtime_cache, runtime_graphs
-
-if TYPE_CHECKING:
-    import supervision as sv
 
 CHOICE = "choice.json"
 TIMING_RUNS = 2
@@ -163,44 +157,3 @@ def best_seconds(run: Callable[[], Any]) -> float:
         run()
         best = min(best, time.perf_counter() - started)
     return best
-
-
-# ---------------------------------------------------------------- parity
-
-
-def raw_diff(expected: np.ndarray, got: np.ndarray) -> float:
-    """Max absolute difference; equal values (infinities included) count 0, NaN counts inf."""
-    expected = np.asarray(expected, dtype=np.float64)
-    got = np.asarray(got, dtype=np.float64)
-    if expected.shape != got.shape:
-        return float("inf")
-    diff = np.where(expected == got, 0.0, np.abs(expected - got))
-    diff = np.nan_to_num(diff, nan=np.inf)
-    return float(diff.max()) if diff.size else 0.0
-
-
-def parity_figures(
-    expected: Sequence[np.ndarray], got: Sequence[np.ndarray], limits: Mapping[str, float]
-) -> tuple[str | None, dict]:
-    """Raw outputs (``limits``: output name -> tolerance, in the outputs' order) -> (reason, figures)."""
-    figures: dict = {}
-    failed = []
-    for (output, limit), want, have in zip(limits.items(), expected, got):
-        figures[f"max_{output}_diff"] = diff = raw_diff(want, have)
-        if not diff <= limit:
-            failed.append(f"{output} differ by {diff:.2g} (limit {limit:g})")
-    return (f"parity failed: {', '.join(failed)}" if failed else None), figures
-
-
-def detections_differ(
-    expected: Sequence[sv.Detections], got: Sequence[sv.Detections], *, pixel_atol: float, score_atol: float
-) -> str | None:
-    """None when every image has the same detections (class, box within ``pixel_atol``, score within
-    ``score_atol``); else the one-line reason."""
-    for row, (want, have) in enumerate(zip(expected, got)):
-        same = len(want) == len(have) and (want.class_id == have.class_id).all()
-        same = same and np.allclose(want.xyxy, have.xyxy, atol=pixel_atol)
-        same = same and np.allclose(want.confidence, have.confidence, atol=score_atol)
-        if not same:
-            return f"parity failed: image {row} gives {len(have)} detections, PyTorch {len(want)}"
-    return None
