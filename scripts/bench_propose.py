@@ -220,7 +220,10 @@ def build_full_size_owlv2(directory: Path) -> Path:
         vocab=vocab, merges=merges, unk_token="<|endoftext|>", bos_token="<|startoftext|>",
         eos_token="<|endoftext|>", pad_token="!", model_max_length=16,
     )  # fmt: skip
-    config = Owlv2Config(text_config={"vocab_size": len(vocab), "max_position_embeddings": 16})
+    config = Owlv2Config(
+        text_config={"vocab_size": len(vocab), "max_position_embeddings": 16},
+        vision_config={"image_size": 960},  # owlv2-base-patch16(-ensemble); the class default is 768
+    )
     torch.manual_seed(0)
     model = Owlv2ForObjectDetection(config).eval()
     size = config.vision_config.image_size
@@ -282,10 +285,8 @@ def runtimes_child(args) -> dict:
 
 
 def box_match(reference: dict, other: dict, threshold: float, iou: float = 0.9) -> tuple[float | None, int]:
-    """Fraction of the reference boxes (score >= threshold) that ``other`` has: same class, IoU >= iou."""
-    import numpy as np
-    import supervision as sv
-
+    """Fraction of the reference boxes (score >= threshold) that ``other`` has: one-to-one, same
+    class, IoU >= iou (``detections.match_boxes``, the export parity's rule)."""
     from autolabel import detections as dets
 
     matched = total = 0
@@ -294,19 +295,7 @@ def box_match(reference: dict, other: dict, threshold: float, iou: float = 0.9) 
         ref = ref[ref.confidence >= threshold]
         got = got[got.confidence >= threshold] if len(got) else got
         total += len(ref)
-        if not len(ref) or not len(got):
-            continue
-        ious = sv.box_iou_batch(ref.xyxy, got.xyxy)
-        ious[ref.class_id[:, None] != got.class_id[None, :]] = 0
-        used = set()
-        for row in np.argsort(-ref.confidence):
-            for col in np.argsort(-ious[row]):
-                if ious[row, col] < iou:
-                    break
-                if col not in used:
-                    used.add(col)
-                    matched += 1
-                    break
+        matched += dets.match_boxes(ref, got, iou)
     return (round(matched / total, 4) if total else None), total
 
 
