@@ -72,3 +72,11 @@ def test_detections_match_by_class_and_iou_with_scores_close():
     off_score = dets.make(want.xyxy, want.class_id, want.confidence + 0.01)
     assert "scores differ" in detections_parity([want], [off_score], score_atol=1e-3)[0]
     assert detections_parity([dets.empty()], [dets.empty()], score_atol=1e-3)[0] is None
+
+
+def test_overlapping_neighbours_with_different_scores_compare_rank_for_rank():
+    # two near-identical boxes of one class, scores 1.0 and 0.0: any IoU pairing may cross them
+    boxes = np.array([[0, 0, 100, 100], [0, 0, 100, 101]], float)
+    want = dets.make(boxes, np.array([0, 0]), np.array([1.0, 0.0]))
+    crossed = dets.make(boxes, np.array([0, 0]), np.array([0.0, 1.0]))
+    assert detections_parity([want], [crossed], score_atol=1e-3)[0] is None
