@@ -42,7 +42,7 @@ from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedPr
 from autolabel.proposers.grounding_dino_text import cache_text_backbone
 from autolabel.proposers.runtime_parity import Tolerance, detections_parity, raw_parity
 from autolabel.proposers.runtime_select import select_runtime
-from autolabel.proposers.torch_speed import maybe_compile
+from autolabel.proposers.torch_speed import gpu_preprocessing, maybe_compile
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -207,6 +207,7 @@ class GroundingDinoProposer(StagedProposer):
                 "shortest_edge": min(shortest, settings.max_side),
                 "longest_edge": settings.max_side,
             }
+        self.image_kwargs.update(gpu_preprocessing(self.device))
 
         import torch
 

@@ -31,7 +31,7 @@ from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedPr
 from autolabel.proposers.owlv2_sides import image_side_module, text_queries
 from autolabel.proposers.runtime_parity import Tolerance, detections_parity, raw_parity
 from autolabel.proposers.runtime_select import select_runtime
-from autolabel.proposers.torch_speed import maybe_compile
+from autolabel.proposers.torch_speed import gpu_preprocessing, maybe_compile
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -139,6 +139,7 @@ class Owlv2Proposer(StagedProposer):
         if settings.max_side and settings.max_side != model.config.vision_config.image_size:
             self.image_kwargs["size"] = {"height": settings.max_side, "width": settings.max_side}
             self.interpolate = True
+        self.image_kwargs.update(gpu_preprocessing(self.device))
         self.image_side = image_side_module(model, interpolate=self.interpolate)
         self.session = None  # the exported graph the image side runs in (None: PyTorch)
         self.selection = select_runtime(

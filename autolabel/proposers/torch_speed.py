@@ -5,6 +5,9 @@
 - ``torch.compile``: opt-in (``proposer.torch_compile`` / ``--torch-compile``), CUDA only. OWLv2's
   image side has one fixed input shape (the processor's square), so it compiles once; Grounding
   DINO recompiles for each new input shape. Not measured in this project yet (no GPU here).
+- preprocessing on the GPU: on CUDA the image processor (transformers 5's torchvision-backed one)
+  gets ``device``, so resizing, rescaling and normalizing run on the GPU in the engine's prefetch
+  thread and the batch arrives there. Not measured yet either.
 """
 
 from __future__ import annotations
@@ -26,3 +29,8 @@ def maybe_compile(module: Any, settings: Any, device: str) -> Any:
     import torch
 
     return torch.compile(module)
+
+
+def gpu_preprocessing(device: str) -> dict[str, Any]:
+    """The image processor's keyword arguments that move preprocessing onto ``device`` (CUDA only)."""
+    return {"device": device} if str(device).startswith("cuda") else {}
