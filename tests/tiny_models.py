@@ -56,7 +56,6 @@ def build_tiny_grounding_dino(directory: str | Path, *, max_text_len: int = 256,
     """A two-decoder-layer Grounding DINO with a 4-stage Swin of width 8 and a 1-layer BERT of width 32."""
     import torch
     from transformers import (
-        BertConfig,
         BertTokenizerFast,
         GroundingDinoConfig,
         GroundingDinoForObjectDetection,
@@ -82,14 +81,7 @@ def build_tiny_grounding_dino(directory: str | Path, *, max_text_len: int = 256,
         mlp_ratio=1.0,
         out_features=["stage2", "stage3", "stage4"],
     )
-    text = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=max(512, max_text_len),
-    )
+    text = tiny_bert_config(len(vocab), max_position_embeddings=max(512, max_text_len))
     config = GroundingDinoConfig(
         backbone_config=backbone,
         text_config=text,
@@ -281,7 +273,7 @@ def build_tiny_groundingdino_py(directory: str | Path, *, seed: int = 0) -> Path
     import torch
     from groundingdino.models import build_model
     from groundingdino.util.slconfig import SLConfig
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertModel, BertTokenizerFast
 
     from autolabel.proposers.groundingdino_compat import patch_bert_warper
 
@@ -292,14 +284,7 @@ def build_tiny_groundingdino_py(directory: str | Path, *, seed: int = 0) -> Path
     (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab=str(bert / "vocab.txt"), do_lower_case=True).save_pretrained(bert)
     torch.manual_seed(seed)
-    text = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-    )
-    BertModel(text).save_pretrained(bert)
+    BertModel(tiny_bert_config(len(vocab))).save_pretrained(bert)
 
     config_text = (Path(groundingdino.__file__).parent / "config" / "GroundingDINO_SwinT_OGC.py").read_text()
     for key, value in TINY_GROUNDINGDINO_PY.items():
@@ -342,3 +327,13 @@ def write_dfine_nano_config(path: str | Path, *, num_labels: int = 80) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     config.to_json_file(str(path))
     return path
+
+
+def tiny_bert_config(vocab_size: int, **extra):
+    """The one-layer, 32-wide BERT both tiny Grounding DINOs use as their text encoder."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, **extra,
+    )  # fmt: skip
