@@ -58,6 +58,9 @@ def main() -> None:
     from autolabel.runtime import configure_environment
 
     configure_environment(root / ".cache")  # library caches inside the demo folder, never in $HOME
+    # the proposer's exports of the demo's locally built model too (real weights' exports sit beside
+    # the Hugging Face cache they come from)
+    os.environ.setdefault("AUTOLABEL_EXPORT_CACHE", str(root / ".cache" / "autolabel-exports"))
     scenes, ws, model_dir = root / "scenes", root / "ws", root / "models" / "tiny-grounding-dino"
 
     if not (scenes / "data.yaml").exists():
