@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from autolabel import detections as dets
@@ -295,14 +295,7 @@ def _convert(store, project: Project, costs: AnnotationCostConfig, summary: Pull
             task_id=item.task_id,
             annotation_id=item.annotation_id,
             round=item.round,
-            shown=correction.shown,
-            human=correction.human,
-            kept=correction.kept,
-            moved=correction.moved,
-            relabeled=correction.relabeled,
-            deleted=correction.deleted,
-            added=correction.added,
-            true_positives=correction.true_positives,
+            **asdict(correction),  # the diff's counts are the row's columns of the same names
             clipped=conv.clipped,
             rotated=conv.rotated,
             seconds=costs.seconds(correction),
