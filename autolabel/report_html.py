@@ -152,9 +152,11 @@ def _gallery(data: dict) -> str:
     for item in items:
         caption = f"{item['path']}: {item['false_positives']} false positives, {item['missed']} missed"
         parts.append(
-            f'<h4>{escape(caption)}</h4><div class="pair">'
-            f"<figure>{_img(item['truth'], 'ground truth')}<figcaption>ground truth</figcaption></figure>"
-            f"<figure>{_img(item['predicted'], 'prediction')}<figcaption>predicted</figcaption></figure></div>"
+            _pair(
+                caption,
+                (item["truth"], "ground truth", "ground truth"),
+                (item["predicted"], "prediction", "predicted"),
+            )
         )
     return "".join(parts)
 
@@ -166,12 +168,23 @@ def _corrections(data: dict) -> str:
     parts = ["<h2>Pre-labels and what humans changed</h2>"]
     for item in items:
         changes = ", ".join(f"{n} {k}" for k, n in item["changes"].items())
+        caption = f"{item['path']} (round {item['round']}): {changes}"
         parts.append(
-            f'<h4>{escape(item["path"])} (round {item["round"]}): {escape(changes)}</h4><div class="pair">'
-            f"<figure>{_img(item['shown'], 'pre-label')}<figcaption>pre-label shown</figcaption></figure>"
-            f"<figure>{_img(item['human'], 'human')}<figcaption>after the human</figcaption></figure></div>"
+            _pair(
+                caption,
+                (item["shown"], "pre-label", "pre-label shown"),
+                (item["human"], "human", "after the human"),
+            )
         )
     return "".join(parts)
+
+
+def _pair(caption: str, *figures: tuple[str, str, str]) -> str:
+    """A heading over images side by side; each figure is (image, alt text, caption)."""
+    cells = "".join(
+        f"<figure>{_img(src, alt)}<figcaption>{label}</figcaption></figure>" for src, alt, label in figures
+    )
+    return f'<h4>{escape(caption)}</h4><div class="pair">{cells}</div>'
 
 
 def _split(data: dict) -> str:
