@@ -28,6 +28,7 @@ __all__ = [
     "match_boxes",
     "match_pairs",
     "match_rate",
+    "query_order",
     "to_dict",
     "to_json",
 ]
@@ -134,3 +135,21 @@ def match_rate(matched: int, n_reference: int, n_other: int) -> float:
     """Matched pairs over the larger box count; two empty outputs agree perfectly."""
     larger = max(n_reference, n_other)
     return 1.0 if larger == 0 else matched / larger
+
+
+def query_order(expected: np.ndarray, got: np.ndarray, *, reduce: str = "sum") -> np.ndarray:
+    """The order of ``got``'s rows that pairs them one-to-one with ``expected``'s rows (a DETR's
+    queries, (Q, features): a top-k may emit them in another order from another runtime).
+
+    A linear assignment on the rows' distance (``reduce``: "sum" for L1, "max" for the largest
+    difference), kept only when it beats the given order by the same measure; else the identity.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    combine = {"sum": np.sum, "max": np.max}[reduce]
+    distance = np.abs(expected[:, None, :].astype(np.float64) - got[None, :, :].astype(np.float64))
+    cost = np.nan_to_num(combine(distance, axis=2), nan=1e9, posinf=1e9)
+    _, paired = linear_sum_assignment(cost)
+    in_order = np.arange(len(cost))
+    better = combine(cost[in_order, paired], initial=0.0) < combine(cost[in_order, in_order], initial=0.0)
+    return paired if better else in_order

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from autolabel.detections import match_pairs, match_rate
+from autolabel.detections import match_pairs, match_rate, query_order
 
 if TYPE_CHECKING:
     import supervision as sv
@@ -50,17 +50,6 @@ def row_diffs(expected: np.ndarray, got: np.ndarray) -> np.ndarray:
     diff = np.where(expected == got, 0.0, np.abs(expected - got))
     diff = np.nan_to_num(diff, nan=np.inf)
     return diff.max(axis=1, initial=0.0)
-
-
-def query_order(expected_boxes: np.ndarray, got_boxes: np.ndarray) -> np.ndarray:
-    """The order of ``got``'s queries that pairs them with ``expected``'s (identity unless better)."""
-    from scipy.optimize import linear_sum_assignment
-
-    cost = np.abs(expected_boxes[:, None, :].astype(np.float64) - got_boxes[None, :, :]).sum(axis=2)
-    cost = np.nan_to_num(cost, nan=1e9, posinf=1e9)
-    _, paired = linear_sum_assignment(cost)
-    in_order = np.arange(len(cost))
-    return paired if cost[in_order, paired].sum() < cost[in_order, in_order].sum() else in_order
 
 
 def raw_parity(
@@ -139,7 +128,6 @@ __all__: Sequence[str] = (
     "QUERY_MATCH",
     "Tolerance",
     "detections_parity",
-    "query_order",
     "raw_parity",
     "row_diffs",
 )

@@ -134,7 +134,7 @@ class OnnxRunner:
 
 def raw_diff(reference: Sequence[np.ndarray], exported: Sequence[np.ndarray]) -> RawDiff:
     """Max |diff| of logits and of pred_boxes, per image with its queries paired one-to-one."""
-    from scipy.optimize import linear_sum_assignment
+    from autolabel.detections import query_order
 
     ref_logits, ref_boxes = (np.asarray(a, np.float64) for a in reference[:2])
     exp_logits, exp_boxes = (np.asarray(a, np.float64) for a in exported[:2])
@@ -146,13 +146,8 @@ def raw_diff(reference: Sequence[np.ndarray], exported: Sequence[np.ndarray]) ->
     for b in range(len(ref_logits)):
         ref_rows = np.concatenate([ref_logits[b], ref_boxes[b]], axis=1)
         exp_rows = np.concatenate([exp_logits[b], exp_boxes[b]], axis=1)
-        cost = np.abs(ref_rows[:, None, :] - exp_rows[None, :, :]).max(axis=2)  # (Q, Q)
-        _, paired = linear_sum_assignment(cost)
-        in_order = np.arange(len(cost))
-        if cost[in_order, paired].max(initial=0.0) < cost[in_order, in_order].max(initial=0.0):
-            order, reordered = paired, True
-        else:
-            order = in_order
+        order = query_order(ref_rows, exp_rows, reduce="max")
+        reordered = reordered or bool((order != np.arange(len(order))).any())
         num_classes = ref_logits.shape[-1]
         diff = np.abs(ref_rows - exp_rows[order])
         logits_diff = max(logits_diff, float(diff[:, :num_classes].max(initial=0.0)))
