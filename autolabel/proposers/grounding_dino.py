@@ -40,7 +40,7 @@ from autolabel.proposers import grounding_dino_export as export
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
 from autolabel.proposers.grounding_dino_text import cache_text_backbone
-from autolabel.proposers.runtime_parity import Tolerance, detections_parity, raw_parity
+from autolabel.proposers.runtime_parity import PARITY_SHAPES, Tolerance, export_parity, parity_images
 from autolabel.proposers.runtime_select import select_runtime
 from autolabel.proposers.torch_speed import gpu_preprocessing, maybe_compile
 
@@ -253,7 +253,7 @@ class GroundingDinoProposer(StagedProposer):
 
     @functools.cached_property
     def parity_inputs(self) -> tuple[Any, Any]:
-        return export.square_inputs(self.processor, export.parity_images(), self.square)
+        return export.square_inputs(self.processor, parity_images(), self.square)
 
     @property
     def runtime_used(self) -> str:
@@ -262,18 +262,14 @@ class GroundingDinoProposer(StagedProposer):
 
     def parity(self, index: int, module: Any, graph: Any) -> tuple[str | None, dict]:
         """Caption ``index``'s export vs PyTorch on the parity images: raw outputs, then detections."""
-        expected = export.run_torch(module, *self.parity_inputs)
-        got = export.run_graph(graph, *self.parity_inputs)
         tolerances = {
             "logits": Tolerance(export.PARITY_LOGIT_ATOL, export.PARITY_LOGIT_RTOL),
             "boxes": Tolerance(export.PARITY_BOX_ATOL),
         }
-        reason, figures = raw_parity(expected, got, tolerances, pair_queries=True)
-        figures = {"images": len(export.PARITY_SHAPES), **figures, "detections": 0}
-        if reason:
-            return reason, figures
-        detections = [
-            [
+
+        def detections_of(outputs):
+            logits, boxes = outputs
+            return [
                 detections_from_outputs(
                     [ChunkOutput(logits=logits[row], boxes=boxes[row])],
                     [self.captions[index]],
@@ -282,12 +278,14 @@ class GroundingDinoProposer(StagedProposer):
                     num_classes=len(self.ontology.classes),
                     text_threshold=self.settings.text_threshold,
                 )
-                for row, (height, width) in enumerate(export.PARITY_SHAPES)
+                for row, (height, width) in enumerate(PARITY_SHAPES)
             ]
-            for logits, boxes in (expected, got)
-        ]
-        reason, matched = detections_parity(*detections, score_atol=export.PARITY_SCORE_ATOL)
-        return reason, {**figures, **matched}
+
+        expected = export.run_torch(module, *self.parity_inputs)
+        got = export.run_graph(graph, *self.parity_inputs)
+        return export_parity(
+            expected, got, tolerances, detections_of, score_atol=export.PARITY_SCORE_ATOL, pair_queries=True
+        )
 
     def preprocess(self, images: Sequence[np.ndarray]) -> GroundingDinoInputs:
         import torch

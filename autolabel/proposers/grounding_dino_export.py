@@ -36,7 +36,6 @@ PARITY_LOGIT_ATOL = 1e-3
 PARITY_LOGIT_RTOL = 1e-4
 PARITY_BOX_ATOL = 1e-3  # normalized coordinates
 PARITY_SCORE_ATOL = 1e-3
-PARITY_SHAPES = ((48, 96), (100, 60), (64, 64))  # (h, w) of the synthetic parity images
 
 
 def square_side(max_side: int | None, processor: Any) -> int:
@@ -54,11 +53,6 @@ def square_inputs(processor: Any, images: Sequence[np.ndarray], side: int) -> tu
         pad_size={"height": side, "width": side},
     )
     return out["pixel_values"], out["pixel_mask"]
-
-
-def parity_images() -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for height, width in PARITY_SHAPES]
 
 
 def caption_module(model: Any, text_inputs: Any, tokens: int) -> Any:

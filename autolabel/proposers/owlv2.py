@@ -29,7 +29,7 @@ import numpy as np
 from autolabel.proposers import hf_weights
 from autolabel.proposers.base import FinalizeOptions, ProposerSettings, StagedProposer, finalize
 from autolabel.proposers.owlv2_sides import image_side_module, text_queries
-from autolabel.proposers.runtime_parity import Tolerance, detections_parity, raw_parity
+from autolabel.proposers.runtime_parity import PARITY_SHAPES, Tolerance, export_parity, parity_images
 from autolabel.proposers.runtime_select import select_runtime
 from autolabel.proposers.torch_speed import gpu_preprocessing, maybe_compile
 
@@ -47,7 +47,6 @@ PARITY_LOGIT_ATOL = 1e-3
 PARITY_LOGIT_RTOL = 1e-4
 PARITY_BOX_ATOL = 1e-3  # normalized coordinates
 PARITY_SCORE_ATOL = 1e-3
-PARITY_SHAPES = ((48, 96), (100, 60), (64, 64))  # (h, w) of the synthetic parity images
 
 
 @dataclass(frozen=True)
@@ -96,11 +95,6 @@ def detections_from_output(
     det = dets.make(padded_square_to_pixels(output.boxes[keep], size), best[keep], confidence[keep])
     height, width = size
     return finalize(det, options, width=width, height=height)
-
-
-def parity_images() -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for height, width in PARITY_SHAPES]
 
 
 def torch_float32() -> Any:
@@ -217,27 +211,23 @@ class Owlv2Proposer(StagedProposer):
 
     def parity(self, session: Any, pixels: Any) -> tuple[str | None, dict]:
         """The export vs PyTorch on the parity images: raw outputs, then detections after postprocess."""
-        expected = self.run_image_side(pixels, session=None)
-        got = self.run_image_side(pixels, session=session)
         tolerances = {
             "logits": Tolerance(PARITY_LOGIT_ATOL, PARITY_LOGIT_RTOL),
             "boxes": Tolerance(PARITY_BOX_ATOL),
         }
-        reason, figures = raw_parity(expected, got, tolerances)
-        figures = {"images": len(pixels), **figures, "detections": 0}
-        if reason:
-            return reason, figures
-        detections = [
-            [
+
+        def detections_of(outputs):
+            logits, boxes = outputs
+            return [
                 self.postprocess_one(
                     Owlv2Output(logits=logits[row], boxes=boxes[row]), width=width, height=height
                 )
                 for row, (height, width) in enumerate(PARITY_SHAPES)
             ]
-            for logits, boxes in (expected, got)
-        ]
-        reason, matched = detections_parity(*detections, score_atol=PARITY_SCORE_ATOL)
-        return reason, {**figures, **matched}
+
+        expected = self.run_image_side(pixels, session=None)
+        got = self.run_image_side(pixels, session=session)
+        return export_parity(expected, got, tolerances, detections_of, score_atol=PARITY_SCORE_ATOL)
 
     def postprocess_one(self, output: Owlv2Output, *, width: int, height: int) -> sv.Detections:
         return detections_from_output(

@@ -17,7 +17,7 @@ neighbours with different scores).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,13 @@ if TYPE_CHECKING:
 QUERY_MATCH = 0.99
 MATCH_IOU = 0.9
 BOXES = "boxes"
+PARITY_SHAPES = ((48, 96), (100, 60), (64, 64))  # (h, w) of the synthetic parity images
+
+
+def parity_images() -> list[np.ndarray]:
+    """The parity check's inputs: seeded noise at ``PARITY_SHAPES`` (the same for every proposer)."""
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for height, width in PARITY_SHAPES]
 
 
 @dataclass(frozen=True)
@@ -123,11 +130,33 @@ def detections_parity(
     return None, figures
 
 
+def export_parity(
+    expected: Sequence[np.ndarray],
+    got: Sequence[np.ndarray],
+    tolerances: Mapping[str, Tolerance],
+    detections_of: Callable[[Sequence[np.ndarray]], list[sv.Detections]],
+    *,
+    score_atol: float,
+    pair_queries: bool = False,
+) -> tuple[str | None, dict]:
+    """The whole check on the parity images: raw outputs (``raw_parity``), then, when they agree,
+    the detections ``detections_of(outputs)`` makes of each side (``detections_parity``)."""
+    reason, figures = raw_parity(expected, got, tolerances, pair_queries=pair_queries)
+    figures = {"images": len(expected[0]), **figures, "detections": 0}
+    if reason:
+        return reason, figures
+    reason, matched = detections_parity(detections_of(expected), detections_of(got), score_atol=score_atol)
+    return reason, {**figures, **matched}
+
+
 __all__: Sequence[str] = (
     "MATCH_IOU",
+    "PARITY_SHAPES",
     "QUERY_MATCH",
     "Tolerance",
     "detections_parity",
+    "export_parity",
+    "parity_images",
     "raw_parity",
     "row_diffs",
 )
