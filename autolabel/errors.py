@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AutolabelError",
+    "first_line",
     "missing_dependency",
     "read_text",
 ]
@@ -37,3 +38,12 @@ def read_text(path, what: str = "file") -> str:
 def missing_dependency(package: str, extra_hint: str | None = None) -> AutolabelError:
     hint = extra_hint or f"pip install {package}"
     return AutolabelError(f"the optional package '{package}' is not installed: {hint}")
+
+
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first line of an exception's message (libraries' messages often span many), for a
+    one-line error; ``default`` (else the exception's type name) when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    if lines:
+        return lines[0]
+    return type(exc).__name__ if default is None else default

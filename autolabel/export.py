@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, first_line
 from autolabel.exported.manifest import record_export
 from autolabel.exported.options import ExportOptions, check_exporter
 from autolabel.exported.parity import ParityReport, check_parity, parity_images
@@ -46,7 +46,7 @@ def export_weights(
     except AutolabelError:
         raise
     except Exception as exc:  # ultralytics raises bare exceptions for missing toolchains
-        raise AutolabelError(f"{options.format} export failed: {_first_line(exc)}") from exc
+        raise AutolabelError(f"{options.format} export failed: {first_line(exc)}") from exc
 
 
 def reference_of(weights: Path, out_dir: Path) -> Path:
@@ -54,11 +54,6 @@ def reference_of(weights: Path, out_dir: Path) -> Path:
     from autolabel import students
 
     return out_dir / students.backend_class(students.backend_of(weights)).reference_name
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # -- the command's work -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, first_line
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb limit
@@ -112,7 +112,7 @@ def decode(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"truncated or corrupt image data ({_first_line(exc)})") from None
+        raise ImageDecodeError(f"truncated or corrupt image data ({first_line(exc)})") from None
     return DecodedImage(pixels=rgb, note="; ".join(notes) or None, captured_at=captured_at)
 
 
@@ -163,11 +163,6 @@ def _capture_time(exif) -> str | None:
         return datetime.strptime(str(raw).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat()
     except ValueError:
         return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # -- source groups -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from typer.core import TyperGroup
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, first_line
 
 WorkspaceOption = Annotated[
     Path,
@@ -57,9 +57,8 @@ def _unexpected(exc: Exception) -> Exception | typer.Exit:
     if log_path is None or verbose_requested():
         return exc
     logging.getLogger("autolabel").error("unexpected error", exc_info=exc)
-    first_line = (str(exc).strip().splitlines() or [""])[0]
     typer.echo(
-        f"error: unexpected {type(exc).__name__}: {first_line} (traceback in {log_path};"
+        f"error: unexpected {type(exc).__name__}: {first_line(exc, default='')} (traceback in {log_path};"
         " rerun with --verbose to see it here)",
         err=True,
     )

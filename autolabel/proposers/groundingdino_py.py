@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, first_line
 from autolabel.ontology import normalize_prompt
 from autolabel.proposers.base import FinalizeOptions, StagedProposer, finalize
 
@@ -190,8 +190,9 @@ def load_model(config: Path, checkpoint: Path, device: str):
         with torch.serialization.safe_globals([argparse.Namespace]):
             state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, truncated, other pickled objects: one line  # noqa: BLE001
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AutolabelError(f"{checkpoint}: not a loadable groundingdino checkpoint ({first})") from None
+        raise AutolabelError(
+            f"{checkpoint}: not a loadable groundingdino checkpoint ({first_line(exc)})"
+        ) from None
     weights = state.get("model", state) if isinstance(state, dict) else None
     if not isinstance(weights, dict):
         raise AutolabelError(f"{checkpoint}: no state dict under 'model'")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, first_line
 
 T = TypeVar("T")
 
@@ -109,8 +109,7 @@ def _load(loader: Loader[T], source: str, local_files_only: bool, what: str) -> 
     try:
         return loader(source, local_files_only)
     except (OSError, ValueError, KeyError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AutolabelError(f"{what}: {first_line}") from None
+        raise AutolabelError(f"{what}: {first_line(exc)}") from None
 
 
 class ZeroShotDetector:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autolabel.errors import first_line
 from autolabel.proposers import runtime_graphs
 
 META = "meta.json"
@@ -227,8 +228,7 @@ def export_and_check(
         reason, figures = parity(graph)
         figures = {**figures, "export_s": round(export_s, 2), **runtime_graphs.precision_note(runtime)}
     except Exception as exc:  # noqa: BLE001 - any export failure means "not this runtime"
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = f"export failed: {first_line[:200]}"
+        reason = f"export failed: {first_line(exc)[:200]}"
     files = {
         name: file_sha256(folder / name)
         for name in runtime_graphs.FILES[runtime]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, first_line
 from autolabel.ontology import normalize_prompt
 from autolabel.proposers.base import FinalizeOptions, StagedProposer, finalize
 
@@ -185,7 +185,7 @@ def _load_model(weights: str):
         return cls(weights)
     except (ConnectionError, FileNotFoundError) as exc:
         raise AutolabelError(
-            f"yolo-world weights '{weights}' are not available offline ({_first_line(exc)}): "
+            f"yolo-world weights '{weights}' are not available offline ({first_line(exc)}): "
             "download them once (e.g. from https://github.com/ultralytics/assets/releases) and pass "
             "--model-path /path/to/weights.pt"
         ) from None
@@ -219,11 +219,6 @@ def _set_prompts(
     except (ImportError, ConnectionError, FileNotFoundError, OSError) as exc:
         raise AutolabelError(
             f"encoding prompts for '{weights}' needs the CLIP text model, unavailable here "
-            f"({_first_line(exc)}): install it and its weights when online, or put precomputed "
+            f"({first_line(exc)}): install it and its weights when online, or put precomputed "
             f"prompt embeddings at {embeddings_file}"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

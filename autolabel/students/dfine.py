@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, first_line
 from autolabel.students.base import FitResult, ModelChoice, RawBoxes, RawDiff, ScoredImage
 
 if TYPE_CHECKING:
@@ -336,8 +336,7 @@ def hub_weights(model_id: str, *, download: bool) -> Path:
     try:
         return Path(snapshot_download(model_id, allow_patterns=patterns)) / WEIGHTS_FILE
     except Exception as exc:  # noqa: BLE001
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AutolabelError(f"could not download '{model_id}': {first}") from None
+        raise AutolabelError(f"could not download '{model_id}': {first_line(exc)}") from None
 
 
 def _cached_snapshot(model_id: str, patterns: list[str]) -> Path | None:
