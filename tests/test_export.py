@@ -157,8 +157,9 @@ def test_onnx_reloaded_with_onnxruntime_matches_pytorch_raw_outputs_and_names(ex
     import onnxruntime as ort
 
     from autolabel import students
-    from autolabel.exported.runtimes import letterbox, torch_raw
+    from autolabel.exported.runtimes import torch_outputs
     from autolabel.images import decode
+    from autolabel.students.yolo_export import letterbox
 
     session = ort.InferenceSession(str(exported["onnx"]), providers=["CPUExecutionProvider"])
     names = ast.literal_eval(session.get_modelmeta().custom_metadata_map["names"])
@@ -167,7 +168,7 @@ def test_onnx_reloaded_with_onnxruntime_matches_pytorch_raw_outputs_and_names(ex
     for path in sorted((exported["root"] / "images").glob("*.png"))[:4]:
         x = letterbox(decode(path).pixels, IMGSZ)
         onnx_out = session.run(None, {session.get_inputs()[0].name: x})[0]
-        torch_out = torch_raw(model, x)
+        torch_out = torch_outputs(model, x)[0]
         assert (
             onnx_out.shape
             == torch_out.shape

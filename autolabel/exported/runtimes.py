@@ -3,7 +3,7 @@
 Raw outputs are compared on the same tensor the exported graph sees (``Student.raw_input``: the
 square letterbox for YOLO, the plain resize for D-FINE): PyTorch through the student's network
 (``Student.torch_module``), ONNX through onnxruntime directly, TensorRT and OpenVINO through
-ultralytics' AutoBackend. ``*_outputs`` return every tensor output, in order; ``*_raw`` the first.
+ultralytics' AutoBackend. ``*_outputs`` return every tensor output, in order.
 """
 
 from __future__ import annotations
@@ -17,14 +17,6 @@ from autolabel.errors import AutolabelError
 from autolabel.students.yolo import names_list
 
 
-def letterbox(rgb: np.ndarray, imgsz: int) -> np.ndarray:
-    """The square letterboxed 1x3xHxW float32 tensor ultralytics feeds a static export (the YOLO
-    student's ``raw_input``)."""
-    from autolabel.students.yolo_export import letterbox as yolo_letterbox
-
-    return yolo_letterbox(rgb, imgsz)
-
-
 def torch_outputs(model, batch: np.ndarray) -> list[np.ndarray]:
     """The tensor outputs of ``model`` on ``batch`` (a YOLO DetectionModel's feature list is skipped)."""
     import torch
@@ -34,10 +26,6 @@ def torch_outputs(model, batch: np.ndarray) -> list[np.ndarray]:
         out = model(torch.from_numpy(batch).to(device))
     out = out if isinstance(out, (list, tuple)) else [out]
     return [o.float().cpu().numpy() for o in out if isinstance(o, torch.Tensor)]
-
-
-def torch_raw(model, batch: np.ndarray) -> np.ndarray:
-    return torch_outputs(model, batch)[0]
 
 
 def onnx_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None):
@@ -58,10 +46,6 @@ def onnx_outputs(session, batch: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(o, dtype=np.float32) for o in session.run(None, {spec.name: batch.astype(dtype)})]
 
 
-def onnx_raw(session, batch: np.ndarray) -> np.ndarray:
-    return onnx_outputs(session, batch)[0]
-
-
 def onnx_names(session) -> list[str]:
     meta = session.get_modelmeta().custom_metadata_map
     if "names" not in meta:
@@ -77,7 +61,7 @@ def autobackend(path: Path, device: str, half: bool):
     return AutoBackend(str(path), device=torch.device(device), fp16=half, verbose=False)
 
 
-def backend_raw(backend, batch: np.ndarray) -> np.ndarray:
+def backend_outputs(backend, batch: np.ndarray) -> list[np.ndarray]:
     """Raw outputs of any exported format through ultralytics' AutoBackend (TensorRT, OpenVINO)."""
     import torch
 
@@ -85,11 +69,7 @@ def backend_raw(backend, batch: np.ndarray) -> np.ndarray:
     x = x.half() if getattr(backend, "fp16", False) else x
     out = backend(x)
     out = out[0] if isinstance(out, (list, tuple)) else out
-    return out.float().cpu().numpy()
-
-
-def backend_outputs(backend, batch: np.ndarray) -> list[np.ndarray]:
-    return [backend_raw(backend, batch)]
+    return [out.float().cpu().numpy()]
 
 
 def openvino_cpu_precision() -> str:
