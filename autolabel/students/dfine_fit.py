@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from autolabel.errors import AutolabelError
+from autolabel.errors import AutolabelError, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -283,7 +283,7 @@ def _restore(path: Path, model, opt, scheduler, scaler, ema, rng) -> dict:
                 raise AutolabelError("it was trained without EMA")
             ema.load_state_dict(state["ema"])
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
-        raise AutolabelError(f"{path}: cannot resume from it ({str(exc).splitlines()[0]})") from None
+        raise AutolabelError(f"{path}: cannot resume from it ({first_line(exc)})") from None
     except AutolabelError as exc:
         raise AutolabelError(f"{path}: cannot resume from it ({exc})") from None
     torch.set_rng_state(state["torch_rng"])
