@@ -66,9 +66,8 @@ class Run:
     n_train: int | None = None
     n_val: int | None = None
     weights_path: str | None = None
-    metrics: dict = field(
-        default_factory=dict
-    )  # ours (evaluate), "trainer" (the backend's own), "train" timing
+    # ours (evaluate), "trainer" (the backend's own), "train" timing
+    metrics: dict = field(default_factory=dict)
     started_at: str | None = None
     finished_at: str | None = None
 
